@@ -1,0 +1,95 @@
+//! Micro costs of the commit path: validate + apply of a 10-mutation batch, event encode and
+//! decode, state hash, and a whole prepare_commit.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use wfstate_store::validate::apply_batch;
+use wfstate_store::{
+    Case, CaseId, CommitId, CommitMeta, Event, Hash, Limits, Map, Mutation, ScopeId, TokenId,
+    TokenUpdate, Value,
+};
+
+/// A case with a realistic small state: 20 ctx keys, 3 scopes, 8 tokens.
+fn warm_case() -> Case {
+    let mut case = Case::new(CaseId::new("bench-case").expect("valid id"));
+    for n in 0..20 {
+        case.buffer(Mutation::set_key(format!("key{n}"), Value::from(format!("value {n}"))));
+    }
+    let scope = ScopeId::new("s1").expect("valid id");
+    case.buffer(Mutation::EnterScope { id: scope.clone(), parent: ScopeId::root() });
+    for n in 0..8 {
+        let id = TokenId::new(format!("t{n}")).expect("valid id");
+        case.buffer(Mutation::add_token(id, 0, scope.clone(), Value::Null));
+    }
+    let prepared = case.prepare_commit(meta()).expect("valid batch");
+    case.complete(prepared).expect("fresh commit");
+    case
+}
+
+fn meta() -> CommitMeta {
+    CommitMeta {
+        commit_id: CommitId::generate(),
+        committed_at_ms: 1_700_000_000_000,
+        writer: "bench".into(),
+    }
+}
+
+/// Ten mutations of the kinds a workflow step commits.
+fn batch() -> Vec<Mutation> {
+    let mut update = TokenUpdate::new(TokenId::new("t1").expect("valid id"));
+    update.ip = Some(9);
+    let mut batch = vec![
+        Mutation::set_key("amount", 42),
+        Mutation::PatchCtx {
+            set: Map::from([("paid".into(), Value::Bool(true))]),
+            remove: vec!["key3".into()],
+        },
+        Mutation::UpdateToken(update),
+        Mutation::add_token(TokenId::new("t9").expect("valid id"), 0, ScopeId::root(), 1),
+        Mutation::EnterScope {
+            id: ScopeId::new("s2").expect("valid id"),
+            parent: ScopeId::root(),
+        },
+        Mutation::RemoveToken { id: TokenId::new("t2").expect("valid id") },
+        Mutation::SetMetadata { value: Value::from("step") },
+    ];
+    batch.extend(std::iter::repeat_n(Mutation::IncrementStepCount, 3));
+    batch
+}
+
+fn benches(c: &mut Criterion) {
+    let case = warm_case();
+    let mutations = batch();
+    let limits = Limits::default();
+    c.bench_function("validate_apply_10", |b| {
+        b.iter(|| {
+            let mut state = case.state().clone();
+            apply_batch(&mut state, black_box(&mutations), 1, &limits).expect("valid batch");
+            state
+        });
+    });
+
+    let mut prepared_case = warm_case();
+    for mutation in &mutations {
+        prepared_case.buffer(mutation.clone());
+    }
+    c.bench_function("prepare_commit_10", |b| {
+        b.iter(|| prepared_case.prepare_commit(meta()).expect("valid batch"));
+    });
+
+    let prepared = prepared_case.prepare_commit(meta()).expect("valid batch");
+    let event = prepared.event().clone();
+    let payload = prepared.payload().to_vec();
+    println!("event payload: {} bytes", payload.len());
+    c.bench_function("event_encode", |b| b.iter(|| black_box(&event).encode()));
+    c.bench_function("event_decode", |b| {
+        b.iter(|| Event::decode(black_box(&payload)).expect("valid payload"));
+    });
+    c.bench_function("event_hash", |b| b.iter(|| Hash::of(black_box(&payload))));
+    let state = prepared.state().clone();
+    c.bench_function("state_hash", |b| b.iter(|| black_box(&state).hash()));
+}
+
+criterion_group!(store, benches);
+criterion_main!(store);

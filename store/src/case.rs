@@ -1,0 +1,419 @@
+//! [`Case`]: a handle on one case's state with a buffer of pending mutations.
+//!
+//! The commit protocol is `buffer` (O(1)) → [`Case::prepare_commit`] (resolve closures,
+//! validate sequentially, apply to a copy, encode one event) → the caller appends the payload
+//! durably → [`Case::complete`]. Until `complete`, the handle's state is unchanged; on any
+//! error the buffer is kept for the caller to fix or [`Case::rollback`].
+
+use std::fmt;
+
+use crate::apply::{apply, apply_commit};
+use crate::event::{DecodeError, Event, SCHEMA_VERSION};
+use crate::hash::Hash;
+use crate::id::{CaseId, CommitId, TokenId};
+use crate::limits::Limits;
+use crate::mutation::{Mutation, TokenUpdate};
+use crate::state::{CaseState, Token};
+use crate::validate::{Reason, ValidationError, ValidationErrors, check};
+use crate::value::Map;
+
+type CtxClosure = Box<dyn Fn(&mut Map) + Send + Sync>;
+type TokenClosure = Box<dyn Fn(&mut Token) + Send + Sync>;
+
+/// One buffered change: plain data, or a closure resolved into data at commit time.
+enum Pending {
+    Mutation(Mutation),
+    UpdateCtx(CtxClosure),
+    UpdateToken(TokenId, TokenClosure),
+}
+
+impl Pending {
+    fn kind(&self) -> &'static str {
+        match self {
+            Pending::Mutation(mutation) => mutation.kind(),
+            Pending::UpdateCtx(_) => "patch_ctx",
+            Pending::UpdateToken(..) => "update_token",
+        }
+    }
+}
+
+/// What the writer adds to a commit: its idempotency key, clock and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitMeta {
+    /// Chosen before the first attempt and kept for every retry.
+    pub commit_id: CommitId,
+    /// The writer's clock, ms since the Unix epoch.
+    pub committed_at_ms: u64,
+    /// The writer's id (host/process, or given).
+    pub writer: String,
+}
+
+/// Why a buffered batch cannot become an event. The case is unchanged and the buffer kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// One or more mutations are invalid; every error is listed.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    /// The batch holds more mutations than allowed.
+    #[error("the batch holds {count} mutations, over the limit of {limit}; split it")]
+    TooManyMutations {
+        /// Mutations in the batch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The encoded event is larger than allowed.
+    #[error("the event is {size} bytes, over the limit of {limit}; split the batch")]
+    TooLarge {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The writer id is empty or too long.
+    #[error("invalid writer id: {0}")]
+    InvalidWriter(String),
+}
+
+/// Why an event cannot be folded into a case. The case is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FoldError {
+    /// The payload is not a valid event.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The event belongs to another case.
+    #[error("the event is for case {found}, not {expected}")]
+    WrongCase {
+        /// This case.
+        expected: CaseId,
+        /// The event's case.
+        found: CaseId,
+    },
+    /// The event's version does not follow the case's.
+    #[error("the event has version {found}; the case expects version {expected}")]
+    VersionGap {
+        /// The version that should come next.
+        expected: u64,
+        /// The event's version.
+        found: u64,
+    },
+    /// `prev_event_hash` does not match the previous event: altered, dropped, reordered or
+    /// forged history.
+    #[error("broken chain: prev_event_hash is {found}, the previous event hashes to {expected}")]
+    BrokenChain {
+        /// The hash of the case's previous event.
+        expected: Hash,
+        /// The event's `prev_event_hash`.
+        found: Hash,
+    },
+    /// The event's mutations do not validate against the case's state.
+    #[error("the event does not apply: {0}")]
+    Invalid(ValidationErrors),
+    /// Applying the event gives a state other than the one the writer committed.
+    #[error("state hash mismatch: the event says {expected}, replay gives {actual}")]
+    StateHashMismatch {
+        /// The event's `state_hash`.
+        expected: Hash,
+        /// The hash of the folded state.
+        actual: Hash,
+    },
+}
+
+/// [`Case::complete`] was given a commit prepared against another state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the prepared commit (version {prepared}) does not follow the case (version {current})")]
+pub struct StaleCommit {
+    /// The prepared commit's version.
+    pub prepared: u64,
+    /// The case's version.
+    pub current: u64,
+}
+
+/// A validated, encoded commit waiting for the log to acknowledge it.
+#[derive(Debug, Clone)]
+pub struct PreparedCommit {
+    event: Event,
+    payload: Vec<u8>,
+    event_hash: Hash,
+    state: CaseState,
+    buffered: usize,
+}
+
+impl PreparedCommit {
+    /// The event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+    /// The exact bytes to append.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    /// SHA-256 of the payload.
+    pub fn event_hash(&self) -> Hash {
+        self.event_hash
+    }
+    /// The state after the commit.
+    pub fn state(&self) -> &CaseState {
+        &self.state
+    }
+}
+
+/// One case: its state, the hash of its last event, and a buffer of pending mutations.
+pub struct Case {
+    state: CaseState,
+    last_event_hash: Hash,
+    buffer: Vec<Pending>,
+    limits: Limits,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("state", &self.state)
+            .field("last_event_hash", &self.last_event_hash)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Case {
+    /// A case that has no events yet (version 0).
+    pub fn new(case_id: CaseId) -> Self {
+        Case::from_parts(CaseState::new(case_id), Hash::ZERO)
+    }
+
+    /// A case at a known state: `last_event_hash` is the hash of the event that produced it.
+    pub fn from_parts(state: CaseState, last_event_hash: Hash) -> Self {
+        Case { state, last_event_hash, buffer: Vec::new(), limits: Limits::default() }
+    }
+
+    /// Sets the limits commits are checked against.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The committed state.
+    pub fn state(&self) -> &CaseState {
+        &self.state
+    }
+
+    /// The case's id.
+    pub fn id(&self) -> &CaseId {
+        &self.state.case_id
+    }
+
+    /// The hash of the case's last event ([`Hash::ZERO`] before the first).
+    pub fn last_event_hash(&self) -> Hash {
+        self.last_event_hash
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many mutations are buffered.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Buffers a mutation (O(1)); it is validated at commit time.
+    pub fn buffer(&mut self, mutation: Mutation) -> &mut Self {
+        self.buffer.push(Pending::Mutation(mutation));
+        self
+    }
+
+    /// Buffers a change of the ctx computed at commit time, against the ctx as the earlier
+    /// mutations of the batch leave it. It is stored as the `patch_ctx` it resolves to.
+    pub fn update_ctx(&mut self, change: impl Fn(&mut Map) + Send + Sync + 'static) -> &mut Self {
+        self.buffer.push(Pending::UpdateCtx(Box::new(change)));
+        self
+    }
+
+    /// Buffers a change of a token computed at commit time; it is stored as the
+    /// `update_token` it resolves to (only the fields that changed).
+    pub fn update_token(
+        &mut self,
+        id: TokenId,
+        change: impl Fn(&mut Token) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.buffer.push(Pending::UpdateToken(id, Box::new(change)));
+        self
+    }
+
+    /// Discards the buffer.
+    pub fn rollback(&mut self) {
+        self.buffer.clear();
+    }
+
+    /// Resolves, validates and applies the buffer to a copy of the state, and encodes the event.
+    /// The case is not changed: call [`Case::complete`] once the log has the payload.
+    ///
+    /// # Errors
+    /// [`PrepareError`]: every invalid mutation, or a limit exceeded.
+    pub fn prepare_commit(&self, meta: CommitMeta) -> Result<PreparedCommit, PrepareError> {
+        let limits = &self.limits;
+        if self.buffer.len() > limits.batch_mutations_max {
+            return Err(PrepareError::TooManyMutations {
+                count: self.buffer.len(),
+                limit: limits.batch_mutations_max,
+            });
+        }
+        if meta.writer.is_empty() || meta.writer.len() > limits.writer_length_max_bytes {
+            return Err(PrepareError::InvalidWriter(format!(
+                "{} bytes; use 1 to {}",
+                meta.writer.len(),
+                limits.writer_length_max_bytes
+            )));
+        }
+        let mut state = self.state.clone();
+        let mut mutations = Vec::with_capacity(self.buffer.len());
+        let mut errors = Vec::new();
+        for (index, pending) in self.buffer.iter().enumerate() {
+            let step = resolve(&state, pending).and_then(|mutation| {
+                check(&state, &mutation, limits)?;
+                apply(&mut state, &mutation, meta.committed_at_ms);
+                Ok(mutation)
+            });
+            match step {
+                Ok(mutation) => mutations.push(mutation),
+                Err(reason) => errors.push(ValidationError { index, kind: pending.kind(), reason }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors).into());
+        }
+        apply_commit(&mut state, meta.committed_at_ms);
+        let event = Event {
+            schema: SCHEMA_VERSION,
+            commit_id: meta.commit_id,
+            case_id: state.case_id.clone(),
+            version: state.version,
+            mutations,
+            committed_at_ms: meta.committed_at_ms,
+            writer: meta.writer,
+            state_hash: state.hash(),
+            prev_event_hash: self.last_event_hash,
+        };
+        let payload = event.encode();
+        if payload.len() > limits.event_size_max_bytes {
+            return Err(PrepareError::TooLarge {
+                size: payload.len(),
+                limit: limits.event_size_max_bytes,
+            });
+        }
+        let event_hash = Hash::of(&payload);
+        Ok(PreparedCommit { event, payload, event_hash, state, buffered: self.buffer.len() })
+    }
+
+    /// Takes the prepared commit as the case's new state once the log acknowledged it, and
+    /// drops the buffered mutations it was made of.
+    ///
+    /// # Errors
+    /// [`StaleCommit`] when it was prepared against another version; nothing changes.
+    pub fn complete(&mut self, prepared: PreparedCommit) -> Result<(), StaleCommit> {
+        let follows = prepared.event.version == self.state.version + 1
+            && prepared.event.prev_event_hash == self.last_event_hash
+            && prepared.event.case_id == self.state.case_id;
+        if !follows {
+            return Err(StaleCommit {
+                prepared: prepared.event.version,
+                current: self.state.version,
+            });
+        }
+        self.state = prepared.state;
+        self.last_event_hash = prepared.event_hash;
+        self.buffer.drain(..prepared.buffered.min(self.buffer.len()));
+        Ok(())
+    }
+
+    /// Decodes a stored payload and folds it into the case (see [`Case::apply_event`]).
+    ///
+    /// # Errors
+    /// [`FoldError`]; the case is unchanged.
+    pub fn apply_payload(&mut self, payload: &[u8]) -> Result<Event, FoldError> {
+        let event = Event::decode(payload)?;
+        self.apply_event(&event, Hash::of(payload))?;
+        Ok(event)
+    }
+
+    /// Folds a decoded event into the case, checking that it belongs to this case, follows
+    /// its version, links to its last event, validates, and reaches the committed state hash.
+    /// Replay never runs user code: closures were resolved to data before the event was made.
+    ///
+    /// # Errors
+    /// [`FoldError`]; the case is unchanged.
+    pub fn apply_event(&mut self, event: &Event, event_hash: Hash) -> Result<(), FoldError> {
+        if event.case_id != self.state.case_id {
+            return Err(FoldError::WrongCase {
+                expected: self.state.case_id.clone(),
+                found: event.case_id.clone(),
+            });
+        }
+        if event.version != self.state.version + 1 {
+            return Err(FoldError::VersionGap {
+                expected: self.state.version + 1,
+                found: event.version,
+            });
+        }
+        if event.prev_event_hash != self.last_event_hash {
+            return Err(FoldError::BrokenChain {
+                expected: self.last_event_hash,
+                found: event.prev_event_hash,
+            });
+        }
+        let mut state = self.state.clone();
+        // What the writer validated under its own limits is replayed whatever ours are.
+        crate::validate::apply_batch(
+            &mut state,
+            &event.mutations,
+            event.committed_at_ms,
+            &Limits::unbounded(),
+        )
+        .map_err(FoldError::Invalid)?;
+        apply_commit(&mut state, event.committed_at_ms);
+        let actual = state.hash();
+        if actual != event.state_hash {
+            return Err(FoldError::StateHashMismatch { expected: event.state_hash, actual });
+        }
+        self.state = state;
+        self.last_event_hash = event_hash;
+        Ok(())
+    }
+}
+
+/// Turns a buffered change into data, running a closure against the current working state.
+fn resolve(state: &CaseState, pending: &Pending) -> Result<Mutation, Reason> {
+    match pending {
+        Pending::Mutation(mutation) => Ok(mutation.clone()),
+        Pending::UpdateCtx(change) => {
+            let mut ctx = state.ctx.clone();
+            change(&mut ctx);
+            let remove = state.ctx.keys().filter(|key| !ctx.contains_key(*key)).cloned().collect();
+            let set = ctx.into_iter().filter(|(key, value)| state.ctx.get(key) != Some(value)).collect();
+            Ok(Mutation::PatchCtx { set, remove })
+        }
+        Pending::UpdateToken(id, change) => {
+            let before =
+                state.tokens.get(id).ok_or_else(|| Reason::TokenNotFound { id: id.to_string() })?;
+            let mut after = before.clone();
+            change(&mut after);
+            if after.id != before.id {
+                return Err(Reason::TokenIdChanged {
+                    id: id.to_string(),
+                    new_id: after.id.to_string(),
+                });
+            }
+            let mut update = TokenUpdate::new(id.clone());
+            update.ip = (after.ip != before.ip).then_some(after.ip);
+            update.scope = (after.scope != before.scope).then_some(after.scope);
+            update.value = (after.value != before.value).then_some(after.value);
+            update.status = (after.status != before.status).then_some(after.status);
+            Ok(Mutation::UpdateToken(update))
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! [`Event`]: the CBOR record of one commit, its encoding and its checked decoding.
+//!
+//! The payload is a public contract read by auditors in other languages: a CBOR map with the
+//! text keys below, schema version 1. `prev_event_hash` is the SHA-256 of the exact payload
+//! bytes of the case's previous event, so each case's events form a hash chain that anyone can
+//! verify from the stored bytes without re-encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Hash;
+use crate::id::{CaseId, CommitId};
+use crate::mutation::Mutation;
+
+/// The event schema version this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// One commit, as stored in the log. Field order is the encoding's key order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Always [`SCHEMA_VERSION`] once decoded (older versions are upcast).
+    pub schema: u64,
+    /// The commit's idempotency key, equal to the `Nats-Msg-Id` header.
+    pub commit_id: CommitId,
+    /// The case the commit changed.
+    pub case_id: CaseId,
+    /// 1 for the case's first commit, then +1 each.
+    pub version: u64,
+    /// The resolved mutations, in order.
+    pub mutations: Vec<Mutation>,
+    /// The writer's clock, ms since the Unix epoch.
+    pub committed_at_ms: u64,
+    /// The writer's id.
+    pub writer: String,
+    /// SHA-256 of the canonical state after this commit.
+    pub state_hash: Hash,
+    /// SHA-256 of the case's previous event payload ([`Hash::ZERO`] for version 1).
+    pub prev_event_hash: Hash,
+}
+
+/// Why bytes are not a usable event. Decoding never panics on any input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not CBOR of the event's shape (garbage, truncation, wrong types, an invalid id).
+    #[error("not a valid event: {0}")]
+    Malformed(String),
+    /// Written by a schema version this build does not know.
+    #[error("unknown event schema version {found}; this build reads versions 1 to {SCHEMA_VERSION}")]
+    UnknownSchema {
+        /// The version found.
+        found: u64,
+    },
+    /// A required field is missing.
+    #[error("the event has no {0:?} field")]
+    MissingField(&'static str),
+    /// Well-formed, but its contents cannot be: version 0, a broken first link, and so on.
+    #[error("the event is impossible: {0}")]
+    Impossible(String),
+}
+
+/// The wire form: every field optional, so that the schema is checked before anything else
+/// and a missing field is named.
+#[derive(Deserialize)]
+struct WireEvent {
+    schema: Option<u64>,
+    commit_id: Option<CommitId>,
+    case_id: Option<CaseId>,
+    version: Option<u64>,
+    mutations: Option<Vec<Mutation>>,
+    committed_at_ms: Option<u64>,
+    writer: Option<String>,
+    state_hash: Option<Hash>,
+    prev_event_hash: Option<Hash>,
+}
+
+#[derive(Deserialize)]
+struct SchemaOnly {
+    schema: Option<u64>,
+}
+
+fn required<T>(field: Option<T>, name: &'static str) -> Result<T, DecodeError> {
+    field.ok_or(DecodeError::MissingField(name))
+}
+
+impl Event {
+    /// The event's CBOR payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(256);
+        ciborium::into_writer(self, &mut bytes).expect("an event always encodes into a Vec");
+        bytes
+    }
+
+    /// Decodes and checks a payload. This is the one place older schema versions would be
+    /// upcast to the current one.
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let wire: WireEvent = match ciborium::from_reader(bytes) {
+            Ok(wire) => wire,
+            Err(error) => {
+                // A newer schema may not fit the current shape: name its version rather than
+                // the first field that failed to decode.
+                if let Ok(SchemaOnly { schema: Some(found) }) = ciborium::from_reader(bytes) {
+                    if found != SCHEMA_VERSION {
+                        return Err(DecodeError::UnknownSchema { found });
+                    }
+                }
+                return Err(DecodeError::Malformed(error.to_string()));
+            }
+        };
+        let schema = required(wire.schema, "schema")?;
+        if schema != SCHEMA_VERSION {
+            return Err(DecodeError::UnknownSchema { found: schema });
+        }
+        let event = Event {
+            schema,
+            commit_id: required(wire.commit_id, "commit_id")?,
+            case_id: required(wire.case_id, "case_id")?,
+            version: required(wire.version, "version")?,
+            mutations: required(wire.mutations, "mutations")?,
+            committed_at_ms: required(wire.committed_at_ms, "committed_at_ms")?,
+            writer: required(wire.writer, "writer")?,
+            state_hash: required(wire.state_hash, "state_hash")?,
+            prev_event_hash: required(wire.prev_event_hash, "prev_event_hash")?,
+        };
+        event.check()?;
+        Ok(event)
+    }
+
+    /// The checks every event passes on both sides of the codec.
+    fn check(&self) -> Result<(), DecodeError> {
+        if self.version == 0 {
+            return Err(DecodeError::Impossible("version 0; versions start at 1".into()));
+        }
+        if (self.version == 1) != (self.prev_event_hash == Hash::ZERO) {
+            return Err(DecodeError::Impossible(format!(
+                "version {} with prev_event_hash {}; only version 1 links to the zero hash",
+                self.version, self.prev_event_hash
+            )));
+        }
+        if self.writer.is_empty() {
+            return Err(DecodeError::Impossible("the writer id is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn sample(version: u64) -> Event {
+        Event {
+            schema: SCHEMA_VERSION,
+            commit_id: CommitId::generate(),
+            case_id: CaseId::new("case-1").unwrap(),
+            version,
+            mutations: vec![Mutation::set_key("k", 1), Mutation::IncrementStepCount],
+            committed_at_ms: 1_700_000_000_000,
+            writer: "host/1".into(),
+            state_hash: Hash::of(b"state"),
+            prev_event_hash: if version == 1 { Hash::ZERO } else { Hash::of(b"prev") },
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        for version in [1, 2, 77] {
+            let event = sample(version);
+            assert_eq!(Event::decode(&event.encode()), Ok(event));
+        }
+    }
+
+    #[test]
+    fn payload_keys_are_the_public_contract() {
+        let generic: ciborium::Value =
+            ciborium::from_reader(sample(2).encode().as_slice()).unwrap();
+        let keys: Vec<&str> = generic
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(key, _)| key.as_text().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "schema",
+                "commit_id",
+                "case_id",
+                "version",
+                "mutations",
+                "committed_at_ms",
+                "writer",
+                "state_hash",
+                "prev_event_hash"
+            ]
+        );
+        let map = generic.as_map().unwrap();
+        assert!(map[1].1.is_text() && map[7].1.is_bytes() && map[8].1.is_bytes());
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = sample(3).encode();
+        for cut in 0..bytes.len() {
+            assert!(Event::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for garbage in [&b"\xff\xff\xff"[..], b"hello", b"\xa0", b"\x80"] {
+            assert!(Event::decode(garbage).is_err());
+        }
+    }
+
+    #[test]
+    fn names_unknown_schema_and_missing_fields() {
+        #[derive(Serialize)]
+        struct Future {
+            schema: u64,
+            mutations: Vec<Value>,
+        }
+        let mut bytes = Vec::new();
+        let future = Future { schema: 2, mutations: vec![Value::from("new-kind")] };
+        ciborium::into_writer(&future, &mut bytes).unwrap();
+        assert_eq!(Event::decode(&bytes), Err(DecodeError::UnknownSchema { found: 2 }));
+
+        #[derive(Serialize)]
+        struct Partial {
+            schema: u64,
+            version: u64,
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Partial { schema: 1, version: 1 }, &mut bytes).unwrap();
+        assert_eq!(Event::decode(&bytes), Err(DecodeError::MissingField("commit_id")));
+    }
+
+    #[test]
+    fn impossible_contents_are_refused() {
+        let mut zero = sample(1);
+        zero.version = 0;
+        assert!(matches!(Event::decode(&zero.encode()), Err(DecodeError::Impossible(_))));
+        let mut unlinked = sample(5);
+        unlinked.prev_event_hash = Hash::ZERO;
+        assert!(matches!(Event::decode(&unlinked.encode()), Err(DecodeError::Impossible(_))));
+        let mut bad_id = sample(1).encode();
+        let at = bad_id.windows(6).position(|w| w == b"case-1").unwrap();
+        bad_id[at + 4] = b'*';
+        assert!(matches!(Event::decode(&bad_id), Err(DecodeError::Malformed(m)) if m.contains('*')));
+    }
+}

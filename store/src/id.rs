@@ -1,0 +1,297 @@
+//! Identifiers: case, token and scope ids (validated strings) and commit ids (UUID v7).
+//!
+//! A case id becomes one token of a NATS subject (`wfstate.case.<id>`), so an unchecked `*`,
+//! `>` or `.` would read or write other cases. Every id is checked when it is made, before any
+//! subject or key can be built from it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest id, in characters.
+pub const ID_LENGTH_MAX: usize = 64;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The id is the empty string.
+    #[error("invalid {what}: the id is empty; use 1 to {ID_LENGTH_MAX} characters of [A-Za-z0-9_-]")]
+    Empty {
+        /// Which kind of id.
+        what: &'static str,
+    },
+    /// The id is longer than [`ID_LENGTH_MAX`].
+    #[error(
+        "invalid {what}: {length} characters is longer than the limit of {ID_LENGTH_MAX}"
+    )]
+    TooLong {
+        /// Which kind of id.
+        what: &'static str,
+        /// Its length in characters.
+        length: usize,
+    },
+    /// The id holds a character outside `[A-Za-z0-9_-]`.
+    #[error(
+        "invalid {what} {id:?}: character {character:?} at index {index} is not allowed; \
+         use only [A-Za-z0-9_-]"
+    )]
+    BadCharacter {
+        /// Which kind of id.
+        what: &'static str,
+        /// The rejected id (as given).
+        id: String,
+        /// The first offending character.
+        character: char,
+        /// Its index, in characters.
+        index: usize,
+    },
+    /// A commit id that is not a hyphenated UUID.
+    #[error("invalid commit id {id:?}: expected a hyphenated UUID")]
+    NotUuid {
+        /// The rejected text.
+        id: String,
+    },
+}
+
+fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    for (index, character) in id.chars().enumerate() {
+        if index >= ID_LENGTH_MAX {
+            return Err(IdError::TooLong { what, length: id.chars().count() });
+        }
+        if !(character.is_ascii_alphanumeric() || character == '_' || character == '-') {
+            return Err(IdError::BadCharacter { what, id: id.to_owned(), character, index });
+        }
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `id` and wraps it.
+            ///
+            /// # Errors
+            /// [`IdError`] naming the problem: empty, too long, or the offending character.
+            pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
+                let id = id.into();
+                check_id($what, &id)?;
+                Ok(Self(id))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(id: &str) -> Result<Self, IdError> {
+                Self::new(id)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(id: String) -> Result<Self, IdError> {
+                Self::new(id)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = IdError;
+            fn try_from(id: &str) -> Result<Self, IdError> {
+                Self::new(id)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// Names one case (workflow instance). New ids default to a UUID v7 ([`CaseId::generate`]).
+    CaseId,
+    "case id"
+);
+string_id!(
+    /// Names one token (logical thread of execution) inside a case.
+    TokenId,
+    "token id"
+);
+string_id!(
+    /// Names one cancel scope inside a case; [`ScopeId::root`] always exists.
+    ScopeId,
+    "scope id"
+);
+
+impl CaseId {
+    /// A new, time-ordered case id (UUID v7, hyphenated).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().hyphenated().to_string())
+    }
+}
+
+impl ScopeId {
+    /// The name of the implicit root scope.
+    pub const ROOT: &'static str = "root";
+
+    /// The implicit root scope, which every case has.
+    pub fn root() -> Self {
+        Self(Self::ROOT.to_owned())
+    }
+
+    /// Whether this is the root scope.
+    pub fn is_root(&self) -> bool {
+        self.0 == Self::ROOT
+    }
+}
+
+/// The permanent idempotency key of one commit: a UUID v7 chosen by the writer before the first
+/// attempt and kept for every retry. It is the JetStream `Nats-Msg-Id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CommitId(uuid::Uuid);
+
+impl CommitId {
+    /// A new commit id (UUID v7).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    /// The UUID inside.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl From<uuid::Uuid> for CommitId {
+    fn from(uuid: uuid::Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for CommitId {
+    type Err = IdError;
+    fn from_str(id: &str) -> Result<Self, IdError> {
+        // Only the hyphenated form: the id is compared as text with `Nats-Msg-Id` headers.
+        if id.len() != uuid::fmt::Hyphenated::LENGTH {
+            return Err(IdError::NotUuid { id: id.to_owned() });
+        }
+        uuid::Uuid::try_parse(id).map(Self).map_err(|_| IdError::NotUuid { id: id.to_owned() })
+    }
+}
+
+impl TryFrom<String> for CommitId {
+    type Error = IdError;
+    fn try_from(id: String) -> Result<Self, IdError> {
+        id.parse()
+    }
+}
+
+impl From<CommitId> for String {
+    fn from(id: CommitId) -> String {
+        id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_allowed_alphabet() {
+        for id in ["a", "A-z_09", "order-42", &"x".repeat(64)] {
+            assert_eq!(CaseId::new(id).map(|c| c.to_string()), Ok(id.to_owned()));
+        }
+    }
+
+    #[test]
+    fn rejects_subject_wildcards_and_names_the_character() {
+        let cases = [
+            ("a.b", '.', 1),
+            ("*", '*', 0),
+            (">", '>', 0),
+            ("a b", ' ', 1),
+            ("$JS", '$', 0),
+            ("caf\u{e9}", '\u{e9}', 3),
+            ("tab\t", '\t', 3),
+        ];
+        for (id, bad, at) in cases {
+            match CaseId::new(id) {
+                Err(IdError::BadCharacter { character, index, .. }) => {
+                    assert_eq!((character, index), (bad, at), "{id:?}");
+                }
+                other => panic!("{id:?} gave {other:?}"),
+            }
+            let message = CaseId::new(id).map(|_| ()).unwrap_err().to_string();
+            assert!(message.contains(&format!("{bad:?}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn rejects_empty_and_too_long() {
+        assert_eq!(TokenId::new(""), Err(IdError::Empty { what: "token id" }));
+        assert_eq!(
+            ScopeId::new("y".repeat(65)),
+            Err(IdError::TooLong { what: "scope id", length: 65 })
+        );
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_time_ordered() {
+        let first = CaseId::generate();
+        let second = CaseId::generate();
+        assert!(CaseId::new(first.as_str()).is_ok());
+        assert!(first < second, "{first} then {second}");
+        let commit = CommitId::generate();
+        assert_eq!(commit.as_uuid().get_version_num(), 7);
+        assert_eq!(commit.to_string().parse::<CommitId>(), Ok(commit));
+    }
+
+    #[test]
+    fn commit_id_must_be_hyphenated_uuid() {
+        assert!("not-a-uuid".parse::<CommitId>().is_err());
+        assert!("0190f0b4c7a47c3b9f1e2a3b4c5d6e7f".parse::<CommitId>().is_err());
+    }
+
+    #[test]
+    fn serde_validates_ids() {
+        let parsed: Result<CaseId, _> = serde_json::from_str("\"a>b\"");
+        assert!(parsed.is_err());
+        let parsed: CaseId = serde_json::from_str("\"ok\"").unwrap();
+        assert_eq!(parsed.as_str(), "ok");
+    }
+}

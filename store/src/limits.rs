@@ -1,0 +1,44 @@
+//! [`Limits`]: the bounds every commit is checked against, each with a clear error.
+
+/// Bounds on one commit. The defaults suit a JetStream server with the default 1 MiB
+/// `max_payload`; the event log lowers `event_size_max_bytes` to what its server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most mutations one batch may hold.
+    pub batch_mutations_max: usize,
+    /// The largest encoded event, in bytes.
+    pub event_size_max_bytes: usize,
+    /// The longest ctx key, in bytes of UTF-8.
+    pub key_length_max_bytes: usize,
+    /// The longest writer id, in bytes of UTF-8.
+    pub writer_length_max_bytes: usize,
+    /// The deepest nesting of arrays and maps inside one value.
+    pub value_depth_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            batch_mutations_max: 4096,
+            event_size_max_bytes: 1024 * 1024,
+            key_length_max_bytes: 256,
+            writer_length_max_bytes: 256,
+            // CBOR decoders (ciborium among them) stop at 256 levels and JSON parsers at 128:
+            // a deeper value could be committed but never read back.
+            value_depth_max: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// No bounds: for folding events that a writer already checked under its own limits.
+    pub fn unbounded() -> Self {
+        Limits {
+            batch_mutations_max: usize::MAX,
+            event_size_max_bytes: usize::MAX,
+            key_length_max_bytes: usize::MAX,
+            writer_length_max_bytes: usize::MAX,
+            value_depth_max: usize::MAX,
+        }
+    }
+}
