@@ -1,5 +1,5 @@
 //! Micro costs of the commit path: validate + apply of a 10-mutation batch, event encode and
-//! decode, state hash, and a whole prepare_commit.
+//! decode, state hash, and a whole `prepare_commit`.
 
 use std::hint::black_box;
 
@@ -14,10 +14,16 @@ use wfstate_store::{
 fn warm_case() -> Case {
     let mut case = Case::new(CaseId::new("bench-case").expect("valid id"));
     for n in 0..20 {
-        case.buffer(Mutation::set_key(format!("key{n}"), Value::from(format!("value {n}"))));
+        case.buffer(Mutation::set_key(
+            format!("key{n}"),
+            Value::from(format!("value {n}")),
+        ));
     }
     let scope = ScopeId::new("s1").expect("valid id");
-    case.buffer(Mutation::EnterScope { id: scope.clone(), parent: ScopeId::root() });
+    case.buffer(Mutation::EnterScope {
+        id: scope.clone(),
+        parent: ScopeId::root(),
+    });
     for n in 0..8 {
         let id = TokenId::new(format!("t{n}")).expect("valid id");
         case.buffer(Mutation::add_token(id, 0, scope.clone(), Value::Null));
@@ -51,8 +57,12 @@ fn batch() -> Vec<Mutation> {
             id: ScopeId::new("s2").expect("valid id"),
             parent: ScopeId::root(),
         },
-        Mutation::RemoveToken { id: TokenId::new("t2").expect("valid id") },
-        Mutation::SetMetadata { value: Value::from("step") },
+        Mutation::RemoveToken {
+            id: TokenId::new("t2").expect("valid id"),
+        },
+        Mutation::SetMetadata {
+            value: Value::from("step"),
+        },
     ];
     batch.extend(std::iter::repeat_n(Mutation::IncrementStepCount, 3));
     batch

@@ -24,15 +24,28 @@ pub fn apply(state: &mut CaseState, mutation: &Mutation, committed_at_ms: u64) {
                 state.ctx.insert(key.clone(), value.clone());
             }
         }
-        Mutation::AddToken { id, ip, scope, value } => {
-            let token =
-                Token { id: id.clone(), ip: *ip, scope: scope.clone(), status: TokenStatus::Active, value: value.clone() };
+        Mutation::AddToken {
+            id,
+            ip,
+            scope,
+            value,
+        } => {
+            let token = Token {
+                id: id.clone(),
+                ip: *ip,
+                scope: scope.clone(),
+                status: TokenStatus::Active,
+                value: value.clone(),
+            };
             let previous = state.tokens.insert(id.clone(), token);
             assert!(previous.is_none(), "add_token {id}: validated as unused");
         }
         Mutation::RemoveToken { id } => {
             let removed = state.tokens.remove(id);
-            assert!(removed.is_some(), "remove_token {id}: validated as existing");
+            assert!(
+                removed.is_some(),
+                "remove_token {id}: validated as existing"
+            );
         }
         Mutation::UpdateToken(update) => apply_token_update(state, update),
         Mutation::EnterScope { id, parent } => {
@@ -72,7 +85,10 @@ pub fn apply(state: &mut CaseState, mutation: &Mutation, committed_at_ms: u64) {
 }
 
 fn apply_token_update(state: &mut CaseState, update: &TokenUpdate) {
-    let token = state.tokens.get_mut(&update.id).expect("update_token: validated as existing");
+    let token = state
+        .tokens
+        .get_mut(&update.id)
+        .expect("update_token: validated as existing");
     if let Some(ip) = update.ip {
         token.ip = ip;
     }
@@ -83,7 +99,11 @@ fn apply_token_update(state: &mut CaseState, update: &TokenUpdate) {
         token.value = value.clone();
     }
     if let Some(status) = update.status {
-        assert_eq!(token.status, TokenStatus::Active, "update_token: validated status change");
+        assert_eq!(
+            token.status,
+            TokenStatus::Active,
+            "update_token: validated status change"
+        );
         token.status = status;
     }
 }
@@ -92,7 +112,10 @@ fn apply_token_update(state: &mut CaseState, update: &TokenUpdate) {
 fn cancel_scope(state: &mut CaseState, id: &ScopeId) {
     let cancelled = state.scope_and_descendants(id);
     for scope_id in &cancelled {
-        let scope = state.scopes.get_mut(scope_id).expect("cancel_scope: descendants exist");
+        let scope = state
+            .scopes
+            .get_mut(scope_id)
+            .expect("cancel_scope: descendants exist");
         scope.status = ScopeStatus::Cancelled;
     }
     for token in state.tokens.values_mut() {

@@ -186,7 +186,12 @@ impl Case {
 
     /// A case at a known state: `last_event_hash` is the hash of the event that produced it.
     pub fn from_parts(state: CaseState, last_event_hash: Hash) -> Self {
-        Case { state, last_event_hash, buffer: Vec::new(), limits: Limits::default() }
+        Case {
+            state,
+            last_event_hash,
+            buffer: Vec::new(),
+            limits: Limits::default(),
+        }
     }
 
     /// Sets the limits commits are checked against.
@@ -281,7 +286,11 @@ impl Case {
             });
             match step {
                 Ok(mutation) => mutations.push(mutation),
-                Err(reason) => errors.push(ValidationError { index, kind: pending.kind(), reason }),
+                Err(reason) => errors.push(ValidationError {
+                    index,
+                    kind: pending.kind(),
+                    reason,
+                }),
             }
         }
         if !errors.is_empty() {
@@ -307,7 +316,13 @@ impl Case {
             });
         }
         let event_hash = Hash::of(&payload);
-        Ok(PreparedCommit { event, payload, event_hash, state, buffered: self.buffer.len() })
+        Ok(PreparedCommit {
+            event,
+            payload,
+            event_hash,
+            state,
+            buffered: self.buffer.len(),
+        })
     }
 
     /// Takes the prepared commit as the case's new state once the log acknowledged it, and
@@ -327,7 +342,8 @@ impl Case {
         }
         self.state = prepared.state;
         self.last_event_hash = prepared.event_hash;
-        self.buffer.drain(..prepared.buffered.min(self.buffer.len()));
+        self.buffer
+            .drain(..prepared.buffered.min(self.buffer.len()));
         Ok(())
     }
 
@@ -378,7 +394,10 @@ impl Case {
         apply_commit(&mut state, event.committed_at_ms);
         let actual = state.hash();
         if actual != event.state_hash {
-            return Err(FoldError::StateHashMismatch { expected: event.state_hash, actual });
+            return Err(FoldError::StateHashMismatch {
+                expected: event.state_hash,
+                actual,
+            });
         }
         self.state = state;
         self.last_event_hash = event_hash;
@@ -393,13 +412,23 @@ fn resolve(state: &CaseState, pending: &Pending) -> Result<Mutation, Reason> {
         Pending::UpdateCtx(change) => {
             let mut ctx = state.ctx.clone();
             change(&mut ctx);
-            let remove = state.ctx.keys().filter(|key| !ctx.contains_key(*key)).cloned().collect();
-            let set = ctx.into_iter().filter(|(key, value)| state.ctx.get(key) != Some(value)).collect();
+            let remove = state
+                .ctx
+                .keys()
+                .filter(|key| !ctx.contains_key(*key))
+                .cloned()
+                .collect();
+            let set = ctx
+                .into_iter()
+                .filter(|(key, value)| state.ctx.get(key) != Some(value))
+                .collect();
             Ok(Mutation::PatchCtx { set, remove })
         }
         Pending::UpdateToken(id, change) => {
-            let before =
-                state.tokens.get(id).ok_or_else(|| Reason::TokenNotFound { id: id.to_string() })?;
+            let before = state
+                .tokens
+                .get(id)
+                .ok_or_else(|| Reason::TokenNotFound { id: id.to_string() })?;
             let mut after = before.clone();
             change(&mut after);
             if after.id != before.id {

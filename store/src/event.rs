@@ -45,7 +45,9 @@ pub enum DecodeError {
     #[error("not a valid event: {0}")]
     Malformed(String),
     /// Written by a schema version this build does not know.
-    #[error("unknown event schema version {found}; this build reads versions 1 to {SCHEMA_VERSION}")]
+    #[error(
+        "unknown event schema version {found}; this build reads versions 1 to {SCHEMA_VERSION}"
+    )]
     UnknownSchema {
         /// The version found.
         found: u64,
@@ -84,6 +86,9 @@ fn required<T>(field: Option<T>, name: &'static str) -> Result<T, DecodeError> {
 
 impl Event {
     /// The event's CBOR payload.
+    ///
+    /// # Panics
+    /// Never: every event has a CBOR encoding and writing to a `Vec` cannot fail.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(256);
         ciborium::into_writer(self, &mut bytes).expect("an event always encodes into a Vec");
@@ -101,10 +106,12 @@ impl Event {
             Err(error) => {
                 // A newer schema may not fit the current shape: name its version rather than
                 // the first field that failed to decode.
-                if let Ok(SchemaOnly { schema: Some(found) }) = ciborium::from_reader(bytes) {
-                    if found != SCHEMA_VERSION {
-                        return Err(DecodeError::UnknownSchema { found });
-                    }
+                if let Ok(SchemaOnly {
+                    schema: Some(found),
+                }) = ciborium::from_reader(bytes)
+                    && found != SCHEMA_VERSION
+                {
+                    return Err(DecodeError::UnknownSchema { found });
                 }
                 return Err(DecodeError::Malformed(error.to_string()));
             }
@@ -131,7 +138,9 @@ impl Event {
     /// The checks every event passes on both sides of the codec.
     fn check(&self) -> Result<(), DecodeError> {
         if self.version == 0 {
-            return Err(DecodeError::Impossible("version 0; versions start at 1".into()));
+            return Err(DecodeError::Impossible(
+                "version 0; versions start at 1".into(),
+            ));
         }
         if (self.version == 1) != (self.prev_event_hash == Hash::ZERO) {
             return Err(DecodeError::Impossible(format!(
@@ -161,7 +170,11 @@ mod tests {
             committed_at_ms: 1_700_000_000_000,
             writer: "host/1".into(),
             state_hash: Hash::of(b"state"),
-            prev_event_hash: if version == 1 { Hash::ZERO } else { Hash::of(b"prev") },
+            prev_event_hash: if version == 1 {
+                Hash::ZERO
+            } else {
+                Hash::of(b"prev")
+            },
         }
     }
 
@@ -215,36 +228,60 @@ mod tests {
     #[test]
     fn names_unknown_schema_and_missing_fields() {
         #[derive(Serialize)]
+        struct Partial {
+            schema: u64,
+            version: u64,
+        }
+        #[derive(Serialize)]
         struct Future {
             schema: u64,
             mutations: Vec<Value>,
         }
         let mut bytes = Vec::new();
-        let future = Future { schema: 2, mutations: vec![Value::from("new-kind")] };
+        let future = Future {
+            schema: 2,
+            mutations: vec![Value::from("new-kind")],
+        };
         ciborium::into_writer(&future, &mut bytes).unwrap();
-        assert_eq!(Event::decode(&bytes), Err(DecodeError::UnknownSchema { found: 2 }));
+        assert_eq!(
+            Event::decode(&bytes),
+            Err(DecodeError::UnknownSchema { found: 2 })
+        );
 
-        #[derive(Serialize)]
-        struct Partial {
-            schema: u64,
-            version: u64,
-        }
         let mut bytes = Vec::new();
-        ciborium::into_writer(&Partial { schema: 1, version: 1 }, &mut bytes).unwrap();
-        assert_eq!(Event::decode(&bytes), Err(DecodeError::MissingField("commit_id")));
+        ciborium::into_writer(
+            &Partial {
+                schema: 1,
+                version: 1,
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        assert_eq!(
+            Event::decode(&bytes),
+            Err(DecodeError::MissingField("commit_id"))
+        );
     }
 
     #[test]
     fn impossible_contents_are_refused() {
         let mut zero = sample(1);
         zero.version = 0;
-        assert!(matches!(Event::decode(&zero.encode()), Err(DecodeError::Impossible(_))));
+        assert!(matches!(
+            Event::decode(&zero.encode()),
+            Err(DecodeError::Impossible(_))
+        ));
         let mut unlinked = sample(5);
         unlinked.prev_event_hash = Hash::ZERO;
-        assert!(matches!(Event::decode(&unlinked.encode()), Err(DecodeError::Impossible(_))));
+        assert!(matches!(
+            Event::decode(&unlinked.encode()),
+            Err(DecodeError::Impossible(_))
+        ));
         let mut bad_id = sample(1).encode();
         let at = bad_id.windows(6).position(|w| w == b"case-1").unwrap();
         bad_id[at + 4] = b'*';
-        assert!(matches!(Event::decode(&bad_id), Err(DecodeError::Malformed(m)) if m.contains('*')));
+        assert!(
+            matches!(Event::decode(&bad_id), Err(DecodeError::Malformed(m)) if m.contains('*'))
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! [`Hash`]: a SHA-256 digest, encoded in CBOR as a 32-byte byte string.
+//! [`struct@Hash`]: a SHA-256 digest, encoded in CBOR as a 32-byte byte string.
 
 use std::fmt;
 

@@ -17,15 +17,15 @@ pub const ID_LENGTH_MAX: usize = 64;
 #[non_exhaustive]
 pub enum IdError {
     /// The id is the empty string.
-    #[error("invalid {what}: the id is empty; use 1 to {ID_LENGTH_MAX} characters of [A-Za-z0-9_-]")]
+    #[error(
+        "invalid {what}: the id is empty; use 1 to {ID_LENGTH_MAX} characters of [A-Za-z0-9_-]"
+    )]
     Empty {
         /// Which kind of id.
         what: &'static str,
     },
     /// The id is longer than [`ID_LENGTH_MAX`].
-    #[error(
-        "invalid {what}: {length} characters is longer than the limit of {ID_LENGTH_MAX}"
-    )]
+    #[error("invalid {what}: {length} characters is longer than the limit of {ID_LENGTH_MAX}")]
     TooLong {
         /// Which kind of id.
         what: &'static str,
@@ -61,10 +61,18 @@ fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
     }
     for (index, character) in id.chars().enumerate() {
         if index >= ID_LENGTH_MAX {
-            return Err(IdError::TooLong { what, length: id.chars().count() });
+            return Err(IdError::TooLong {
+                what,
+                length: id.chars().count(),
+            });
         }
         if !(character.is_ascii_alphanumeric() || character == '_' || character == '-') {
-            return Err(IdError::BadCharacter { what, id: id.to_owned(), character, index });
+            return Err(IdError::BadCharacter {
+                what,
+                id: id.to_owned(),
+                character,
+                index,
+            });
         }
     }
     Ok(())
@@ -210,7 +218,9 @@ impl FromStr for CommitId {
         if id.len() != uuid::fmt::Hyphenated::LENGTH {
             return Err(IdError::NotUuid { id: id.to_owned() });
         }
-        uuid::Uuid::try_parse(id).map(Self).map_err(|_| IdError::NotUuid { id: id.to_owned() })
+        uuid::Uuid::try_parse(id)
+            .map(Self)
+            .map_err(|_| IdError::NotUuid { id: id.to_owned() })
     }
 }
 
@@ -251,7 +261,9 @@ mod tests {
         ];
         for (id, bad, at) in cases {
             match CaseId::new(id) {
-                Err(IdError::BadCharacter { character, index, .. }) => {
+                Err(IdError::BadCharacter {
+                    character, index, ..
+                }) => {
                     assert_eq!((character, index), (bad, at), "{id:?}");
                 }
                 other => panic!("{id:?} gave {other:?}"),
@@ -266,7 +278,10 @@ mod tests {
         assert_eq!(TokenId::new(""), Err(IdError::Empty { what: "token id" }));
         assert_eq!(
             ScopeId::new("y".repeat(65)),
-            Err(IdError::TooLong { what: "scope id", length: 65 })
+            Err(IdError::TooLong {
+                what: "scope id",
+                length: 65
+            })
         );
     }
 
@@ -284,7 +299,11 @@ mod tests {
     #[test]
     fn commit_id_must_be_hyphenated_uuid() {
         assert!("not-a-uuid".parse::<CommitId>().is_err());
-        assert!("0190f0b4c7a47c3b9f1e2a3b4c5d6e7f".parse::<CommitId>().is_err());
+        assert!(
+            "0190f0b4c7a47c3b9f1e2a3b4c5d6e7f"
+                .parse::<CommitId>()
+                .is_err()
+        );
     }
 
     #[test]

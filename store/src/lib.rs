@@ -43,6 +43,12 @@ pub mod state;
 pub mod validate;
 pub mod value;
 
+#[cfg(test)]
+mod rules_tests;
+
+#[cfg(test)]
+mod prop_tests;
+
 pub use case::{Case, CommitMeta, FoldError, PrepareError, PreparedCommit, StaleCommit};
 pub use event::{DecodeError, Event, SCHEMA_VERSION};
 pub use hash::Hash;

@@ -92,7 +92,11 @@ pub struct TokenUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<ScopeId>,
     /// A new value (`Some(Value::Null)` sets null; `None` leaves the value).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub value: Option<Value>,
     /// A new status (only Active → Complete or Cancelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +106,13 @@ pub struct TokenUpdate {
 impl TokenUpdate {
     /// An update of token `id` that changes nothing yet.
     pub fn new(id: TokenId) -> Self {
-        TokenUpdate { id, ip: None, scope: None, value: None, status: None }
+        TokenUpdate {
+            id,
+            ip: None,
+            scope: None,
+            value: None,
+            status: None,
+        }
     }
 }
 
@@ -131,12 +141,20 @@ impl Mutation {
 
     /// An `add_token` mutation.
     pub fn add_token(id: TokenId, ip: u64, scope: ScopeId, value: impl Into<Value>) -> Self {
-        Mutation::AddToken { id, ip, scope, value: value.into() }
+        Mutation::AddToken {
+            id,
+            ip,
+            scope,
+            value: value.into(),
+        }
     }
 
     /// A `patch_ctx` mutation that sets one key.
     pub fn set_key(key: impl Into<String>, value: impl Into<Value>) -> Self {
-        Mutation::PatchCtx { set: Map::from([(key.into(), value.into())]), remove: Vec::new() }
+        Mutation::PatchCtx {
+            set: Map::from([(key.into(), value.into())]),
+            remove: Vec::new(),
+        }
     }
 }
 
@@ -178,7 +196,9 @@ mod tests {
                 "set_case_status"
             ]
         );
-        let Mutation::UpdateToken(update) = &mutations[4] else { panic!("not update_token") };
+        let Mutation::UpdateToken(update) = &mutations[4] else {
+            panic!("not update_token")
+        };
         assert_eq!(update.ip, Some(7));
         assert_eq!(update.status, Some(TokenStatus::Complete));
         assert_eq!((update.scope.as_ref(), update.value.as_ref()), (None, None));
@@ -188,17 +208,25 @@ mod tests {
     fn json_and_cbor_round_trip() {
         let mutations: Vec<Mutation> = serde_json::from_str(SPEC_EXAMPLE).unwrap();
         let json = serde_json::to_string(&mutations).unwrap();
-        assert_eq!(serde_json::from_str::<Vec<Mutation>>(&json).unwrap(), mutations);
+        assert_eq!(
+            serde_json::from_str::<Vec<Mutation>>(&json).unwrap(),
+            mutations
+        );
         let mut cbor = Vec::new();
         ciborium::into_writer(&mutations, &mut cbor).unwrap();
-        assert_eq!(ciborium::from_reader::<Vec<Mutation>, _>(cbor.as_slice()).unwrap(), mutations);
+        assert_eq!(
+            ciborium::from_reader::<Vec<Mutation>, _>(cbor.as_slice()).unwrap(),
+            mutations
+        );
     }
 
     #[test]
     fn update_token_distinguishes_null_value_from_absent() {
         let set_null: Mutation =
             serde_json::from_str(r#"{"op":"update_token","id":"t","value":null}"#).unwrap();
-        let Mutation::UpdateToken(update) = set_null else { panic!() };
+        let Mutation::UpdateToken(update) = set_null else {
+            panic!()
+        };
         assert_eq!(update.value, Some(Value::Null));
         let json = serde_json::to_string(&Mutation::UpdateToken(update)).unwrap();
         assert!(json.contains(r#""value":null"#), "{json}");
@@ -215,7 +243,10 @@ mod tests {
             r#"{"op":"set_case_status","status":"paused"}"#,
             r#"{"id":"t"}"#,
         ] {
-            assert!(serde_json::from_str::<Mutation>(bad).is_err(), "{bad} parsed");
+            assert!(
+                serde_json::from_str::<Mutation>(bad).is_err(),
+                "{bad} parsed"
+            );
         }
     }
 }

@@ -250,6 +250,9 @@ impl CaseState {
     }
 
     /// A snapshot: the canonical state with its hash, as CBOR bytes.
+    ///
+    /// # Panics
+    /// Never: every state has a CBOR encoding and writing to a `Vec` cannot fail.
     pub fn snapshot(&self) -> Vec<u8> {
         #[derive(Serialize)]
         struct SnapshotRef<'a> {
@@ -257,7 +260,11 @@ impl CaseState {
             state: &'a CaseState,
             state_hash: Hash,
         }
-        let snapshot = SnapshotRef { schema: SNAPSHOT_SCHEMA, state: self, state_hash: self.hash() };
+        let snapshot = SnapshotRef {
+            schema: SNAPSHOT_SCHEMA,
+            state: self,
+            state_hash: self.hash(),
+        };
         let mut bytes = Vec::new();
         ciborium::into_writer(&snapshot, &mut bytes).expect("a snapshot always encodes");
         bytes
@@ -282,13 +289,21 @@ impl CaseState {
             }
         })?;
         if snapshot.schema != SNAPSHOT_SCHEMA {
-            return Err(StateError::UnknownSchema { found: snapshot.schema });
+            return Err(StateError::UnknownSchema {
+                found: snapshot.schema,
+            });
         }
         let actual = snapshot.state.hash();
         if actual != snapshot.state_hash {
-            return Err(StateError::HashMismatch { expected: snapshot.state_hash, actual });
+            return Err(StateError::HashMismatch {
+                expected: snapshot.state_hash,
+                actual,
+            });
         }
-        snapshot.state.check_invariants().map_err(StateError::Inconsistent)?;
+        snapshot
+            .state
+            .check_invariants()
+            .map_err(StateError::Inconsistent)?;
         Ok(snapshot.state)
     }
 
@@ -299,25 +314,43 @@ impl CaseState {
     /// # Errors
     /// A sentence naming the first broken invariant.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let root = self.scopes.get(&ScopeId::root()).ok_or("the root scope is missing")?;
+        let root = self
+            .scopes
+            .get(&ScopeId::root())
+            .ok_or("the root scope is missing")?;
         if !root.parent.is_root() {
-            return Err(format!("the root scope's parent is {:?}, not root", root.parent.as_str()));
+            return Err(format!(
+                "the root scope's parent is {:?}, not root",
+                root.parent.as_str()
+            ));
         }
         for (key, scope) in &self.scopes {
             if key != &scope.id {
-                return Err(format!("scope {key:?} is stored under another id {:?}", scope.id));
+                return Err(format!(
+                    "scope {key:?} is stored under another id {:?}",
+                    scope.id
+                ));
             }
             self.check_scope_chain(scope)?;
         }
         for (key, token) in &self.tokens {
             if key != &token.id {
-                return Err(format!("token {key:?} is stored under another id {:?}", token.id));
+                return Err(format!(
+                    "token {key:?} is stored under another id {:?}",
+                    token.id
+                ));
             }
             let scope = self.scopes.get(&token.scope).ok_or_else(|| {
-                format!("token {:?} is in scope {:?}, which does not exist", key, token.scope)
+                format!(
+                    "token {:?} is in scope {:?}, which does not exist",
+                    key, token.scope
+                )
             })?;
             if token.status == TokenStatus::Active && scope.status != ScopeStatus::Active {
-                return Err(format!("token {key:?} is active in cancelled scope {:?}", scope.id));
+                return Err(format!(
+                    "token {key:?} is active in cancelled scope {:?}",
+                    scope.id
+                ));
             }
         }
         Ok(())
@@ -330,7 +363,10 @@ impl CaseState {
                 return Ok(());
             }
             let parent = self.scopes.get(&current.parent).ok_or_else(|| {
-                format!("scope {:?} has parent {:?}, which does not exist", current.id, current.parent)
+                format!(
+                    "scope {:?} has parent {:?}, which does not exist",
+                    current.id, current.parent
+                )
             })?;
             if current.status == ScopeStatus::Active && parent.status != ScopeStatus::Active {
                 return Err(format!(
@@ -365,7 +401,13 @@ mod tests {
         let token = TokenId::new("t1").unwrap();
         state.tokens.insert(
             token.clone(),
-            Token { id: token, ip: 3, scope, status: TokenStatus::Active, value: Value::Null },
+            Token {
+                id: token,
+                ip: 3,
+                scope,
+                status: TokenStatus::Active,
+                value: Value::Null,
+            },
         );
         state
     }
@@ -374,10 +416,18 @@ mod tests {
     fn assert_sorted(value: &ciborium::Value) {
         match value {
             ciborium::Value::Map(entries) => {
-                let keys: Vec<&str> =
-                    entries.iter().map(|(key, _)| key.as_text().expect("text key")).collect();
-                assert!(keys.windows(2).all(|pair| pair[0].as_bytes() < pair[1].as_bytes()), "{keys:?}");
-                entries.iter().for_each(|(_, value)| assert_sorted(value));
+                let keys: Vec<&str> = entries
+                    .iter()
+                    .map(|(key, _)| key.as_text().expect("text key"))
+                    .collect();
+                assert!(
+                    keys.windows(2)
+                        .all(|pair| pair[0].as_bytes() < pair[1].as_bytes()),
+                    "{keys:?}"
+                );
+                for (_, value) in entries {
+                    assert_sorted(value);
+                }
             }
             ciborium::Value::Array(values) => values.iter().for_each(assert_sorted),
             _ => {}
@@ -403,20 +453,33 @@ mod tests {
         // Swap in the original hash (the last 32 bytes): the state no longer matches it.
         let length = forged.len();
         forged[length - 32..].copy_from_slice(&state.hash().0);
-        assert!(matches!(CaseState::restore(&forged), Err(StateError::HashMismatch { .. })));
-        assert!(matches!(CaseState::restore(&bytes[..bytes.len() - 1]), Err(StateError::Decode(_))));
+        assert!(matches!(
+            CaseState::restore(&forged),
+            Err(StateError::HashMismatch { .. })
+        ));
+        assert!(matches!(
+            CaseState::restore(&bytes[..bytes.len() - 1]),
+            Err(StateError::Decode(_))
+        ));
     }
 
     #[test]
     fn restore_refuses_inconsistent_states() {
         let mut state = sample();
-        state.tokens.values_mut().for_each(|token| token.scope = ScopeId::new("gone").unwrap());
+        state
+            .tokens
+            .values_mut()
+            .for_each(|token| token.scope = ScopeId::new("gone").unwrap());
         let error = CaseState::restore(&state.snapshot()).unwrap_err();
         assert!(matches!(&error, StateError::Inconsistent(why) if why.contains("does not exist")));
 
         let mut cyclic = sample();
         let s2 = ScopeId::new("s2").unwrap();
-        cyclic.scopes.get_mut(&ScopeId::new("s1").unwrap()).unwrap().parent = s2.clone();
+        cyclic
+            .scopes
+            .get_mut(&ScopeId::new("s1").unwrap())
+            .unwrap()
+            .parent = s2.clone();
         cyclic.scopes.insert(
             s2.clone(),
             Scope {
@@ -437,7 +500,17 @@ mod tests {
             other: u64,
         }
         let mut bytes = Vec::new();
-        ciborium::into_writer(&Future { schema: 9, other: 1 }, &mut bytes).unwrap();
-        assert_eq!(CaseState::restore(&bytes), Err(StateError::UnknownSchema { found: 9 }));
+        ciborium::into_writer(
+            &Future {
+                schema: 9,
+                other: 1,
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        assert_eq!(
+            CaseState::restore(&bytes),
+            Err(StateError::UnknownSchema { found: 9 })
+        );
     }
 }

@@ -127,7 +127,9 @@ pub enum Reason {
         token: String,
     },
     /// `set_case_status` other than Running → Done/Failed/Cancelled.
-    #[error("the case status cannot move from {from} to {to}; only running → done/failed/cancelled")]
+    #[error(
+        "the case status cannot move from {from} to {to}; only running → done/failed/cancelled"
+    )]
     CaseStatusChange {
         /// The case's status.
         from: &'static str,
@@ -150,7 +152,11 @@ pub struct ValidationError {
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mutation {} ({}): {}", self.index, self.kind, self.reason)
+        write!(
+            f,
+            "mutation {} ({}): {}",
+            self.index, self.kind, self.reason
+        )
     }
 }
 
@@ -182,11 +188,15 @@ impl std::error::Error for ValidationErrors {}
 /// The [`Reason`] it cannot be applied.
 pub fn check(state: &CaseState, mutation: &Mutation, limits: &Limits) -> Result<(), Reason> {
     if state.status != CaseStatus::Running && !matches!(mutation, Mutation::SetMetadata { .. }) {
-        return Err(Reason::CaseNotRunning { status: state.status.as_str() });
+        return Err(Reason::CaseNotRunning {
+            status: state.status.as_str(),
+        });
     }
     match mutation {
         Mutation::SetCtx { ctx } => {
-            let map = ctx.as_map().ok_or(Reason::CtxNotMap { found: ctx.type_name() })?;
+            let map = ctx.as_map().ok_or(Reason::CtxNotMap {
+                found: ctx.type_name(),
+            })?;
             map.keys().try_for_each(|key| check_key(key, limits))?;
             check_depth(ctx, limits)
         }
@@ -203,7 +213,9 @@ pub fn check(state: &CaseState, mutation: &Mutation, limits: &Limits) -> Result<
             }
             Ok(())
         }
-        Mutation::AddToken { id, scope, value, .. } => {
+        Mutation::AddToken {
+            id, scope, value, ..
+        } => {
             if state.tokens.contains_key(id) {
                 return Err(Reason::TokenExists { id: id.to_string() });
             }
@@ -258,12 +270,16 @@ fn check_depth(value: &Value, limits: &Limits) -> Result<(), Reason> {
             return level;
         }
         match value {
-            Value::Array(values) => {
-                values.iter().map(|v| depth(v, level + 1, limit)).max().unwrap_or(level + 1)
-            }
-            Value::Map(map) => {
-                map.values().map(|v| depth(v, level + 1, limit)).max().unwrap_or(level + 1)
-            }
+            Value::Array(values) => values
+                .iter()
+                .map(|v| depth(v, level + 1, limit))
+                .max()
+                .unwrap_or(level + 1),
+            Value::Map(map) => map
+                .values()
+                .map(|v| depth(v, level + 1, limit))
+                .max()
+                .unwrap_or(level + 1),
             _ => level,
         }
     }
@@ -272,7 +288,10 @@ fn check_depth(value: &Value, limits: &Limits) -> Result<(), Reason> {
     }
     let found = depth(value, 0, limits.value_depth_max);
     if found > limits.value_depth_max {
-        return Err(Reason::ValueTooDeep { depth: found, limit: limits.value_depth_max });
+        return Err(Reason::ValueTooDeep {
+            depth: found,
+            limit: limits.value_depth_max,
+        });
     }
     Ok(())
 }
@@ -281,7 +300,10 @@ fn existing_token<'a>(
     state: &'a CaseState,
     id: &TokenId,
 ) -> Result<&'a crate::state::Token, Reason> {
-    state.tokens.get(id).ok_or_else(|| Reason::TokenNotFound { id: id.to_string() })
+    state
+        .tokens
+        .get(id)
+        .ok_or_else(|| Reason::TokenNotFound { id: id.to_string() })
 }
 
 fn existing_scope(state: &CaseState, id: &ScopeId) -> Result<(), Reason> {
@@ -334,10 +356,14 @@ fn check_exit_scope(state: &CaseState, id: &ScopeId) -> Result<(), Reason> {
     }
     existing_scope(state, id)?;
     if let Some(child) = state.child_scopes(id).next() {
-        return Err(Reason::ScopeHasChildren { id: id.to_string(), child: child.to_string() });
+        return Err(Reason::ScopeHasChildren {
+            id: id.to_string(),
+            child: child.to_string(),
+        });
     }
-    if let Some(token) =
-        state.scope_tokens(id).find(|token| token.status == TokenStatus::Active)
+    if let Some(token) = state
+        .scope_tokens(id)
+        .find(|token| token.status == TokenStatus::Active)
     {
         return Err(Reason::ScopeHasActiveTokens {
             id: id.to_string(),
@@ -365,10 +391,18 @@ pub fn apply_batch(
     for (index, mutation) in mutations.iter().enumerate() {
         match check(state, mutation, limits) {
             Ok(()) => apply(state, mutation, committed_at_ms),
-            Err(reason) => errors.push(ValidationError { index, kind: mutation.kind(), reason }),
+            Err(reason) => errors.push(ValidationError {
+                index,
+                kind: mutation.kind(),
+                reason,
+            }),
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
 }
 
 /// Validates `mutations` against `state` without changing it.

@@ -164,7 +164,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_i128<E: de::Error>(self, value: i128) -> Result<Value, E> {
         if value < i128::from(i64::MIN) || value > i128::from(u64::MAX) {
-            return Err(E::custom(format!("integer {value} is outside i64::MIN..=u64::MAX")));
+            return Err(E::custom(format!(
+                "integer {value} is outside i64::MIN..=u64::MAX"
+            )));
         }
         Ok(Value::Integer(value))
     }
@@ -172,7 +174,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_u128<E: de::Error>(self, value: u128) -> Result<Value, E> {
         match u64::try_from(value) {
             Ok(value) => Ok(Value::Integer(value.into())),
-            Err(_) => Err(E::custom(format!("integer {value} is larger than u64::MAX"))),
+            Err(_) => Err(E::custom(format!(
+                "integer {value} is larger than u64::MAX"
+            ))),
         }
     }
 
