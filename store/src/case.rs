@@ -347,6 +347,19 @@ impl Case {
         Ok(())
     }
 
+    /// Takes a stored payload in place of `prepared`, when the log holds other bytes under the
+    /// same commit id (an earlier attempt of the same commit): folds them and drops the
+    /// buffered mutations `prepared` was made of.
+    ///
+    /// # Errors
+    /// [`FoldError`]; the case is unchanged.
+    pub fn adopt(&mut self, prepared: &PreparedCommit, payload: &[u8]) -> Result<Event, FoldError> {
+        let event = self.apply_payload(payload)?;
+        self.buffer
+            .drain(..prepared.buffered.min(self.buffer.len()));
+        Ok(event)
+    }
+
     /// Decodes a stored payload and folds it into the case (see [`Case::apply_event`]).
     ///
     /// # Errors

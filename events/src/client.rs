@@ -1,0 +1,567 @@
+//! The commit client: [`Workspace`] creates, loads and commits cases over any [`EventLog`],
+//! resolving every retry to exactly one stored event.
+//!
+//! The protocol of one commit:
+//! 1. the case handle prepares the event (validate, apply to a copy, encode, hash);
+//! 2. the payload is appended with its commit id and the case's last position as the expected
+//!    position;
+//! 3. the outcome is resolved: an ack or a duplicate ack is done; a sequence conflict is
+//!    resolved by reading the case's first event **after** the expected position: ours (an
+//!    earlier attempt landed, perhaps outside the dedup window) is done, another writer's is a
+//!    real [`CommitError::Conflict`], none means the conflict was transient and the same
+//!    append is sent again; an unavailable log is retried with the same commit id and expected
+//!    position until the deadline. An outcome that is still unknown at the deadline is
+//!    reported as [`CommitError::Unavailable`] and the prepared event is kept, so the next
+//!    commit of the handle re-sends the very same bytes (and returns their receipt; mutations
+//!    buffered since stay buffered for the commit after).
+//!
+//! Commits of different cases share nothing but the log connection: many are in flight at
+//! once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use wfstate_store::{
+    Case, CaseId, CommitId, CommitMeta, FoldError, Hash, IdError, Limits, PrepareError,
+    PreparedCommit, Receipt, ValidationErrors,
+};
+
+use crate::log::{EventLog, LogError, StoredEvent};
+
+/// Why a commit, create or load did not succeed. Match on [`CommitError::kind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// Another writer committed to the case first; reload and try again (or use
+    /// [`Workspace::transact`]).
+    #[error(
+        "conflict on case {case}: expected its last event at position {expected}, another writer's is at {actual}"
+    )]
+    Conflict {
+        /// The case.
+        case: CaseId,
+        /// The position this commit expected.
+        expected: u64,
+        /// The position of the other writer's event.
+        actual: u64,
+    },
+    /// `create` of a case that already has events.
+    #[error("case {0} already exists")]
+    CaseExists(CaseId),
+    /// `load` of a case with no events.
+    #[error("case {0} not found")]
+    CaseNotFound(CaseId),
+    /// The batch is invalid; every error is listed.
+    #[error(transparent)]
+    Validation(ValidationErrors),
+    /// The batch or its event exceeds a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// An id is invalid.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    /// The log cannot be reached or did not answer before the deadline; the commit's outcome
+    /// is unknown until the handle commits again (it re-sends the same event).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The credentials in use may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A stored event cannot be decoded or folded.
+    #[error("event at position {position} of case {case}: {reason}")]
+    Decode {
+        /// The case.
+        case: String,
+        /// The event's position.
+        position: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Anything else the log reported (configuration, unexpected errors).
+    #[error("{0}")]
+    Log(String),
+}
+
+/// The kind of a [`CommitError`], for matching without its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitErrorKind {
+    /// See [`CommitError::Conflict`].
+    Conflict,
+    /// See [`CommitError::CaseExists`].
+    CaseExists,
+    /// See [`CommitError::CaseNotFound`].
+    CaseNotFound,
+    /// See [`CommitError::Validation`].
+    Validation,
+    /// See [`CommitError::TooLarge`].
+    TooLarge,
+    /// See [`CommitError::InvalidId`].
+    InvalidId,
+    /// See [`CommitError::Unavailable`].
+    Unavailable,
+    /// See [`CommitError::PermissionDenied`].
+    PermissionDenied,
+    /// See [`CommitError::Decode`].
+    Decode,
+    /// See [`CommitError::Log`].
+    Log,
+}
+
+impl CommitError {
+    /// The error's kind.
+    pub fn kind(&self) -> CommitErrorKind {
+        match self {
+            CommitError::Conflict { .. } => CommitErrorKind::Conflict,
+            CommitError::CaseExists(_) => CommitErrorKind::CaseExists,
+            CommitError::CaseNotFound(_) => CommitErrorKind::CaseNotFound,
+            CommitError::Validation(_) => CommitErrorKind::Validation,
+            CommitError::TooLarge(_) => CommitErrorKind::TooLarge,
+            CommitError::InvalidId(_) => CommitErrorKind::InvalidId,
+            CommitError::Unavailable(_) => CommitErrorKind::Unavailable,
+            CommitError::PermissionDenied(_) => CommitErrorKind::PermissionDenied,
+            CommitError::Decode { .. } => CommitErrorKind::Decode,
+            CommitError::Log(_) => CommitErrorKind::Log,
+        }
+    }
+}
+
+impl From<LogError> for CommitError {
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::Unavailable(_) | LogError::TransientConflict(_) => {
+                CommitError::Unavailable(error.to_string())
+            }
+            LogError::TooLarge { .. } => CommitError::TooLarge(error.to_string()),
+            LogError::PermissionDenied(_) => CommitError::PermissionDenied(error.to_string()),
+            LogError::Conflict { .. } | LogError::Config(_) | LogError::Other(_) => {
+                CommitError::Log(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<PrepareError> for CommitError {
+    fn from(error: PrepareError) -> Self {
+        match error {
+            PrepareError::Invalid(errors) => CommitError::Validation(errors),
+            other => CommitError::TooLarge(other.to_string()),
+        }
+    }
+}
+
+/// How long and how often the client retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The longest a commit keeps retrying an unavailable log before it reports
+    /// [`CommitError::Unavailable`].
+    pub deadline: Duration,
+    /// The first pause between retries; it doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// The longest pause between retries.
+    pub backoff_max: Duration,
+    /// How many times [`Workspace::transact`] runs its closure before giving up on conflicts.
+    pub transact_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            transact_attempts: 16,
+        }
+    }
+}
+
+/// A case loaded or created through a [`Workspace`]: the store's [`Case`] plus the position
+/// of its last event.
+#[derive(Debug)]
+pub struct CaseHandle {
+    case: Case,
+    position: u64,
+    /// An event sent whose outcome is unknown: the next commit re-sends it first.
+    in_doubt: Option<PreparedCommit>,
+}
+
+impl CaseHandle {
+    /// The case (state, buffer, closures).
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+
+    /// The case, to buffer mutations.
+    pub fn case_mut(&mut self) -> &mut Case {
+        &mut self.case
+    }
+
+    /// The position of the case's last event (0 before the first).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// What [`Workspace::transact`] returns.
+#[derive(Debug)]
+pub struct Transacted {
+    /// The receipt of the commit that landed.
+    pub receipt: Receipt,
+    /// The case after it.
+    pub case: CaseHandle,
+    /// How many times the closure ran (1 when there was no conflict).
+    pub attempts: u32,
+}
+
+/// The commit client over an event log. Cheap to clone; share one per process.
+#[derive(Debug)]
+pub struct Workspace<L> {
+    log: Arc<L>,
+    writer: String,
+    limits: Limits,
+    retry: RetryPolicy,
+}
+
+impl<L> Clone for Workspace<L> {
+    fn clone(&self) -> Self {
+        Workspace {
+            log: Arc::clone(&self.log),
+            writer: self.writer.clone(),
+            limits: self.limits,
+            retry: self.retry,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The default writer id: host name and process id.
+fn default_writer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}/{}", std::process::id())
+}
+
+impl<L: EventLog> Workspace<L> {
+    /// A client over `log`, with the default writer id (`host/pid`), limits and retries. The
+    /// event size limit is lowered to what the log accepts.
+    pub fn new(log: L) -> Self {
+        let mut limits = Limits::default();
+        limits.event_size_max_bytes = limits.event_size_max_bytes.min(log.payload_size_max());
+        Workspace {
+            log: Arc::new(log),
+            writer: default_writer(),
+            limits,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Sets the writer id recorded in events.
+    #[must_use]
+    pub fn with_writer(mut self, writer: impl Into<String>) -> Self {
+        self.writer = writer.into();
+        self
+    }
+
+    /// Sets the limits (the event size limit stays at most what the log accepts).
+    #[must_use]
+    pub fn with_limits(mut self, mut limits: Limits) -> Self {
+        limits.event_size_max_bytes = limits.event_size_max_bytes.min(self.log.payload_size_max());
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// A handle on a case that has no events yet: buffer its first mutations, then
+    /// [`Workspace::commit`] creates it (or fails with [`CommitError::CaseExists`]).
+    pub fn new_case(&self, case_id: CaseId) -> CaseHandle {
+        CaseHandle {
+            case: Case::new(case_id).with_limits(self.limits),
+            position: 0,
+            in_doubt: None,
+        }
+    }
+
+    /// Creates a case with `mutations` as its first commit.
+    ///
+    /// # Errors
+    /// [`CommitError::CaseExists`] when the case has events; any commit error.
+    pub async fn create(
+        &self,
+        case_id: CaseId,
+        mutations: impl IntoIterator<Item = wfstate_store::Mutation>,
+    ) -> Result<(CaseHandle, Receipt), CommitError> {
+        let mut handle = self.new_case(case_id);
+        for mutation in mutations {
+            handle.case.buffer(mutation);
+        }
+        let receipt = self.commit(&mut handle).await?;
+        Ok((handle, receipt))
+    }
+
+    /// Loads a case by folding its whole history, checking every link and state hash.
+    ///
+    /// # Errors
+    /// [`CommitError::CaseNotFound`] when it has no events; [`CommitError::Decode`] for an
+    /// event that does not decode or fold; [`CommitError::Unavailable`].
+    pub async fn load(&self, case_id: &CaseId) -> Result<CaseHandle, CommitError> {
+        let mut handle = self.new_case(case_id.clone());
+        let mut events = self.log.history(case_id, 0).await?;
+        while let Some(event) = events.try_next().await? {
+            fold(&mut handle, &event)?;
+        }
+        if handle.position == 0 {
+            return Err(CommitError::CaseNotFound(case_id.clone()));
+        }
+        Ok(handle)
+    }
+
+    /// Commits the handle's buffer as one event and returns its receipt. On any error the
+    /// handle's state is unchanged and its buffer kept.
+    ///
+    /// # Errors
+    /// [`CommitError::Validation`] (every invalid mutation), [`CommitError::Conflict`],
+    /// [`CommitError::CaseExists`] (first commit of an existing case),
+    /// [`CommitError::TooLarge`], [`CommitError::Unavailable`] (outcome unknown: commit again
+    /// to resolve it).
+    pub async fn commit(&self, handle: &mut CaseHandle) -> Result<Receipt, CommitError> {
+        let meta = CommitMeta {
+            commit_id: CommitId::generate(),
+            committed_at_ms: now_ms(),
+            writer: self.writer.clone(),
+        };
+        self.commit_with_meta(handle, meta).await
+    }
+
+    /// [`Workspace::commit`] with a given commit id, clock and writer: for a caller that
+    /// retries across processes with the idempotency key it chose.
+    ///
+    /// # Errors
+    /// As [`Workspace::commit`].
+    pub async fn commit_with_meta(
+        &self,
+        handle: &mut CaseHandle,
+        meta: CommitMeta,
+    ) -> Result<Receipt, CommitError> {
+        // An earlier attempt whose outcome is unknown is re-sent as it was (same commit id,
+        // bytes and expected position) before anything else: it may have landed.
+        let prepared = match handle.in_doubt.take() {
+            Some(prepared) => prepared,
+            None => handle.case.prepare_commit(meta)?,
+        };
+        let case_id = handle.case.id().clone();
+        let expected = handle.position;
+        match self.append_resolved(&case_id, &prepared, expected).await {
+            Ok(resolved) => Self::adopt(handle, prepared, &resolved),
+            Err(CommitError::Conflict { .. }) if expected == 0 => {
+                Err(CommitError::CaseExists(case_id))
+            }
+            Err(error @ CommitError::Unavailable(_)) => {
+                handle.in_doubt = Some(prepared);
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Loads the case, runs `change` to buffer its mutations, commits; on a conflict reloads
+    /// and runs `change` again, up to [`RetryPolicy::transact_attempts`] times.
+    ///
+    /// # Errors
+    /// The last [`CommitError::Conflict`] when every attempt lost; any other commit error at
+    /// once; `CaseNotFound` when the case has no events.
+    pub async fn transact<F>(
+        &self,
+        case_id: &CaseId,
+        mut change: F,
+    ) -> Result<Transacted, CommitError>
+    where
+        F: FnMut(&mut Case) + Send,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut handle = self.load(case_id).await?;
+            change(&mut handle.case);
+            match self.commit(&mut handle).await {
+                Ok(receipt) => {
+                    return Ok(Transacted {
+                        receipt,
+                        case: handle,
+                        attempts,
+                    });
+                }
+                Err(error @ CommitError::Conflict { .. }) => {
+                    if attempts >= self.retry.transact_attempts {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(jitter(self.retry.backoff_min, attempts)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Appends and resolves the outcome to the stored event, or a definite error.
+    async fn append_resolved(
+        &self,
+        case_id: &CaseId,
+        prepared: &PreparedCommit,
+        expected: u64,
+    ) -> Result<Resolved, CommitError> {
+        let commit_id = prepared.event().commit_id;
+        let payload = Bytes::copy_from_slice(prepared.payload());
+        let deadline = Instant::now() + self.retry.deadline;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self
+                .log
+                .append(case_id, commit_id, expected, payload.clone())
+                .await;
+            let error = match outcome {
+                Ok(appended) if !appended.duplicate => {
+                    return Ok(Resolved::Ours {
+                        position: appended.position,
+                    });
+                }
+                Ok(appended) => {
+                    // The log had this commit id already: read what it stored, which an earlier
+                    // attempt may have written with other bytes.
+                    match self.log.event_at(appended.position).await {
+                        Ok(Some(stored)) => return Ok(Resolved::Stored(stored)),
+                        Ok(None) => LogError::Other(format!(
+                            "duplicate ack for position {} but no event there",
+                            appended.position
+                        )),
+                        Err(error) => error,
+                    }
+                }
+                Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
+                    match self.log.event_after(case_id, expected).await {
+                        Ok(Some(stored)) if stored.commit_id == Some(commit_id) => {
+                            return Ok(Resolved::Stored(stored));
+                        }
+                        Ok(Some(stored)) => {
+                            return Err(CommitError::Conflict {
+                                case: case_id.clone(),
+                                expected,
+                                actual: stored.position,
+                            });
+                        }
+                        // Nothing after the expected position: the conflict was transient.
+                        Ok(None) => LogError::Unavailable("transient sequence conflict".into()),
+                        Err(error) => error,
+                    }
+                }
+                Err(error) => error,
+            };
+            if !error.is_retryable() {
+                return Err(error.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(CommitError::Unavailable(format!(
+                    "{error}; gave up after {attempt} attempts in {:?}; the outcome of commit \
+                     {commit_id} is unknown: commit the same handle again to resolve it",
+                    self.retry.deadline
+                )));
+            }
+            tracing::debug!(%case_id, %commit_id, attempt, %error, "retrying append");
+            let pause = jitter(self.retry.backoff_min, attempt).min(self.retry.backoff_max);
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// Makes the handle's state the stored event's.
+    fn adopt(
+        handle: &mut CaseHandle,
+        prepared: PreparedCommit,
+        resolved: &Resolved,
+    ) -> Result<Receipt, CommitError> {
+        match resolved {
+            // An earlier attempt stored other bytes under this commit id: fold those.
+            Resolved::Stored(stored) if Hash::of(&stored.payload) != prepared.event_hash() => {
+                let event = handle
+                    .case
+                    .adopt(&prepared, &stored.payload)
+                    .map_err(|error| decode_error(handle.case.id(), stored.position, &error))?;
+                handle.position = stored.position;
+                Ok(Receipt::new(
+                    &event,
+                    Hash::of(&stored.payload),
+                    stored.position,
+                ))
+            }
+            Resolved::Stored(StoredEvent { position, .. }) | Resolved::Ours { position } => {
+                let receipt = Receipt::new(prepared.event(), prepared.event_hash(), *position);
+                handle
+                    .case
+                    .complete(prepared)
+                    .map_err(|e| CommitError::Log(e.to_string()))?;
+                handle.position = *position;
+                Ok(receipt)
+            }
+        }
+    }
+}
+
+/// The outcome of an append.
+enum Resolved {
+    /// The log stored our bytes at `position`.
+    Ours { position: u64 },
+    /// The log holds an event with our commit id (a duplicate or a resolved conflict).
+    Stored(StoredEvent),
+}
+
+fn decode_error(case: &CaseId, position: u64, error: &FoldError) -> CommitError {
+    CommitError::Decode {
+        case: case.to_string(),
+        position,
+        reason: error.to_string(),
+    }
+}
+
+/// Folds a stored event into the handle.
+fn fold(handle: &mut CaseHandle, stored: &StoredEvent) -> Result<(), CommitError> {
+    handle
+        .case
+        .apply_payload(&stored.payload)
+        .map_err(|error| decode_error(handle.case.id(), stored.position, &error))?;
+    handle.position = stored.position;
+    Ok(())
+}
+
+/// A pause that grows with `attempt` and is spread so that racing writers do not collide in
+/// step.
+fn jitter(base: Duration, attempt: u32) -> Duration {
+    let grown = base.saturating_mul(1 << attempt.min(6));
+    let nanos = u64::from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    let spread = u64::try_from(grown.as_nanos()).unwrap_or(u64::MAX).max(1);
+    grown / 2 + Duration::from_nanos(nanos % spread)
+}

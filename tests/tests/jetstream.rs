@@ -1,0 +1,537 @@
+//! Guards the JetStream commit path against a real nats-server: receipts, replay to the
+//! writer's state, dedup, racing writers, lost acknowledgements inside and outside the dedup
+//! window, invalid ids, oversized events, a stopped and a restarted server.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers stop the test at the first setup error"
+)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use wfstate_events::{
+    CommitError, CommitErrorKind, EventLog, JetStreamConfig, JetStreamLog, LogError, RetryPolicy,
+    Workspace,
+};
+use wfstate_store::{CaseId, CommitId, CommitMeta, Event, Hash, Mutation, ScopeId, TokenId, Value};
+use wfstate_tests::NatsServer;
+
+async fn connect(server: &NatsServer, tune: impl FnOnce(&mut JetStreamConfig)) -> JetStreamLog {
+    let mut config = JetStreamConfig::new(server.url());
+    tune(&mut config);
+    JetStreamLog::connect(&config)
+        .await
+        .expect("connect to the test server")
+}
+
+async fn workspace(server: &NatsServer) -> Workspace<JetStreamLog> {
+    Workspace::new(connect(server, |_| {}).await).with_writer("test-writer")
+}
+
+async fn message_count(log: &JetStreamLog) -> u64 {
+    let mut stream = log
+        .context()
+        .get_stream("WFSTATE")
+        .await
+        .expect("the stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+fn case(id: &str) -> CaseId {
+    CaseId::new(id).unwrap()
+}
+
+fn meta() -> CommitMeta {
+    CommitMeta {
+        commit_id: CommitId::generate(),
+        committed_at_ms: 1_700_000_000_000,
+        writer: "w".into(),
+    }
+}
+
+/// Reads a case's stored payloads and checks they form one gap-free chain.
+async fn assert_chain(log: &JetStreamLog, case_id: &CaseId) -> Vec<Event> {
+    let stored: Vec<_> = log
+        .history(case_id, 0)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut previous = Hash::ZERO;
+    let mut events = Vec::new();
+    for (n, stored) in stored.iter().enumerate() {
+        let event = Event::decode(&stored.payload).unwrap();
+        assert_eq!(event.version, n as u64 + 1, "versions are contiguous");
+        assert_eq!(
+            event.prev_event_hash, previous,
+            "version {} links to its predecessor",
+            event.version
+        );
+        assert_eq!(
+            stored.commit_id,
+            Some(event.commit_id),
+            "Nats-Msg-Id is the commit id"
+        );
+        previous = Hash::of(&stored.payload);
+        events.push(event);
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_returns_receipt_and_history_replays_to_the_writers_state() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let (mut handle, first) = workspace
+        .create(case("order-1"), [Mutation::set_key("amount", 42)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.version, first.prev_event_hash, first.mutation_count),
+        (1, Hash::ZERO, 1)
+    );
+
+    handle
+        .case_mut()
+        .buffer(Mutation::EnterScope {
+            id: ScopeId::new("s1").unwrap(),
+            parent: ScopeId::root(),
+        })
+        .buffer(Mutation::add_token(
+            TokenId::new("t1").unwrap(),
+            0,
+            ScopeId::new("s1").unwrap(),
+            Value::Null,
+        ))
+        .update_ctx(|ctx| {
+            ctx.insert("paid".into(), Value::Bool(true));
+        });
+    let second = workspace.commit(&mut handle).await.unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(second.prev_event_hash, first.event_hash);
+    assert!(second.position > first.position);
+    assert_eq!(second.state_hash, handle.case().state().hash());
+    assert_eq!(handle.position(), second.position);
+
+    let loaded = workspace.load(&case("order-1")).await.unwrap();
+    assert_eq!(loaded.case().state(), handle.case().state());
+    assert_eq!(loaded.case().last_event_hash(), second.event_hash);
+    assert_eq!(loaded.position(), second.position);
+    assert_chain(workspace.log(), &case("order-1")).await;
+
+    let missing = workspace.load(&case("nobody")).await.unwrap_err();
+    assert_eq!(missing.kind(), CommitErrorKind::CaseNotFound);
+    let exists = workspace.create(case("order-1"), []).await.unwrap_err();
+    assert_eq!(exists.kind(), CommitErrorKind::CaseExists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_commit_published_twice_stores_one_event() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let meta = meta();
+    let mut first = workspace.new_case(case("dedup"));
+    first.case_mut().buffer(Mutation::set_key("k", 1));
+    let mut again = workspace.new_case(case("dedup"));
+    again.case_mut().buffer(Mutation::set_key("k", 1));
+
+    let one = workspace
+        .commit_with_meta(&mut first, meta.clone())
+        .await
+        .unwrap();
+    let two = workspace.commit_with_meta(&mut again, meta).await.unwrap();
+    assert_eq!(
+        one, two,
+        "the retry resolves to the first attempt's receipt"
+    );
+    assert_eq!(message_count(workspace.log()).await, 1);
+    assert_eq!(again.case().state(), first.case().state());
+    assert_eq!(again.case().buffered(), 0);
+
+    // At the log level the second append is either a duplicate ack or a sequence conflict
+    // (nats-server 2.14+ checks the expected sequence first); either way nothing is stored.
+    let commit_id = CommitId::generate();
+    let payload = Bytes::from_static(b"raw");
+    let a = workspace
+        .log()
+        .append(&case("raw"), commit_id, 0, payload.clone())
+        .await
+        .unwrap();
+    assert!(!a.duplicate);
+    match workspace
+        .log()
+        .append(&case("raw"), commit_id, 0, payload)
+        .await
+    {
+        Ok(b) => assert_eq!((b.position, b.duplicate), (a.position, true)),
+        Err(error) => assert!(
+            matches!(error, LogError::Conflict { expected: 0, .. }),
+            "{error:?}"
+        ),
+    }
+    assert_eq!(message_count(workspace.log()).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_one_wins_each_round_and_transact_retries() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    workspace
+        .create(case("race"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+
+    for round in 0..5 {
+        let mut a = workspace.load(&case("race")).await.unwrap();
+        let mut b = workspace.load(&case("race")).await.unwrap();
+        a.case_mut()
+            .buffer(Mutation::set_key("winner", format!("a{round}")));
+        b.case_mut()
+            .buffer(Mutation::set_key("winner", format!("b{round}")));
+        let (ra, rb) = tokio::join!(workspace.commit(&mut a), workspace.commit(&mut b));
+        let outcomes = [ra.is_ok(), rb.is_ok()];
+        assert_eq!(
+            outcomes.iter().filter(|ok| **ok).count(),
+            1,
+            "round {round}: {outcomes:?}"
+        );
+        let loser = if ra.is_ok() { rb } else { ra }.unwrap_err();
+        assert!(matches!(loser, CommitError::Conflict { .. }), "{loser:?}");
+        // The loser's state and buffer are as they were.
+        let losing = if outcomes[0] { &b } else { &a };
+        assert_eq!(losing.case().buffered(), 1);
+    }
+
+    // Many writers incrementing through transact: every one lands exactly once.
+    let writers = 8;
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let workspace = workspace.clone();
+            tokio::spawn(async move {
+                workspace
+                    .transact(&case("race"), |case| {
+                        let Some(Value::Integer(n)) = case.state().ctx.get("n").cloned() else {
+                            panic!("n is an integer")
+                        };
+                        case.buffer(Mutation::set_key("n", Value::Integer(n + 1)));
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for task in tasks {
+        let transacted = task.await.unwrap().unwrap();
+        conflicts += transacted.attempts - 1;
+    }
+    let state = workspace.load(&case("race")).await.unwrap();
+    assert_eq!(state.case().state().ctx["n"], Value::from(writers));
+    let events = assert_chain(workspace.log(), &case("race")).await;
+    assert_eq!(events.len(), 1 + 5 + usize::try_from(writers).unwrap());
+    eprintln!("transact conflicts retried: {conflicts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_acknowledgement_is_resolved_to_one_event() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let (mut handle, _) = workspace
+        .create(case("lost"), [Mutation::set_key("a", 1)])
+        .await
+        .unwrap();
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let meta = meta();
+    // The first attempt lands, but its ack never reaches the writer.
+    let prepared = handle.case().prepare_commit(meta.clone()).unwrap();
+    let raw = publish_raw(
+        workspace.log(),
+        "lost",
+        &meta,
+        handle.position(),
+        prepared.payload(),
+    )
+    .await;
+
+    let receipt = workspace.commit_with_meta(&mut handle, meta).await.unwrap();
+    assert_eq!(receipt.position, raw);
+    assert_eq!(message_count(workspace.log()).await, 2);
+    assert_eq!(handle.case().state().step_count, 1);
+    // The handle goes on from the stored event.
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    workspace.commit(&mut handle).await.unwrap();
+    assert_eq!(assert_chain(workspace.log(), &case("lost")).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_acknowledgement_after_the_duplicate_window_is_resolved_too() {
+    let server = NatsServer::start().await;
+    let log = connect(&server, |config| {
+        config.duplicate_window = Duration::from_secs(1);
+    })
+    .await;
+    let workspace = Workspace::new(log);
+    let (mut handle, _) = workspace
+        .create(case("late"), [Mutation::set_key("a", 1)])
+        .await
+        .unwrap();
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let meta = meta();
+    let prepared = handle.case().prepare_commit(meta.clone()).unwrap();
+    let raw = publish_raw(
+        workspace.log(),
+        "late",
+        &meta,
+        handle.position(),
+        prepared.payload(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+
+    // The server forgot the commit id: the retry gets a sequence conflict, which is resolved
+    // by finding our commit right after the expected position.
+    let receipt = workspace.commit_with_meta(&mut handle, meta).await.unwrap();
+    assert_eq!(receipt.position, raw);
+    assert_eq!(message_count(workspace.log()).await, 2);
+
+    // Stored with other bytes (another clock) under the same commit id: the stored event wins.
+    handle.case_mut().buffer(Mutation::set_key("b", 2));
+    let first = CommitMeta {
+        committed_at_ms: 1,
+        ..meta_with_id()
+    };
+    let prepared = handle.case().prepare_commit(first.clone()).unwrap();
+    let raw = publish_raw(
+        workspace.log(),
+        "late",
+        &first,
+        handle.position(),
+        prepared.payload(),
+    )
+    .await;
+    let retry = CommitMeta {
+        committed_at_ms: 2,
+        ..first
+    };
+    let receipt = workspace
+        .commit_with_meta(&mut handle, retry)
+        .await
+        .unwrap();
+    assert_eq!((receipt.position, receipt.committed_at_ms), (raw, 1));
+    assert_eq!(handle.case().buffered(), 0);
+    assert_eq!(
+        handle.case().state(),
+        workspace.load(&case("late")).await.unwrap().case().state()
+    );
+}
+
+fn meta_with_id() -> CommitMeta {
+    CommitMeta {
+        commit_id: CommitId::generate(),
+        committed_at_ms: 0,
+        writer: "w".into(),
+    }
+}
+
+/// Publishes a payload the way the commit client does, through the raw client.
+async fn publish_raw(
+    log: &JetStreamLog,
+    case_id: &str,
+    meta: &CommitMeta,
+    expected: u64,
+    payload: &[u8],
+) -> u64 {
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(Bytes::copy_from_slice(payload))
+        .message_id(meta.commit_id.to_string())
+        .expected_last_subject_sequence(expected);
+    log.context()
+        .send_publish(format!("wfstate.case.{case_id}"), message)
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_case_ids_are_rejected_before_anything_is_published() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let long = "x".repeat(65);
+    for bad in [
+        "a.b",
+        "*",
+        ">",
+        "",
+        " ",
+        "a b",
+        "$JS",
+        "caf\u{e9}",
+        long.as_str(),
+    ] {
+        let error = CaseId::new(bad).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("case id"), "{bad:?}: {message}");
+        // The only way to a subject is through a CaseId: nothing reaches the server.
+        let commit: Result<_, CommitError> = async {
+            let id = CaseId::new(bad)?;
+            workspace.create(id, [Mutation::set_key("k", 1)]).await
+        }
+        .await;
+        assert_eq!(commit.unwrap_err().kind(), CommitErrorKind::InvalidId);
+    }
+    assert_eq!(message_count(workspace.log()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_event_is_a_clear_error_and_the_connection_keeps_serving() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let limit = workspace.log().payload_size_max();
+    assert!(limit > 900_000 && limit < 1024 * 1024, "limit {limit}");
+    let mut handle = workspace.new_case(case("big"));
+    handle
+        .case_mut()
+        .buffer(Mutation::set_key("blob", "x".repeat(2 * 1024 * 1024)));
+    let error = workspace.commit(&mut handle).await.unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::TooLarge);
+    assert!(error.to_string().contains("limit"), "{error}");
+
+    // Past the client's check, at the log: refused before publishing.
+    let oversized = Bytes::from(vec![0u8; limit + 1]);
+    let raw = workspace
+        .log()
+        .append(&case("big"), CommitId::generate(), 0, oversized)
+        .await;
+    assert!(
+        matches!(raw, Err(LogError::TooLarge { limit: l, .. }) if l == limit),
+        "{raw:?}"
+    );
+
+    workspace
+        .create(case("small"), [Mutation::set_key("k", 1)])
+        .await
+        .unwrap();
+    assert_eq!(message_count(workspace.log()).await, 1);
+}
+
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        deadline: Duration::from_secs(2),
+        ..RetryPolicy::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_gives_unavailable_in_bounded_time() {
+    let mut server = NatsServer::start().await;
+    let log = connect(&server, |config| {
+        config.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let workspace = Workspace::new(log).with_retry(quick_retry());
+    let (mut handle, _) = workspace
+        .create(case("down"), [Mutation::set_key("a", 1)])
+        .await
+        .unwrap();
+    server.stop().await;
+
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let started = Instant::now();
+    let error = workspace.commit(&mut handle).await.unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::Unavailable, "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(handle.case().state().version, 1, "state unchanged");
+
+    // A new connection to a stopped server fails in bounded time too.
+    let started = Instant::now();
+    let mut config = JetStreamConfig::new(server.url());
+    config.connect_timeout = Duration::from_secs(1);
+    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(error, LogError::Unavailable(ref m) if m.contains(server.url())),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_succeed_after_the_server_restarts() {
+    let mut server = NatsServer::start().await;
+    let log = connect(&server, |config| {
+        config.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let workspace = Workspace::new(log).with_retry(quick_retry());
+    let (mut handle, _) = workspace
+        .create(case("phoenix"), [Mutation::set_key("a", 1)])
+        .await
+        .unwrap();
+
+    server.stop().await;
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let in_doubt = workspace.commit(&mut handle).await.unwrap_err();
+    assert_eq!(in_doubt.kind(), CommitErrorKind::Unavailable);
+    server.restart().await;
+
+    // The next commit re-sends the in-doubt event and resolves it, whether or not it landed.
+    let workspace = workspace.with_retry(RetryPolicy {
+        deadline: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    });
+    let receipt = workspace.commit(&mut handle).await.unwrap();
+    assert_eq!((receipt.version, handle.case().state().step_count), (2, 1));
+    for _ in 0..3 {
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(&mut handle).await.unwrap();
+    }
+    let events = assert_chain(workspace.log(), &case("phoenix")).await;
+    assert_eq!(events.len(), 5);
+    assert_eq!(
+        workspace
+            .load(&case("phoenix"))
+            .await
+            .unwrap()
+            .case()
+            .state()
+            .step_count,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_could_drop_events_is_refused() {
+    let server = NatsServer::start().await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let context = async_nats::jetstream::new(client);
+    context
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "WFSTATE".into(),
+            subjects: vec!["wfstate.case.*".into()],
+            max_age: Duration::from_hours(1),
+            max_messages_per_subject: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let error = JetStreamLog::connect(&JetStreamConfig::new(server.url()))
+        .await
+        .unwrap_err();
+    let LogError::Config(message) = error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        message.contains("max_age") && message.contains("max_msgs_per_subject"),
+        "{message}"
+    );
+}
