@@ -29,8 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let workspace = workspace.clone();
             tokio::spawn(async move {
                 let id = CaseId::new(format!("case-{n}"))?;
-                let (mut handle, _) =
-                    workspace.create(id, [Mutation::set_key("order", Value::from(n as u64))]).await?;
+                let (mut handle, _) = workspace
+                    .create(id, [Mutation::set_key("order", Value::from(n as u64))])
+                    .await?;
                 for step in 1..commits {
                     handle
                         .case_mut()
@@ -74,7 +75,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .expected_last_subject_sequence(expected)
                         .header("Content-Type", "application/cbor")
                         .header("Wfstate-Schema", "1");
-                    let ack = context.send_publish(format!("bench.wf.raw-{n}"), message).await?.await?;
+                    let ack = context
+                        .send_publish(format!("bench.wf.raw-{n}"), message)
+                        .await?
+                        .await?;
                     expected = ack.sequence;
                 }
                 Ok::<_, async_nats::Error>(())
@@ -85,7 +89,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         task.await?.map_err(|e| e.to_string())?;
     }
     let raw_rate = total as f64 / started.elapsed().as_secs_f64();
-    println!("cases {cases}, commits per case {commits}, payload {} bytes", payloads[0].len());
+    println!(
+        "cases {cases}, commits per case {commits}, payload {} bytes",
+        payloads[0].len()
+    );
     println!("wfstate commits/s {wfstate_rate:.0}");
     println!("raw publish/s     {raw_rate:.0}");
     println!("ratio             {:.2}", wfstate_rate / raw_rate);

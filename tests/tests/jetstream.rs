@@ -543,17 +543,29 @@ async fn credentials_are_used_and_bad_ones_are_permission_denied() {
     );
     let mut config = JetStreamConfig::new(server.url());
     config.connect_timeout = Duration::from_secs(2);
-    config.auth = wfstate_events::Auth::UserPassword { user: "writer".into(), password: "wrong".into() };
+    config.auth = wfstate_events::Auth::UserPassword {
+        user: "writer".into(),
+        password: "wrong".into(),
+    };
     let error = JetStreamLog::connect(&config).await.unwrap_err();
     assert!(matches!(error, LogError::PermissionDenied(_)), "{error:?}");
 
-    config.auth = wfstate_events::Auth::UserPassword { user: "writer".into(), password: "s3cret".into() };
+    config.auth = wfstate_events::Auth::UserPassword {
+        user: "writer".into(),
+        password: "s3cret".into(),
+    };
     let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    workspace.create(case("authed"), [Mutation::set_key("k", 1)]).await.unwrap();
+    workspace
+        .create(case("authed"), [Mutation::set_key("k", 1)])
+        .await
+        .unwrap();
 
     let token_server = NatsServer::start_with_config("authorization { token: t0ken }");
     let mut config = JetStreamConfig::new(token_server.url());
     config.auth = wfstate_events::Auth::Token("t0ken".into());
     let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    workspace.create(case("tokened"), [Mutation::set_key("k", 1)]).await.unwrap();
+    workspace
+        .create(case("tokened"), [Mutation::set_key("k", 1)])
+        .await
+        .unwrap();
 }
