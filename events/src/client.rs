@@ -386,8 +386,9 @@ impl<L: EventLog> Workspace<L> {
         }
     }
 
-    /// Loads the case, runs `change` to buffer its mutations, commits; on a conflict reloads
-    /// and runs `change` again, up to [`RetryPolicy::transact_attempts`] times.
+    /// Loads the case, runs `change` to buffer its mutations, commits; on a conflict drops the
+    /// buffer, catches up with the other writers' events ([`Workspace::refresh`]) and runs
+    /// `change` again, up to [`RetryPolicy::transact_attempts`] times.
     ///
     /// # Errors
     /// The last [`CommitError::Conflict`] when every attempt lost; any other commit error at
@@ -400,10 +401,10 @@ impl<L: EventLog> Workspace<L> {
     where
         F: FnMut(&mut Case) + Send,
     {
+        let mut handle = self.load(case_id).await?;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut handle = self.load(case_id).await?;
             change(&mut handle.case);
             match self.commit(&mut handle).await {
                 Ok(receipt) => {
@@ -414,14 +415,32 @@ impl<L: EventLog> Workspace<L> {
                     });
                 }
                 Err(error @ CommitError::Conflict { .. }) => {
+                    handle.case.rollback();
                     if attempts >= self.retry.transact_attempts {
                         return Err(error);
                     }
                     tokio::time::sleep(jitter(self.retry.backoff_min, attempts)).await;
+                    self.refresh(&mut handle).await?;
                 }
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Folds the events committed to the case since the handle's position (by other writers),
+    /// reading them one by one: for catching up a few events, not for loading a history.
+    ///
+    /// # Errors
+    /// [`CommitError::Decode`] for an event that does not fold; [`CommitError::Unavailable`].
+    pub async fn refresh(&self, handle: &mut CaseHandle) -> Result<(), CommitError> {
+        while let Some(stored) = self
+            .log
+            .event_after(handle.case.id(), handle.position)
+            .await?
+        {
+            fold(handle, &stored)?;
+        }
+        Ok(())
     }
 
     /// Appends and resolves the outcome to the stored event, or a definite error.

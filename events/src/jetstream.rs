@@ -8,6 +8,7 @@
 
 use std::error::Error as _;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
@@ -20,6 +21,9 @@ use crate::log::{Appended, EventLog, EventStream, LogError, StoredEvent};
 
 /// The oldest server version the store accepts.
 pub const SERVER_VERSION_MIN: (u64, u64, u64) = (2, 12, 0);
+
+/// How many events of a case's history are read with direct gets before a consumer is used.
+const DIRECT_READS: usize = 16;
 
 /// Room left in `max_payload` for the headers the store adds.
 const HEADER_ROOM_BYTES: usize = 512;
@@ -130,6 +134,7 @@ pub struct JetStreamLog {
     subject_prefix: String,
     payload_size_max: usize,
     urls: String,
+    violations: Violations,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -148,7 +153,15 @@ fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
     Some((next()?, next()?, next()?))
 }
 
-async fn connect_options(config: &JetStreamConfig) -> Result<ConnectOptions, LogError> {
+/// The last "Permissions Violation" the server reported on this connection. The server answers
+/// a forbidden publish with an asynchronous error, not a reply, so a request that then times
+/// out is matched against it.
+type Violations = Arc<Mutex<Option<String>>>;
+
+async fn connect_options(
+    config: &JetStreamConfig,
+    violations: Violations,
+) -> Result<ConnectOptions, LogError> {
     let mut options = match &config.auth {
         Auth::None => ConnectOptions::new(),
         Auth::UserPassword { user, password } => {
@@ -187,6 +200,18 @@ async fn connect_options(config: &JetStreamConfig) -> Result<ConnectOptions, Log
         }
     }
     Ok(options
+        .event_callback(move |event| {
+            let violations = Arc::clone(&violations);
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) =
+                    event
+                    && message.contains("Permissions Violation")
+                    && let Ok(mut last) = violations.lock()
+                {
+                    *last = Some(message);
+                }
+            }
+        })
         .name("wfstate")
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.request_timeout)))
@@ -209,7 +234,8 @@ impl JetStreamLog {
                     .map_err(|e| LogError::Config(format!("invalid URL {url:?}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let options = connect_options(config).await?;
+        let violations = Violations::default();
+        let options = connect_options(config, Arc::clone(&violations)).await?;
         let client = tokio::time::timeout(config.connect_timeout * 2, options.connect(addresses))
             .await
             .map_err(|_| {
@@ -255,7 +281,14 @@ impl JetStreamLog {
             subject_prefix: config.subject_prefix.clone(),
             payload_size_max,
             urls: config.urls.clone(),
+            violations,
         })
+    }
+
+    /// A permission violation the server reported for `subject`, taken once.
+    fn take_violation(&self, subject: &str) -> Option<String> {
+        let mut last = self.violations.lock().ok()?;
+        last.take_if(|message| message.contains(subject))
     }
 
     /// The underlying client (for tests and tools that need raw access).
@@ -266,6 +299,16 @@ impl JetStreamLog {
     /// The JetStream context.
     pub fn context(&self) -> &jetstream::Context {
         &self.context
+    }
+
+    /// The stream holding the events.
+    pub fn stream(&self) -> &stream::Stream {
+        &self.stream
+    }
+
+    /// Case subjects are `<subject_prefix>.<case id>`.
+    pub fn subject_prefix(&self) -> &str {
+        &self.subject_prefix
     }
 
     /// The subject of a case.
@@ -294,16 +337,29 @@ impl JetStreamLog {
             Ok(message) => Ok(Some(self.stored(&message))),
             Err(error) => match error.kind() {
                 stream::DirectGetErrorKind::NotFound => Ok(None),
-                stream::DirectGetErrorKind::TimedOut | stream::DirectGetErrorKind::Request => Err(
-                    LogError::Unavailable(format!("reading from {}: {error}", self.urls)),
-                ),
+                stream::DirectGetErrorKind::TimedOut | stream::DirectGetErrorKind::Request => {
+                    Err(match self.take_violation("$JS.API.DIRECT.GET") {
+                        Some(violation) => LogError::PermissionDenied(format!(
+                            "reading from {}: {violation}",
+                            self.urls
+                        )),
+                        None => {
+                            LogError::Unavailable(format!("reading from {}: {error}", self.urls))
+                        }
+                    })
+                }
                 _ => Err(LogError::Other(format!("direct get: {error}"))),
             },
         }
     }
 
     /// An ordered consumer over `filter` from `after + 1`, as a stream of events.
-    async fn ordered(&self, filter: String, after: u64) -> Result<EventStream, LogError> {
+    async fn ordered(
+        &self,
+        filter: String,
+        after: u64,
+        name: Option<String>,
+    ) -> Result<EventStream, LogError> {
         let deliver_policy = if after == 0 {
             consumer::DeliverPolicy::All
         } else {
@@ -316,6 +372,7 @@ impl JetStreamLog {
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter,
                 deliver_policy,
+                name,
                 ..consumer::pull::OrderedConfig::default()
             })
             .await
@@ -350,7 +407,8 @@ impl JetStreamLog {
     }
 }
 
-fn stored_event(
+/// The event a message from the stream carries, its case taken from its subject.
+pub fn stored_event(
     prefix: &str,
     position: u64,
     subject: &str,
@@ -536,20 +594,24 @@ impl EventLog for JetStreamLog {
             .expected_last_subject_sequence(expected_position)
             .header("Content-Type", "application/cbor")
             .header("Wfstate-Schema", SCHEMA_VERSION.to_string().as_str());
-        let fix_size = |error: LogError| match error {
+        let subject = self.subject(case);
+        let refine = |error: LogError| match error {
             LogError::TooLarge { .. } => LogError::TooLarge {
                 size,
                 limit: self.payload_size_max,
             },
+            LogError::Unavailable(_) if let Some(violation) = self.take_violation(&subject) => {
+                LogError::PermissionDenied(format!("publishing to {subject}: {violation}"))
+            }
             other => other,
         };
         let ack = self
             .context
-            .send_publish(self.subject(case), message)
+            .send_publish(subject.clone(), message)
             .await
-            .map_err(|e| fix_size(map_publish_error(&e, expected_position, &self.urls)))?
+            .map_err(|e| refine(map_publish_error(&e, expected_position, &self.urls)))?
             .await
-            .map_err(|e| fix_size(map_publish_error(&e, expected_position, &self.urls)))?;
+            .map_err(|e| refine(map_publish_error(&e, expected_position, &self.urls)))?;
         Ok(Appended {
             position: ack.sequence,
             duplicate: ack.duplicate,
@@ -581,26 +643,49 @@ impl EventLog for JetStreamLog {
         let Some(last) = self.last_event(case).await? else {
             return Ok(Box::pin(futures::stream::empty()));
         };
-        if last.position <= after_position {
-            return Ok(Box::pin(futures::stream::empty()));
-        }
         let last = last.position;
-        let events = self.ordered(self.subject(case), after_position).await?;
+        // Short histories (most loads) are read with direct gets: a consumer costs more round
+        // trips than a few events. Long ones go on through an ordered consumer, which streams
+        // them without a request per event.
+        let mut head = Vec::new();
+        let mut position = after_position;
+        while head.len() < DIRECT_READS && position < last {
+            match self.event_after(case, position).await? {
+                Some(event) => {
+                    position = event.position;
+                    head.push(Ok(event));
+                }
+                None => break,
+            }
+        }
+        if position >= last {
+            return Ok(Box::pin(futures::stream::iter(head)));
+        }
+        let name = format!("wfstate-read-{}", CommitId::generate());
+        let events = self
+            .ordered(self.subject(case), position, Some(name.clone()))
+            .await?;
+        let stream = self.stream.clone();
         // The ordered consumer would wait for more: end right after the last event known at
-        // the start, without asking it for another.
-        Ok(Box::pin(futures::stream::unfold(
-            Some(events),
-            move |events| async move {
+        // the start, without asking it for another, and delete the consumer.
+        let tail = futures::stream::unfold(Some(events), move |events| {
+            let stream = stream.clone();
+            let name = name.clone();
+            async move {
                 let mut events = events?;
                 let event = events.next().await?;
                 let done = event.as_ref().map_or(true, |event| event.position >= last);
+                if done {
+                    tokio::spawn(async move { stream.delete_consumer(&name).await });
+                }
                 Some((event, (!done).then_some(events)))
-            },
-        )))
+            }
+        });
+        Ok(Box::pin(futures::stream::iter(head).chain(tail)))
     }
 
     async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
-        self.ordered(format!("{}.*", self.subject_prefix), after_position)
+        self.ordered(format!("{}.*", self.subject_prefix), after_position, None)
             .await
     }
 

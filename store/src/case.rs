@@ -121,6 +121,22 @@ pub enum FoldError {
     },
 }
 
+impl FoldError {
+    /// A machine-readable code for the error (quarantine and audit reports carry it).
+    pub fn code(&self) -> &'static str {
+        match self {
+            FoldError::Decode(DecodeError::Malformed(_)) => "undecodable",
+            FoldError::Decode(DecodeError::UnknownSchema { .. }) => "unknown_schema",
+            FoldError::Decode(_) => "invalid_event",
+            FoldError::WrongCase { .. } => "wrong_case",
+            FoldError::VersionGap { .. } => "version_gap",
+            FoldError::BrokenChain { .. } => "broken_chain",
+            FoldError::Invalid(_) => "invalid_mutations",
+            FoldError::StateHashMismatch { .. } => "state_hash_mismatch",
+        }
+    }
+}
+
 /// [`Case::complete`] was given a commit prepared against another state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the prepared commit (version {prepared}) does not follow the case (version {current})")]
@@ -204,6 +220,11 @@ impl Case {
     /// The committed state.
     pub fn state(&self) -> &CaseState {
         &self.state
+    }
+
+    /// The committed state and the hash of the last event, dropping the buffer.
+    pub fn into_parts(self) -> (CaseState, Hash) {
+        (self.state, self.last_event_hash)
     }
 
     /// The case's id.

@@ -1,0 +1,218 @@
+//! Audit: rebuild every receipt from the stored events and verify each case's chain: every
+//! `prev_event_hash` is the SHA-256 of the previous stored payload, versions are contiguous,
+//! and folding reaches every `state_hash`. Audit needs only read access to the log.
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use wfstate_events::{EventLog, StoredEvent};
+use wfstate_store::{Case, CaseId, Event, Hash, Receipt};
+
+use crate::ProjectorError;
+
+/// One broken link or check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The case (as its subject names it).
+    pub case_key: String,
+    /// The event's position (for `head_mismatch`, the last position read).
+    pub position: u64,
+    /// A machine-readable code: `undecodable`, `unknown_schema`, `invalid_event`,
+    /// `wrong_case`, `version_gap`, `broken_chain`, `invalid_mutations`,
+    /// `state_hash_mismatch`, `head_mismatch`, `invalid_case_id`.
+    pub code: &'static str,
+    /// What is wrong, in words.
+    pub detail: String,
+}
+
+/// The chain of one case as read so far.
+#[derive(Debug)]
+struct Chain {
+    /// Folds the events while they verify; `None` after the first event that does not.
+    case: Option<Case>,
+    /// Hash of the last stored payload (whatever it held).
+    head: Hash,
+    /// Version of the last decodable event.
+    version: u64,
+    events: u64,
+}
+
+/// Checks events as they are read, across any number of cases.
+#[derive(Debug, Default)]
+pub struct Auditor {
+    chains: HashMap<String, Chain>,
+    problems: Vec<Problem>,
+}
+
+/// The result of an audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// Cases read.
+    pub cases: usize,
+    /// Events read.
+    pub events: u64,
+    /// Every problem found, in log order.
+    pub problems: Vec<Problem>,
+}
+
+impl AuditReport {
+    /// Whether every chain verified.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Auditor {
+    /// A new auditor with no cases seen.
+    pub fn new() -> Self {
+        Auditor::default()
+    }
+
+    /// Checks one stored event; returns its receipt when it decodes.
+    pub fn observe(&mut self, stored: &StoredEvent) -> Option<Receipt> {
+        let Ok(case_id) = CaseId::new(&stored.case_id) else {
+            self.problem(
+                stored,
+                "invalid_case_id",
+                format!("subject names {:?}", stored.case_id),
+            );
+            return None;
+        };
+        let chain = self
+            .chains
+            .entry(stored.case_id.clone())
+            .or_insert_with(|| Chain {
+                case: Some(Case::new(case_id)),
+                head: Hash::ZERO,
+                version: 0,
+                events: 0,
+            });
+        let event_hash = Hash::of(&stored.payload);
+        let previous_head = std::mem::replace(&mut chain.head, event_hash);
+        chain.events += 1;
+        let event = match Event::decode(&stored.payload) {
+            Ok(event) => event,
+            Err(error) => {
+                chain.case = None;
+                let code = wfstate_store::FoldError::Decode(error.clone()).code();
+                self.problem(stored, code, error.to_string());
+                return None;
+            }
+        };
+        let mut found = Vec::new();
+        if event.version != chain.version + 1 {
+            found.push((
+                "version_gap",
+                format!(
+                    "version {} follows version {}",
+                    event.version, chain.version
+                ),
+            ));
+        }
+        if event.prev_event_hash != previous_head {
+            found.push((
+                "broken_chain",
+                format!(
+                    "prev_event_hash {} but the previous stored event hashes to {previous_head}",
+                    event.prev_event_hash
+                ),
+            ));
+        }
+        chain.version = event.version;
+        if found.is_empty()
+            && let Some(case) = &mut chain.case
+            && let Err(error) = case.apply_event(&event, event_hash)
+        {
+            found.push((error.code(), error.to_string()));
+        }
+        if !found.is_empty() {
+            chain.case = None;
+        }
+        for (code, detail) in found {
+            self.problem(stored, code, detail);
+        }
+        Some(Receipt::new(&event, event_hash, stored.position))
+    }
+
+    fn problem(&mut self, stored: &StoredEvent, code: &'static str, detail: String) {
+        self.problems.push(Problem {
+            case_key: stored.case_id.clone(),
+            position: stored.position,
+            code,
+            detail,
+        });
+    }
+
+    /// The head (hash of the last stored event) of a case, if seen.
+    pub fn head(&self, case_key: &str) -> Option<Hash> {
+        self.chains.get(case_key).map(|chain| chain.head)
+    }
+
+    /// Ends the audit. With `expected_head` for a case, a different head (a truncated or
+    /// diverged history) is a problem.
+    pub fn finish(mut self, expected_head: Option<(&CaseId, Hash)>) -> AuditReport {
+        if let Some((case_id, expected)) = expected_head {
+            let actual = self.head(case_id.as_str()).unwrap_or(Hash::ZERO);
+            if actual != expected {
+                self.problems.push(Problem {
+                    case_key: case_id.to_string(),
+                    position: 0,
+                    code: "head_mismatch",
+                    detail: format!(
+                        "the last stored event hashes to {actual}, the expected head is {expected}: events are missing or differ"
+                    ),
+                });
+            }
+        }
+        AuditReport {
+            cases: self.chains.len(),
+            events: self.chains.values().map(|chain| chain.events).sum(),
+            problems: self.problems,
+        }
+    }
+}
+
+/// Audits one case's whole history.
+///
+/// # Errors
+/// [`ProjectorError::Unavailable`] when the log cannot be read.
+pub async fn audit_case<L: EventLog>(
+    log: &L,
+    case_id: &CaseId,
+    expected_head: Option<Hash>,
+    mut on_receipt: impl FnMut(&Receipt),
+) -> Result<AuditReport, ProjectorError> {
+    let mut auditor = Auditor::new();
+    let mut events = log.history(case_id, 0).await?;
+    while let Some(stored) = events.try_next().await? {
+        if let Some(receipt) = auditor.observe(&stored) {
+            on_receipt(&receipt);
+        }
+    }
+    Ok(auditor.finish(expected_head.map(|head| (case_id, head))))
+}
+
+/// Audits every case, reading the whole log up to its last position at the start.
+///
+/// # Errors
+/// [`ProjectorError::Unavailable`] when the log cannot be read.
+pub async fn audit_all<L: EventLog>(
+    log: &L,
+    mut on_receipt: impl FnMut(&Receipt),
+) -> Result<AuditReport, ProjectorError> {
+    let mut auditor = Auditor::new();
+    let last = log.last_position().await?;
+    if last > 0 {
+        let mut events = log.follow(0).await?;
+        while let Some(stored) = events.try_next().await? {
+            if let Some(receipt) = auditor.observe(&stored) {
+                on_receipt(&receipt);
+            }
+            if stored.position >= last {
+                break;
+            }
+        }
+    }
+    Ok(auditor.finish(None))
+}

@@ -1,0 +1,435 @@
+//! The projector on JetStream: a durable pull consumer over every case subject, explicit
+//! acknowledgement, views in a KV bucket keyed by case id, quarantined events in another keyed
+//! by position.
+//!
+//! One batch: fetch up to `batch` events; fold them per case (one view read and one view
+//! write per case in the batch); record quarantined events; write the views with
+//! compare-and-set on their revision; acknowledge the batch. A crash anywhere before the
+//! acknowledgement redelivers the batch, and every event at or below a view's position is
+//! skipped, so nothing is applied twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv};
+use futures::StreamExt;
+use wfstate_events::jetstream::stored_event;
+use wfstate_events::{EventLog, JetStreamLog};
+use wfstate_store::CaseId;
+
+use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
+use crate::view::View;
+use crate::{ProjectorError, ViewSource};
+
+/// Names and sizes of the projector.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// The durable consumer's name.
+    pub name: String,
+    /// The KV bucket of views.
+    pub views_bucket: String,
+    /// The KV bucket of quarantined events.
+    pub quarantine_bucket: String,
+    /// The most events fetched in one batch.
+    pub batch: usize,
+    /// How long the server waits for an acknowledgement before redelivering.
+    pub ack_wait: Duration,
+    /// How long one fetch waits for events.
+    pub fetch_wait: Duration,
+    /// A fault point for crash tests: every batch stops with an error after its views are
+    /// written and before it is acknowledged, as a crash there would. Always `false` in use.
+    pub stop_before_ack: bool,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            name: "wfstate-projector".into(),
+            views_bucket: "WFSTATE_VIEWS".into(),
+            quarantine_bucket: "WFSTATE_QUARANTINE".into(),
+            batch: 512,
+            ack_wait: Duration::from_secs(30),
+            fetch_wait: Duration::from_millis(250),
+            stop_before_ack: false,
+        }
+    }
+}
+
+/// What the projector has done (shared, so it can be read while it runs).
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    /// Events applied to a view.
+    pub applied: AtomicU64,
+    /// Events skipped as already applied (redeliveries).
+    pub skipped: AtomicU64,
+    /// Events quarantined.
+    pub quarantined: AtomicU64,
+    /// View writes (one per case per batch).
+    pub view_writes: AtomicU64,
+    /// Events deferred because earlier events of their case were still pending.
+    pub deferred: AtomicU64,
+}
+
+/// One case's view during a batch: the view, its KV revision, whether the batch changed it.
+struct Entry {
+    view: Option<View>,
+    revision: Option<u64>,
+    changed: bool,
+    /// Events applied to the view in this batch (counted once the view is written).
+    applied: u64,
+}
+
+type Work = BTreeMap<String, Entry>;
+
+/// The projector over a JetStream log.
+pub struct JetStreamProjector {
+    log: JetStreamLog,
+    consumer: consumer::PullConsumer,
+    views: kv::Store,
+    quarantine: kv::Store,
+    prefix: String,
+    config: ProjectorConfig,
+    stats: Arc<ProjectorStats>,
+}
+
+impl std::fmt::Debug for JetStreamProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamProjector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> ProjectorError {
+    ProjectorError::Unavailable(format!("{what}: {error}"))
+}
+
+async fn bucket(context: &jetstream::Context, name: &str) -> Result<kv::Store, ProjectorError> {
+    if let Ok(store) = context.get_key_value(name).await {
+        return Ok(store);
+    }
+    context
+        .create_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..kv::Config::default()
+        })
+        .await
+        .map_err(|e| unavailable(&format!("creating KV bucket {name}"), e))
+}
+
+impl JetStreamProjector {
+    /// Opens (or creates) the durable consumer and the buckets.
+    ///
+    /// # Errors
+    /// [`ProjectorError::Unavailable`] when the server does not answer or refuses.
+    pub async fn open(log: &JetStreamLog, config: ProjectorConfig) -> Result<Self, ProjectorError> {
+        let prefix = log.subject_prefix().to_owned();
+        let consumer = log
+            .stream()
+            .get_or_create_consumer(
+                &config.name,
+                consumer::pull::Config {
+                    durable_name: Some(config.name.clone()),
+                    filter_subject: format!("{prefix}.*"),
+                    // Explicit: acknowledging one event must never acknowledge another that a
+                    // crashed projector left pending.
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    max_ack_pending: i64::try_from(config.batch * 4).unwrap_or(i64::MAX),
+                    ..consumer::pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable("creating the projector's consumer", e))?;
+        let views = bucket(log.context(), &config.views_bucket).await?;
+        let quarantine = bucket(log.context(), &config.quarantine_bucket).await?;
+        Ok(JetStreamProjector {
+            log: log.clone(),
+            consumer,
+            views,
+            quarantine,
+            prefix,
+            config,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The counters, shared.
+    pub fn stats(&self) -> Arc<ProjectorStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Events not yet acknowledged by the projector: its lag, in events.
+    ///
+    /// # Errors
+    /// [`ProjectorError::Unavailable`].
+    pub async fn lag(&mut self) -> Result<u64, ProjectorError> {
+        let info = self
+            .consumer
+            .info()
+            .await
+            .map_err(|e| unavailable("consumer info", e))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// Fetches and projects one batch; returns how many events it held.
+    ///
+    /// # Errors
+    /// [`ProjectorError`]: the batch is not acknowledged and will be redelivered.
+    pub async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
+        let mut messages = self
+            .consumer
+            .fetch()
+            .max_messages(self.config.batch)
+            .expires(self.config.fetch_wait)
+            .messages()
+            .await
+            .map_err(|e| unavailable("fetching events", e))?;
+        let mut delivered = Vec::with_capacity(self.config.batch);
+        let mut work = Work::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable("receiving events", e))?;
+            let info = message
+                .info()
+                .map_err(|e| ProjectorError::Other(format!("message info: {e}")))?;
+            let commit_id = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Nats-Msg-Id"))
+                .map(async_nats::HeaderValue::as_str);
+            let stored = stored_event(
+                &self.prefix,
+                info.stream_sequence,
+                &message.subject,
+                commit_id,
+                message.payload.clone(),
+            );
+            let deferred = self.project(&mut work, &stored).await?;
+            delivered.push((message, deferred));
+        }
+        for (key, entry) in work {
+            if let (Some(view), true) = (entry.view, entry.changed) {
+                self.write_view(&key, &view, entry.revision).await?;
+                self.stats
+                    .applied
+                    .fetch_add(entry.applied, Ordering::Relaxed);
+            }
+        }
+        if self.config.stop_before_ack {
+            return Err(ProjectorError::Other(
+                "stopped after writing the views and before acknowledging the batch".into(),
+            ));
+        }
+        // Acknowledged only once every view of the batch is written.
+        let count = delivered.len();
+        for (message, deferred) in delivered {
+            let kind = if deferred {
+                jetstream::AckKind::Nak(Some(self.config.fetch_wait))
+            } else {
+                jetstream::AckKind::Ack
+            };
+            message
+                .ack_with(kind)
+                .await
+                .map_err(|e| unavailable("acknowledging events", e))?;
+        }
+        Ok(count)
+    }
+
+    /// Folds one event into the batch's work; returns whether it is deferred (to be
+    /// redelivered after earlier events of its case).
+    async fn project(
+        &self,
+        work: &mut Work,
+        stored: &wfstate_events::StoredEvent,
+    ) -> Result<bool, ProjectorError> {
+        let Ok(case_id) = CaseId::new(&stored.case_id) else {
+            // A subject that names no valid case (published around the store): there is no
+            // view to fold it into, but it is recorded.
+            let record = QuarantineRecord {
+                position: stored.position,
+                case_key: stored.case_id.clone(),
+                code: "invalid_case_id".into(),
+                reason: format!(
+                    "the subject names {:?}, which is not a valid case id",
+                    stored.case_id
+                ),
+            };
+            self.record_quarantine(&record).await?;
+            return Ok(false);
+        };
+        if !work.contains_key(&stored.case_id) {
+            let (view, revision) = match self.load(&stored.case_id).await? {
+                Some((view, revision)) => (Some(view), Some(revision)),
+                None => (None, None),
+            };
+            work.insert(
+                stored.case_id.clone(),
+                Entry {
+                    view,
+                    revision,
+                    changed: false,
+                    applied: 0,
+                },
+            );
+        }
+        let entry = work.get_mut(&stored.case_id).expect("inserted above");
+        let (view, outcome) = fold_event(entry.view.take(), &case_id, stored);
+        entry.view = view;
+        match outcome {
+            Outcome::Applied => {
+                entry.changed = true;
+                entry.applied += 1;
+            }
+            Outcome::Skipped => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Quarantined(record) => {
+                entry.changed = true;
+                self.record_quarantine(&record).await?;
+            }
+            Outcome::Ahead(record) => {
+                let applied = entry.view.as_ref().map_or(0, |view| view.position);
+                let earlier = self.log.event_after(&case_id, applied).await?;
+                if earlier.is_some_and(|earlier| earlier.position < stored.position) {
+                    self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                entry.view = Some(quarantine(entry.view.take(), &case_id, &record));
+                entry.changed = true;
+                self.record_quarantine(&record).await?;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn record_quarantine(&self, record: &QuarantineRecord) -> Result<(), ProjectorError> {
+        tracing::warn!(position = record.position, case = %record.case_key, code = %record.code, "quarantined an event: {}", record.reason);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(record, &mut bytes).expect("a record always encodes");
+        // Keyed by position: a redelivered bad event overwrites its own record.
+        self.quarantine
+            .put(format!("{:020}", record.position), bytes.into())
+            .await
+            .map_err(|e| unavailable("recording a quarantined event", e))?;
+        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<(View, u64)>, ProjectorError> {
+        let entry = self
+            .views
+            .entry(key)
+            .await
+            .map_err(|e| unavailable("reading a view", e))?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let view =
+                    View::decode(&entry.value).map_err(|reason| ProjectorError::BadView {
+                        case: key.to_owned(),
+                        reason,
+                    })?;
+                Ok(Some((view, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn write_view(
+        &self,
+        key: &str,
+        view: &View,
+        revision: Option<u64>,
+    ) -> Result<(), ProjectorError> {
+        let bytes = view.encode().into();
+        // Compare-and-set: a second projector writing the same case makes this batch fail
+        // (and be redelivered) rather than lose an update.
+        let written = match revision {
+            Some(revision) => self
+                .views
+                .update(key, bytes, revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => self
+                .views
+                .create(key, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        written
+            .map_err(|e| ProjectorError::Unavailable(format!("writing the view of {key}: {e}")))?;
+        self.stats.view_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs batches until the projector has caught up with the stream.
+    ///
+    /// # Errors
+    /// The first [`ProjectorError`].
+    pub async fn catch_up(&mut self) -> Result<(), ProjectorError> {
+        loop {
+            let count = self.run_batch().await?;
+            if count < self.config.batch && self.lag().await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Every quarantined event, by position.
+    ///
+    /// # Errors
+    /// [`ProjectorError::Unavailable`].
+    pub async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
+        let mut keys: Vec<String> = self
+            .quarantine
+            .keys()
+            .await
+            .map_err(|e| unavailable("listing quarantined events", e))?
+            .filter_map(|key| async move { key.ok() })
+            .collect()
+            .await;
+        keys.sort();
+        let mut records = Vec::new();
+        for key in keys {
+            if let Some(bytes) = self
+                .quarantine
+                .get(&key)
+                .await
+                .map_err(|e| unavailable("reading a quarantine record", e))?
+            {
+                let record = ciborium::from_reader(bytes.as_ref())
+                    .map_err(|e| ProjectorError::Other(format!("quarantine record {key}: {e}")))?;
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+}
+
+impl ViewSource for JetStreamProjector {
+    async fn view(&self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
+        Ok(self.load(case_id.as_str()).await?.map(|(view, _)| view))
+    }
+
+    async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
+        let keys: Vec<String> = self
+            .views
+            .keys()
+            .await
+            .map_err(|e| unavailable("listing views", e))?
+            .filter_map(|key| async move { key.ok() })
+            .collect()
+            .await;
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| CaseId::new(key).ok())
+            .collect())
+    }
+}

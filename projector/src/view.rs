@@ -1,0 +1,81 @@
+//! [`View`]: the materialised state of one case, as the projector stores it.
+
+use serde::{Deserialize, Serialize};
+use wfstate_store::{Case, CaseState, Hash};
+
+/// The schema version of stored views.
+pub const VIEW_SCHEMA: u64 = 1;
+
+/// Why a case's view is not healthy: the first event of its history that could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// The bad event's position.
+    pub position: u64,
+    /// A machine-readable reason (`undecodable`, `unknown_schema`, `broken_chain`, ...).
+    pub code: String,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+/// The materialised state of one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct View {
+    /// Always [`VIEW_SCHEMA`].
+    pub schema: u64,
+    /// The position of the last event applied to `state`. Events at or below it are skipped.
+    pub position: u64,
+    /// The hash of the last event applied.
+    pub last_event_hash: Hash,
+    /// The state after the last applied event.
+    pub state: CaseState,
+    /// Set once an event of the case could not be applied: the view is then not healthy.
+    pub quarantine: Option<Quarantine>,
+}
+
+impl View {
+    /// A view of `case` after the event at `position`.
+    pub fn of(case: Case, position: u64) -> View {
+        let (state, last_event_hash) = case.into_parts();
+        View {
+            schema: VIEW_SCHEMA,
+            position,
+            last_event_hash,
+            state,
+            quarantine: None,
+        }
+    }
+
+    /// Whether every event of the case so far was applied.
+    pub fn is_healthy(&self) -> bool {
+        self.quarantine.is_none()
+    }
+
+    /// The case handle to fold further events into.
+    pub fn to_case(&self) -> Case {
+        Case::from_parts(self.state.clone(), self.last_event_hash)
+    }
+
+    /// The stored bytes.
+    ///
+    /// # Panics
+    /// Never: a view always encodes into a `Vec`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(self, &mut bytes).expect("a view always encodes");
+        bytes
+    }
+
+    /// Decodes stored bytes, checking the schema and the state's invariants.
+    ///
+    /// # Errors
+    /// A sentence naming what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<View, String> {
+        let view: View =
+            ciborium::from_reader(bytes).map_err(|e| format!("cannot decode the view: {e}"))?;
+        if view.schema != VIEW_SCHEMA {
+            return Err(format!("unknown view schema {}", view.schema));
+        }
+        view.state.check_invariants()?;
+        Ok(view)
+    }
+}
