@@ -3,8 +3,8 @@
 //! - The projector ([`JetStreamProjector`]) folds every event into a per-case [`View`] with
 //!   the same `apply` the writers use, checks each state hash, and quarantines events that do
 //!   not apply, marking their case's view.
-//! - [`replay`] rebuilds a case from its history; [`verify`] compares replays with views.
-//! - [`audit`] rebuilds receipts and verifies every chain, with read-only access.
+//! - [`fn@replay`] rebuilds a case from its history; [`verify`] compares replays with views.
+//! - [`mod@audit`] rebuilds receipts and verifies every chain, with read-only access.
 //!
 //! ```no_run
 //! use wfstate_events::{JetStreamConfig, JetStreamLog};
