@@ -216,3 +216,28 @@ pub async fn audit_all<L: EventLog>(
     }
     Ok(auditor.finish(None))
 }
+
+/// Audits every case from the start of the log and goes on with new events as they are
+/// appended, calling `on_receipt` for each event that decodes and `on_problem` for each problem
+/// as it is found. Returns only when the log's stream ends or fails.
+///
+/// # Errors
+/// [`ProjectorError::Unavailable`] when the log cannot be read.
+pub async fn audit_follow<L: EventLog>(
+    log: &L,
+    mut on_receipt: impl FnMut(&Receipt),
+    mut on_problem: impl FnMut(&Problem),
+) -> Result<(), ProjectorError> {
+    let mut auditor = Auditor::new();
+    let mut events = log.follow(0).await?;
+    while let Some(stored) = events.try_next().await? {
+        let known = auditor.problems.len();
+        if let Some(receipt) = auditor.observe(&stored) {
+            on_receipt(&receipt);
+        }
+        auditor.problems[known..].iter().for_each(&mut on_problem);
+        // Memory grows with the cases seen, not with the problems reported.
+        auditor.problems.clear();
+    }
+    Ok(())
+}

@@ -34,7 +34,7 @@ pub mod jetstream;
 pub mod replay;
 pub mod view;
 
-pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case};
+pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow};
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use replay::{Mismatch, Replayed, replay, verify};

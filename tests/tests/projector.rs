@@ -16,7 +16,8 @@ use wfstate_events::{
     CommitErrorKind, EventLog, JetStreamConfig, JetStreamLog, RetryPolicy, Workspace,
 };
 use wfstate_projector::{
-    JetStreamProjector, ProjectorConfig, ViewSource, audit_all, audit_case, replay, verify,
+    JetStreamProjector, ProjectorConfig, ViewSource, audit_all, audit_case, audit_follow, replay,
+    verify,
 };
 use wfstate_store::{
     CaseId, CommitId, Event, Hash, Mutation, ScopeId, TokenId, TokenStatus, Value,
@@ -500,4 +501,60 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
     );
     let count = workspace.log().last_position().await.unwrap();
     assert_eq!(count, 10, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_follow_reports_new_events_and_broken_links_as_they_arrive() {
+    let server = NatsServer::start().await;
+    let log = connect(server.url()).await;
+    let workspace = Workspace::new(log.clone());
+    let (mut handle, _) = workspace.create(case("watched"), []).await.unwrap();
+
+    let (sender, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let problems = sender.clone();
+    let follow_log = log.clone();
+    let follower = tokio::spawn(async move {
+        audit_follow(
+            &follow_log,
+            |receipt| sender.send(format!("receipt {}", receipt.version)).unwrap(),
+            |problem| {
+                problems
+                    .send(format!("problem {} at {}", problem.code, problem.position))
+                    .unwrap();
+            },
+        )
+        .await
+    });
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    workspace.commit(&mut handle).await.unwrap();
+    let mut forged = Event::decode(
+        &log.last_event(&case("watched"))
+            .await
+            .unwrap()
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    forged.version = 3;
+    forged.commit_id = CommitId::generate();
+    let forged_at = publish_raw(&log, "watched", forged.encode()).await;
+
+    let mut lines = Vec::new();
+    while lines.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        lines.push(line);
+    }
+    follower.abort();
+    assert_eq!(
+        lines,
+        [
+            "receipt 1",
+            "receipt 2",
+            "receipt 3",
+            &format!("problem broken_chain at {forged_at}")
+        ]
+    );
 }
