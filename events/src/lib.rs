@@ -18,9 +18,11 @@
 //! ```
 
 pub mod client;
+pub mod embedded;
 pub mod jetstream;
 pub mod log;
 
 pub use client::{CaseHandle, CommitError, CommitErrorKind, RetryPolicy, Transacted, Workspace};
+pub use embedded::{EmbeddedConfig, EmbeddedLog};
 pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, Tls};
 pub use log::{Appended, EventLog, EventStream, LogError, StoredEvent};

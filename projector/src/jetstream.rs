@@ -21,7 +21,7 @@ use wfstate_store::CaseId;
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
 use crate::view::View;
-use crate::{ProjectorError, ViewSource};
+use crate::{Projector, ProjectorError, ViewSource};
 
 /// Names and sizes of the projector.
 #[derive(Debug, Clone)]
@@ -369,19 +369,6 @@ impl JetStreamProjector {
         Ok(())
     }
 
-    /// Runs batches until the projector has caught up with the stream.
-    ///
-    /// # Errors
-    /// The first [`ProjectorError`].
-    pub async fn catch_up(&mut self) -> Result<(), ProjectorError> {
-        loop {
-            let count = self.run_batch().await?;
-            if count < self.config.batch && self.lag().await? == 0 {
-                return Ok(());
-            }
-        }
-    }
-
     /// Every quarantined event, by position.
     ///
     /// # Errors
@@ -410,6 +397,24 @@ impl JetStreamProjector {
             }
         }
         Ok(records)
+    }
+}
+
+impl Projector for JetStreamProjector {
+    async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
+        JetStreamProjector::run_batch(self).await
+    }
+
+    async fn lag(&mut self) -> Result<u64, ProjectorError> {
+        JetStreamProjector::lag(self).await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
+        JetStreamProjector::quarantined(self).await
+    }
+
+    fn stats(&self) -> Arc<ProjectorStats> {
+        JetStreamProjector::stats(self)
     }
 }
 

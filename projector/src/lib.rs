@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use wfstate_events::{JetStreamConfig, JetStreamLog};
-//! use wfstate_projector::{JetStreamProjector, ProjectorConfig, ViewSource, replay};
+//! use wfstate_projector::{JetStreamProjector, Projector, ProjectorConfig, ViewSource, replay};
 //! use wfstate_store::CaseId;
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,15 +29,19 @@ use wfstate_events::LogError;
 use wfstate_store::CaseId;
 
 pub mod audit;
+pub mod embedded;
 pub mod fold;
 pub mod jetstream;
 pub mod replay;
+pub mod transfer;
 pub mod view;
 
 pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow};
+pub use embedded::EmbeddedProjector;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use replay::{Mismatch, Replayed, replay, verify};
+pub use transfer::{TransferError, export, import};
 pub use view::{Quarantine, View};
 
 /// What can go wrong projecting, replaying or auditing.
@@ -96,4 +100,31 @@ pub trait ViewSource {
 
     /// Every case that has a view.
     fn case_ids(&self) -> impl Future<Output = Result<Vec<CaseId>, ProjectorError>> + Send;
+}
+
+/// A projector over either backend: folds batches of events into views.
+pub trait Projector: ViewSource + Send {
+    /// Projects one batch; returns how many events it held.
+    fn run_batch(&mut self) -> impl Future<Output = Result<usize, ProjectorError>> + Send;
+
+    /// Events not yet projected.
+    fn lag(&mut self) -> impl Future<Output = Result<u64, ProjectorError>> + Send;
+
+    /// Every quarantined event, by position.
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<QuarantineRecord>, ProjectorError>> + Send;
+
+    /// The counters, shared.
+    fn stats(&self) -> std::sync::Arc<ProjectorStats>;
+
+    /// Runs batches until nothing is left to project.
+    fn catch_up(&mut self) -> impl Future<Output = Result<(), ProjectorError>> + Send {
+        async {
+            loop {
+                self.run_batch().await?;
+                if self.lag().await? == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }

@@ -16,7 +16,7 @@ use wfstate_events::{
     CommitErrorKind, EventLog, JetStreamConfig, JetStreamLog, RetryPolicy, Workspace,
 };
 use wfstate_projector::{
-    JetStreamProjector, ProjectorConfig, ViewSource, audit_all, audit_case, audit_follow, replay,
+    JetStreamProjector, Projector, ProjectorConfig, ViewSource, audit_all, audit_case, audit_follow, replay,
     verify,
 };
 use wfstate_store::{

@@ -1,0 +1,405 @@
+//! The embedded backend: one SQLite file (WAL), the default when no NATS URL is given.
+//!
+//! Table `events`: `position` (integer primary key), `case_id`, `version` (the case's own
+//! count, unique with `case_id`), `commit_id` (unique: a dedup that never expires),
+//! `payload`. Appends go to one writer thread that groups every append waiting at the time
+//! into one transaction (group commit): concurrency raises throughput instead of paying one
+//! fsync per commit. The expected-position check runs inside that transaction. An append is
+//! acknowledged only after its transaction committed, with `synchronous = FULL` by default.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{oneshot, watch};
+use wfstate_store::{CaseId, CommitId};
+
+use crate::log::{Appended, EventLog, EventStream, LogError, StoredEvent};
+
+/// The file inside the data directory.
+pub const DATABASE_FILE: &str = "wfstate.sqlite3";
+
+/// Rows read per query when streaming.
+const PAGE_ROWS: usize = 512;
+
+/// The most appends grouped into one transaction.
+const GROUP_MAX: usize = 1024;
+
+/// How the embedded log is opened.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// fsync every commit (`synchronous = FULL`). With `false`, `NORMAL`: a power loss may
+    /// lose the newest acknowledged commits (never corrupt the file).
+    pub fsync: bool,
+    /// The largest payload accepted, in bytes.
+    pub payload_size_max: usize,
+    /// How often `follow` polls for events written by other processes.
+    pub poll_interval: Duration,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for `data_dir`: fsync on commit, 1 MiB payloads, 200 ms polling.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            data_dir: data_dir.into(),
+            fsync: true,
+            payload_size_max: 1024 * 1024,
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+struct AppendRequest {
+    case: String,
+    commit_id: String,
+    expected: u64,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<Appended, LogError>>,
+}
+
+/// The embedded event log. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    appends: mpsc::Sender<AppendRequest>,
+    reader: Arc<Mutex<Connection>>,
+    last_position: watch::Receiver<u64>,
+    path: PathBuf,
+    payload_size_max: usize,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn sql_error(what: &str, error: &rusqlite::Error) -> LogError {
+    LogError::Unavailable(format!("{what}: {error}"))
+}
+
+fn open_connection(path: &Path, fsync: bool) -> Result<Connection, LogError> {
+    let connection = Connection::open(path)
+        .map_err(|e| LogError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    connection
+        .busy_timeout(Duration::from_secs(10))
+        .map_err(|e| sql_error("busy timeout", &e))?;
+    let synchronous = if fsync { "FULL" } else { "NORMAL" };
+    connection
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
+             CREATE TABLE IF NOT EXISTS events (
+                 position  INTEGER PRIMARY KEY,
+                 case_id   TEXT    NOT NULL,
+                 version   INTEGER NOT NULL,
+                 commit_id TEXT    NOT NULL UNIQUE,
+                 payload   BLOB    NOT NULL,
+                 UNIQUE (case_id, version)
+             );
+             CREATE INDEX IF NOT EXISTS events_by_case ON events (case_id, position);"
+        ))
+        .map_err(|e| sql_error(&format!("preparing {}", path.display()), &e))?;
+    Ok(connection)
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log in `config.data_dir` and starts its writer thread.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`] when the directory or file cannot be opened.
+    pub fn open(config: &EmbeddedConfig) -> Result<EmbeddedLog, LogError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            LogError::Unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let path = config.data_dir.join(DATABASE_FILE);
+        let writer = open_connection(&path, config.fsync)?;
+        let reader = open_connection(&path, config.fsync)?;
+        let last: u64 = writer
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| row.get(0))
+            .map_err(|e| sql_error("reading the last position", &e))?;
+        let (appends, requests) = mpsc::channel();
+        let (notify, last_position) = watch::channel(last);
+        std::thread::Builder::new()
+            .name("wfstate-embedded-writer".into())
+            .spawn(move || write_loop(writer, &requests, &notify))
+            .map_err(|e| LogError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(EmbeddedLog {
+            appends,
+            reader: Arc::new(Mutex::new(reader)),
+            last_position,
+            path,
+            payload_size_max: config.payload_size_max,
+            poll_interval: config.poll_interval,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs a read on the reader connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let connection = reader
+                .lock()
+                .map_err(|_| LogError::Other("the reader connection was poisoned".into()))?;
+            read(&connection).map_err(|e| sql_error("reading events", &e))
+        })
+        .await
+        .map_err(|e| LogError::Other(format!("reader task: {e}")))?
+    }
+
+    async fn page(&self, case: Option<String>, after: u64) -> Result<Vec<StoredEvent>, LogError> {
+        self.read(move |connection| {
+            let limit = PAGE_ROWS as i64;
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            match &case {
+                Some(case) => {
+                    let mut statement = connection.prepare_cached(
+                        "SELECT position, case_id, commit_id, payload FROM events
+                         WHERE case_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+                    )?;
+                    statement.query_map(params![case, after, limit], row_event)?.collect()
+                }
+                None => {
+                    let mut statement = connection.prepare_cached(
+                        "SELECT position, case_id, commit_id, payload FROM events
+                         WHERE position > ?1 ORDER BY position LIMIT ?2",
+                    )?;
+                    statement.query_map(params![after, limit], row_event)?.collect()
+                }
+            }
+        })
+        .await
+    }
+
+    /// Streams events after `after` (of one case, or all), page by page; with `follow`, waits
+    /// for new events instead of ending.
+    fn stream(&self, case: Option<String>, after: u64, until: Option<u64>, follow: bool) -> EventStream {
+        struct Cursor {
+            log: EmbeddedLog,
+            case: Option<String>,
+            after: u64,
+            buffered: std::collections::VecDeque<StoredEvent>,
+        }
+        let cursor = Cursor { log: self.clone(), case, after, buffered: Default::default() };
+        Box::pin(futures::stream::unfold(Some(cursor), move |cursor| async move {
+            let mut cursor = cursor?;
+            loop {
+                if let Some(event) = cursor.buffered.pop_front() {
+                    if until.is_some_and(|until| event.position > until) {
+                        return None;
+                    }
+                    cursor.after = event.position;
+                    return Some((Ok(event), Some(cursor)));
+                }
+                match cursor.log.page(cursor.case.clone(), cursor.after).await {
+                    Err(error) => return Some((Err(error), None)),
+                    Ok(page) if !page.is_empty() => cursor.buffered.extend(page),
+                    Ok(_) if !follow => return None,
+                    Ok(_) => {
+                        let mut changed = cursor.log.last_position.clone();
+                        // Woken by this process's writer, or by polling for other processes.
+                        let _ = tokio::time::timeout(cursor.log.poll_interval, changed.changed()).await;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let position: i64 = row.get(0)?;
+    let commit_id: String = row.get(2)?;
+    let payload: Vec<u8> = row.get(3)?;
+    Ok(StoredEvent {
+        position: u64::try_from(position).unwrap_or(0),
+        case_id: row.get(1)?,
+        commit_id: commit_id.parse().ok(),
+        payload: Bytes::from(payload),
+    })
+}
+
+/// The writer thread: takes every append waiting, commits them in one transaction, answers
+/// each once the transaction is durable.
+fn write_loop(
+    mut connection: Connection,
+    requests: &mpsc::Receiver<AppendRequest>,
+    notify: &watch::Sender<u64>,
+) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match requests.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        match append_group(&mut connection, &group) {
+            Ok((outcomes, last)) => {
+                if let Some(last) = last {
+                    notify.send_replace(last);
+                }
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                for request in group {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+type GroupOutcome = (Vec<Result<Appended, LogError>>, Option<u64>);
+
+fn append_group(connection: &mut Connection, group: &[AppendRequest]) -> Result<GroupOutcome, LogError> {
+    let transaction = connection.transaction().map_err(|e| sql_error("beginning a commit", &e))?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut last = None;
+    for request in group {
+        let outcome = append_one(&transaction, request).map_err(|e| sql_error("appending", &e))?;
+        if let Ok(appended) = &outcome
+            && !appended.duplicate
+        {
+            last = Some(appended.position);
+        }
+        outcomes.push(outcome);
+    }
+    transaction.commit().map_err(|e| sql_error("committing", &e))?;
+    Ok((outcomes, last))
+}
+
+fn append_one(
+    transaction: &rusqlite::Transaction<'_>,
+    request: &AppendRequest,
+) -> rusqlite::Result<Result<Appended, LogError>> {
+    let existing: Option<i64> = transaction
+        .prepare_cached("SELECT position FROM events WHERE commit_id = ?1")?
+        .query_row([&request.commit_id], |row| row.get(0))
+        .optional()?;
+    if let Some(position) = existing {
+        let position = u64::try_from(position).unwrap_or(0);
+        return Ok(Ok(Appended { position, duplicate: true }));
+    }
+    let last: Option<(i64, i64)> = transaction
+        .prepare_cached(
+            "SELECT position, version FROM events WHERE case_id = ?1 ORDER BY position DESC LIMIT 1",
+        )?
+        .query_row([&request.case], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (last_position, last_version) = last.unwrap_or((0, 0));
+    let last_position = u64::try_from(last_position).unwrap_or(0);
+    if last_position != request.expected {
+        return Ok(Err(LogError::Conflict { expected: request.expected, actual: Some(last_position) }));
+    }
+    transaction
+        .prepare_cached("INSERT INTO events (case_id, version, commit_id, payload) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![request.case, last_version + 1, request.commit_id, request.payload.as_ref()])?;
+    let position = u64::try_from(transaction.last_insert_rowid()).unwrap_or(0);
+    Ok(Ok(Appended { position, duplicate: false }))
+}
+
+impl EventLog for EmbeddedLog {
+    async fn append(
+        &self,
+        case: &CaseId,
+        commit_id: CommitId,
+        expected_position: u64,
+        payload: Bytes,
+    ) -> Result<Appended, LogError> {
+        let size = payload.len();
+        if size > self.payload_size_max {
+            return Err(LogError::TooLarge { size, limit: self.payload_size_max });
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            case: case.to_string(),
+            commit_id: commit_id.to_string(),
+            expected: expected_position,
+            payload,
+            reply,
+        };
+        self.appends
+            .send(request)
+            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?
+    }
+
+    async fn last_event(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        let case = case.to_string();
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT position, case_id, commit_id, payload FROM events
+                     WHERE case_id = ?1 ORDER BY position DESC LIMIT 1",
+                )?
+                .query_row([case], row_event)
+                .optional()
+        })
+        .await
+    }
+
+    async fn event_after(&self, case: &CaseId, position: u64) -> Result<Option<StoredEvent>, LogError> {
+        let case = case.to_string();
+        let after = i64::try_from(position).unwrap_or(i64::MAX);
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT position, case_id, commit_id, payload FROM events
+                     WHERE case_id = ?1 AND position > ?2 ORDER BY position LIMIT 1",
+                )?
+                .query_row(params![case, after], row_event)
+                .optional()
+        })
+        .await
+    }
+
+    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT position, case_id, commit_id, payload FROM events WHERE position = ?1",
+                )?
+                .query_row([position], row_event)
+                .optional()
+        })
+        .await
+    }
+
+    async fn history(&self, case: &CaseId, after_position: u64) -> Result<EventStream, LogError> {
+        let until = self.last_position().await?;
+        Ok(self.stream(Some(case.to_string()), after_position, Some(until), false))
+    }
+
+    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
+        Ok(self.stream(None, after_position, None, true))
+    }
+
+    async fn last_position(&self) -> Result<u64, LogError> {
+        self.read(|connection| {
+            connection.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+                row.get::<_, i64>(0).map(|position| u64::try_from(position).unwrap_or(0))
+            })
+        })
+        .await
+    }
+
+    fn payload_size_max(&self) -> usize {
+        self.payload_size_max
+    }
+}

@@ -1,0 +1,267 @@
+//! The projector on the embedded log: it tails the `events` table by position and keeps views,
+//! quarantined events and its checkpoint in tables of the same SQLite file, each batch's views
+//! and checkpoint in one transaction. Events are read strictly in position order, so there
+//! is no redelivery to defer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use wfstate_events::StoredEvent;
+use wfstate_store::CaseId;
+
+use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
+use crate::jetstream::ProjectorStats;
+use crate::view::View;
+use crate::{Projector, ProjectorError, ViewSource};
+
+/// The projector over an embedded log file.
+pub struct EmbeddedProjector {
+    connection: Arc<Mutex<Connection>>,
+    name: String,
+    batch: usize,
+    stats: Arc<ProjectorStats>,
+}
+
+impl std::fmt::Debug for EmbeddedProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedProjector").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+fn sql(what: &str) -> impl Fn(rusqlite::Error) -> ProjectorError + '_ {
+    move |error| ProjectorError::Unavailable(format!("{what}: {error}"))
+}
+
+impl EmbeddedProjector {
+    /// Opens the projector named `name` on the log file at `path` (see
+    /// `wfstate_events::EmbeddedLog::path`), creating its tables.
+    ///
+    /// # Errors
+    /// [`ProjectorError::Unavailable`] when the file cannot be opened.
+    pub fn open(path: &Path, name: &str, batch: usize) -> Result<Self, ProjectorError> {
+        let connection = Connection::open(path).map_err(sql("opening the log file"))?;
+        connection.busy_timeout(Duration::from_secs(10)).map_err(sql("busy timeout"))?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 CREATE TABLE IF NOT EXISTS views (
+                     case_id  TEXT PRIMARY KEY,
+                     position INTEGER NOT NULL,
+                     view     BLOB NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS quarantine (
+                     position INTEGER PRIMARY KEY,
+                     case_key TEXT NOT NULL,
+                     code     TEXT NOT NULL,
+                     reason   TEXT NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS checkpoints (
+                     name     TEXT PRIMARY KEY,
+                     position INTEGER NOT NULL
+                 );",
+            )
+            .map_err(sql("creating the projector's tables"))?;
+        Ok(EmbeddedProjector {
+            connection: Arc::new(Mutex::new(connection)),
+            name: name.to_owned(),
+            batch: batch.max(1),
+            stats: Arc::default(),
+        })
+    }
+
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, ProjectorError> + Send + 'static,
+    ) -> Result<T, ProjectorError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| ProjectorError::Other("the projector connection was poisoned".into()))?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|e| ProjectorError::Other(format!("projector task: {e}")))?
+    }
+}
+
+fn checkpoint(connection: &Connection, name: &str) -> Result<u64, ProjectorError> {
+    let position: Option<i64> = connection
+        .query_row("SELECT position FROM checkpoints WHERE name = ?1", [name], |row| row.get(0))
+        .optional()
+        .map_err(sql("reading the checkpoint"))?;
+    Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+}
+
+fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, ProjectorError> {
+    let bytes: Option<Vec<u8>> = connection
+        .prepare_cached("SELECT view FROM views WHERE case_id = ?1")
+        .and_then(|mut statement| statement.query_row([case], |row| row.get(0)).optional())
+        .map_err(sql("reading a view"))?;
+    bytes
+        .map(|bytes| {
+            View::decode(&bytes).map_err(|reason| ProjectorError::BadView { case: case.to_owned(), reason })
+        })
+        .transpose()
+}
+
+/// One batch, in one transaction: read, fold, write views, quarantine and checkpoint.
+fn project_batch(
+    connection: &mut Connection,
+    name: &str,
+    batch: usize,
+    stats: &ProjectorStats,
+) -> Result<usize, ProjectorError> {
+    let transaction = connection.transaction().map_err(sql("beginning a batch"))?;
+    let after = checkpoint(&transaction, name)?;
+    let events: Vec<StoredEvent> = transaction
+        .prepare_cached(
+            "SELECT position, case_id, commit_id, payload FROM events
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), batch as i64], |row| {
+                    let commit_id: String = row.get(2)?;
+                    Ok(StoredEvent {
+                        position: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        case_id: row.get(1)?,
+                        commit_id: commit_id.parse().ok(),
+                        payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+                    })
+                })?
+                .collect()
+        })
+        .map_err(sql("reading events"))?;
+    let mut views: BTreeMap<String, (Option<View>, bool, u64)> = BTreeMap::new();
+    let mut records = Vec::new();
+    for stored in &events {
+        let Ok(case_id) = CaseId::new(&stored.case_id) else {
+            records.push(QuarantineRecord {
+                position: stored.position,
+                case_key: stored.case_id.clone(),
+                code: "invalid_case_id".into(),
+                reason: format!("{:?} is not a valid case id", stored.case_id),
+            });
+            continue;
+        };
+        if !views.contains_key(&stored.case_id) {
+            views.insert(stored.case_id.clone(), (load_view(&transaction, &stored.case_id)?, false, 0));
+        }
+        let entry = views.get_mut(&stored.case_id).expect("inserted above");
+        let (view, outcome) = fold_event(entry.0.take(), &case_id, stored);
+        entry.0 = view;
+        match outcome {
+            Outcome::Applied => {
+                entry.1 = true;
+                entry.2 += 1;
+            }
+            Outcome::Skipped => {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            // Read in position order, an event ahead of its view has no earlier one to wait for.
+            Outcome::Quarantined(record) | Outcome::Ahead(record) => {
+                entry.0 = Some(quarantine(entry.0.take(), &case_id, &record));
+                entry.1 = true;
+                records.push(record);
+            }
+        }
+    }
+    let mut applied = 0;
+    for (case, (view, changed, count)) in &views {
+        if let (Some(view), true) = (view, changed) {
+            transaction
+                .prepare_cached("INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![case, i64::try_from(view.position).unwrap_or(i64::MAX), view.encode()]))
+                .map_err(sql("writing a view"))?;
+            applied += count;
+        }
+    }
+    for record in &records {
+        tracing::warn!(position = record.position, case = %record.case_key, code = %record.code, "quarantined an event: {}", record.reason);
+        transaction
+            .prepare_cached("INSERT OR REPLACE INTO quarantine (position, case_key, code, reason) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![i64::try_from(record.position).unwrap_or(i64::MAX), record.case_key, record.code, record.reason]))
+            .map_err(sql("recording a quarantined event"))?;
+    }
+    if let Some(last) = events.last() {
+        transaction
+            .execute(
+                "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)",
+                params![name, i64::try_from(last.position).unwrap_or(i64::MAX)],
+            )
+            .map_err(sql("writing the checkpoint"))?;
+    }
+    transaction.commit().map_err(sql("committing a batch"))?;
+    stats.applied.fetch_add(applied, Ordering::Relaxed);
+    stats.quarantined.fetch_add(records.len() as u64, Ordering::Relaxed);
+    stats.view_writes.fetch_add(views.values().filter(|entry| entry.1).count() as u64, Ordering::Relaxed);
+    Ok(events.len())
+}
+
+impl Projector for EmbeddedProjector {
+    async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
+        let (name, batch, stats) = (self.name.clone(), self.batch, Arc::clone(&self.stats));
+        self.with_connection(move |connection| project_batch(connection, &name, batch, &stats)).await
+    }
+
+    async fn lag(&mut self) -> Result<u64, ProjectorError> {
+        let name = self.name.clone();
+        self.with_connection(move |connection| {
+            let after = checkpoint(connection, &name)?;
+            let behind: i64 = connection
+                .query_row("SELECT COUNT(*) FROM events WHERE position > ?1", [i64::try_from(after).unwrap_or(i64::MAX)], |row| row.get(0))
+                .map_err(sql("counting events"))?;
+            Ok(u64::try_from(behind).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
+        self.with_connection(|connection| {
+            connection
+                .prepare("SELECT position, case_key, code, reason FROM quarantine ORDER BY position")
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| {
+                            Ok(QuarantineRecord {
+                                position: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                                case_key: row.get(1)?,
+                                code: row.get(2)?,
+                                reason: row.get(3)?,
+                            })
+                        })?
+                        .collect()
+                })
+                .map_err(sql("reading quarantined events"))
+        })
+        .await
+    }
+
+    fn stats(&self) -> Arc<ProjectorStats> {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl ViewSource for EmbeddedProjector {
+    async fn view(&self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
+        let case = case_id.to_string();
+        self.with_connection(move |connection| load_view(connection, &case)).await
+    }
+
+    async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
+        self.with_connection(|connection| {
+            let keys: Vec<String> = connection
+                .prepare("SELECT case_id FROM views ORDER BY case_id")
+                .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+                .map_err(sql("listing views"))?;
+            Ok(keys.into_iter().filter_map(|key| CaseId::new(key).ok()).collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,191 @@
+//! Export and import: a whole log to a portable file and back, into either backend, with
+//! every chain verified. This is how a user moves from one machine to a NATS cluster.
+//!
+//! The file is a CBOR sequence: a header map `{"format": "wfstate-export", "schema": 1}`,
+//! then one map per event, in log order: `{"case_id": text, "position": uint,
+//! "payload": bytes}` (`position` is the event's position in the exporting log; the payload is
+//! the exact stored bytes, so every hash still holds).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use wfstate_events::{EventLog, StoredEvent};
+use wfstate_store::{CaseId, Event};
+
+use crate::audit::{AuditReport, Auditor};
+use crate::ProjectorError;
+
+const FORMAT: &str = "wfstate-export";
+const FILE_SCHEMA: u64 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: String,
+    schema: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    case_id: String,
+    position: u64,
+    #[serde(with = "serde_bytes_compat")]
+    payload: Vec<u8>,
+}
+
+/// Byte strings as CBOR bytes (not arrays of numbers).
+mod serde_bytes_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        match wfstate_store::Value::deserialize(deserializer)? {
+            wfstate_store::Value::Bytes(bytes) => Ok(bytes),
+            other => Err(serde::de::Error::custom(format!("payload must be bytes, found {}", other.type_name()))),
+        }
+    }
+}
+
+/// Why an export or import did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The file cannot be read or written.
+    #[error("{path}: {error}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// The file is not an export of this format.
+    #[error("{0}")]
+    BadFile(String),
+    /// A chain in the file (or the exported log) does not verify; nothing was imported.
+    #[error("{} broken link(s), the first at position {} of case {} ({}): {}; nothing was written", .0.problems.len(), .0.problems[0].position, .0.problems[0].case_key, .0.problems[0].code, .0.problems[0].detail)]
+    Broken(AuditReport),
+    /// The target log already has events of a case in the file; nothing was imported.
+    #[error("the target already holds case {0}; import into a log without it")]
+    CaseExists(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] ProjectorError),
+}
+
+fn file_error(path: &Path, error: impl std::fmt::Display) -> TransferError {
+    TransferError::File { path: path.display().to_string(), error: error.to_string() }
+}
+
+/// Writes the whole log to `path`, verifying every chain on the way.
+///
+/// # Errors
+/// [`TransferError::Broken`] when a chain does not verify (the file is then incomplete and
+/// removed); file and log errors.
+pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, TransferError> {
+    let file = File::create(path).map_err(|e| file_error(path, e))?;
+    let mut out = BufWriter::new(file);
+    let header = Header { format: FORMAT.into(), schema: FILE_SCHEMA };
+    ciborium::into_writer(&header, &mut out).map_err(|e| file_error(path, e))?;
+    let mut auditor = Auditor::new();
+    let last = log.last_position().await.map_err(ProjectorError::from)?;
+    if last > 0 {
+        let mut events = log.follow(0).await.map_err(ProjectorError::from)?;
+        while let Some(stored) = events.try_next().await.map_err(ProjectorError::from)? {
+            auditor.observe(&stored);
+            let record = Record { case_id: stored.case_id.clone(), position: stored.position, payload: stored.payload.to_vec() };
+            ciborium::into_writer(&record, &mut out).map_err(|e| file_error(path, e))?;
+            if stored.position >= last {
+                break;
+            }
+        }
+    }
+    out.flush().map_err(|e| file_error(path, e))?;
+    out.get_ref().sync_all().map_err(|e| file_error(path, e))?;
+    let report = auditor.finish(None);
+    if !report.is_clean() {
+        let _ = std::fs::remove_file(path);
+        return Err(TransferError::Broken(report));
+    }
+    Ok(report)
+}
+
+/// Reads the records of an export file, one at a time.
+struct Reader {
+    input: BufReader<File>,
+    path: String,
+}
+
+impl Reader {
+    fn open(path: &Path) -> Result<Reader, TransferError> {
+        let file = File::open(path).map_err(|e| file_error(path, e))?;
+        let mut input = BufReader::new(file);
+        let header: Header = ciborium::from_reader(&mut input)
+            .map_err(|e| TransferError::BadFile(format!("{}: not a wfstate export: {e}", path.display())))?;
+        if header.format != FORMAT || header.schema != FILE_SCHEMA {
+            return Err(TransferError::BadFile(format!(
+                "{}: format {:?} schema {}; expected {FORMAT:?} schema {FILE_SCHEMA}",
+                path.display(),
+                header.format,
+                header.schema
+            )));
+        }
+        Ok(Reader { input, path: path.display().to_string() })
+    }
+
+    fn next(&mut self) -> Result<Option<StoredEvent>, TransferError> {
+        let at_end = self.input.fill_buf().map_err(|e| TransferError::File { path: self.path.clone(), error: e.to_string() })?.is_empty();
+        if at_end {
+            return Ok(None);
+        }
+        let record: Record = ciborium::from_reader(&mut self.input)
+            .map_err(|e| TransferError::BadFile(format!("{}: a damaged record: {e}", self.path)))?;
+        Ok(Some(StoredEvent { position: record.position, case_id: record.case_id, commit_id: None, payload: Bytes::from(record.payload) }))
+    }
+}
+
+/// Imports an export file into `log`. A first pass verifies every chain in the file and that
+/// the target holds none of its cases; only then are the events appended, each case's in
+/// order, with their original commit ids.
+///
+/// # Errors
+/// [`TransferError::Broken`] or [`TransferError::CaseExists`] (nothing written); file and
+/// log errors.
+pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, TransferError> {
+    let mut reader = Reader::open(path)?;
+    let mut auditor = Auditor::new();
+    let mut cases = HashSet::new();
+    while let Some(stored) = reader.next()? {
+        auditor.observe(&stored);
+        cases.insert(stored.case_id);
+    }
+    let report = auditor.finish(None);
+    if !report.is_clean() {
+        return Err(TransferError::Broken(report));
+    }
+    for case in &cases {
+        let case_id = CaseId::new(case.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        if log.last_event(&case_id).await.map_err(ProjectorError::from)?.is_some() {
+            return Err(TransferError::CaseExists(case.clone()));
+        }
+    }
+    let mut reader = Reader::open(path)?;
+    let mut positions: HashMap<String, u64> = HashMap::new();
+    while let Some(stored) = reader.next()? {
+        let case_id = CaseId::new(stored.case_id.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let event = Event::decode(&stored.payload).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let expected = positions.get(&stored.case_id).copied().unwrap_or(0);
+        let appended = log
+            .append(&case_id, event.commit_id, expected, stored.payload)
+            .await
+            .map_err(ProjectorError::from)?;
+        positions.insert(stored.case_id, appended.position);
+    }
+    Ok(report)
+}
