@@ -22,7 +22,7 @@ use crate::log::{Appended, EventLog, EventStream, LogError, StoredEvent};
 pub const DATABASE_FILE: &str = "wfstate.sqlite3";
 
 /// Rows read per query when streaming.
-const PAGE_ROWS: usize = 512;
+const PAGE_ROWS: i64 = 512;
 
 /// The most appends grouped into one transaction.
 const GROUP_MAX: usize = 1024;
@@ -74,7 +74,9 @@ pub struct EmbeddedLog {
 
 impl std::fmt::Debug for EmbeddedLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedLog").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +121,9 @@ impl EmbeddedLog {
         let writer = open_connection(&path, config.fsync)?;
         let reader = open_connection(&path, config.fsync)?;
         let last: u64 = writer
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| row.get(0))
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+                row.get(0)
+            })
             .map_err(|e| sql_error("reading the last position", &e))?;
         let (appends, requests) = mpsc::channel();
         let (notify, last_position) = watch::channel(last);
@@ -160,23 +164,24 @@ impl EmbeddedLog {
 
     async fn page(&self, case: Option<String>, after: u64) -> Result<Vec<StoredEvent>, LogError> {
         self.read(move |connection| {
-            let limit = PAGE_ROWS as i64;
+            let limit = PAGE_ROWS;
             let after = i64::try_from(after).unwrap_or(i64::MAX);
-            match &case {
-                Some(case) => {
-                    let mut statement = connection.prepare_cached(
-                        "SELECT position, case_id, commit_id, payload FROM events
-                         WHERE case_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
-                    )?;
-                    statement.query_map(params![case, after, limit], row_event)?.collect()
-                }
-                None => {
-                    let mut statement = connection.prepare_cached(
-                        "SELECT position, case_id, commit_id, payload FROM events
-                         WHERE position > ?1 ORDER BY position LIMIT ?2",
-                    )?;
-                    statement.query_map(params![after, limit], row_event)?.collect()
-                }
+            if let Some(case) = &case {
+                let mut statement = connection.prepare_cached(
+                    "SELECT position, case_id, commit_id, payload FROM events
+                     WHERE case_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+                )?;
+                statement
+                    .query_map(params![case, after, limit], row_event)?
+                    .collect()
+            } else {
+                let mut statement = connection.prepare_cached(
+                    "SELECT position, case_id, commit_id, payload FROM events
+                     WHERE position > ?1 ORDER BY position LIMIT ?2",
+                )?;
+                statement
+                    .query_map(params![after, limit], row_event)?
+                    .collect()
             }
         })
         .await
@@ -184,36 +189,52 @@ impl EmbeddedLog {
 
     /// Streams events after `after` (of one case, or all), page by page; with `follow`, waits
     /// for new events instead of ending.
-    fn stream(&self, case: Option<String>, after: u64, until: Option<u64>, follow: bool) -> EventStream {
+    fn stream(
+        &self,
+        case: Option<String>,
+        after: u64,
+        until: Option<u64>,
+        follow: bool,
+    ) -> EventStream {
         struct Cursor {
             log: EmbeddedLog,
             case: Option<String>,
             after: u64,
             buffered: std::collections::VecDeque<StoredEvent>,
         }
-        let cursor = Cursor { log: self.clone(), case, after, buffered: Default::default() };
-        Box::pin(futures::stream::unfold(Some(cursor), move |cursor| async move {
-            let mut cursor = cursor?;
-            loop {
-                if let Some(event) = cursor.buffered.pop_front() {
-                    if until.is_some_and(|until| event.position > until) {
-                        return None;
+        let cursor = Cursor {
+            log: self.clone(),
+            case,
+            after,
+            buffered: std::collections::VecDeque::default(),
+        };
+        Box::pin(futures::stream::unfold(
+            Some(cursor),
+            move |cursor| async move {
+                let mut cursor = cursor?;
+                loop {
+                    if let Some(event) = cursor.buffered.pop_front() {
+                        if until.is_some_and(|until| event.position > until) {
+                            return None;
+                        }
+                        cursor.after = event.position;
+                        return Some((Ok(event), Some(cursor)));
                     }
-                    cursor.after = event.position;
-                    return Some((Ok(event), Some(cursor)));
-                }
-                match cursor.log.page(cursor.case.clone(), cursor.after).await {
-                    Err(error) => return Some((Err(error), None)),
-                    Ok(page) if !page.is_empty() => cursor.buffered.extend(page),
-                    Ok(_) if !follow => return None,
-                    Ok(_) => {
-                        let mut changed = cursor.log.last_position.clone();
-                        // Woken by this process's writer, or by polling for other processes.
-                        let _ = tokio::time::timeout(cursor.log.poll_interval, changed.changed()).await;
+                    match cursor.log.page(cursor.case.clone(), cursor.after).await {
+                        Err(error) => return Some((Err(error), None)),
+                        Ok(page) if !page.is_empty() => cursor.buffered.extend(page),
+                        Ok(_) if !follow => return None,
+                        Ok(_) => {
+                            let mut changed = cursor.log.last_position.clone();
+                            // Woken by this process's writer, or by polling for other processes.
+                            let _ =
+                                tokio::time::timeout(cursor.log.poll_interval, changed.changed())
+                                    .await;
+                        }
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 }
 
@@ -264,8 +285,13 @@ fn write_loop(
 
 type GroupOutcome = (Vec<Result<Appended, LogError>>, Option<u64>);
 
-fn append_group(connection: &mut Connection, group: &[AppendRequest]) -> Result<GroupOutcome, LogError> {
-    let transaction = connection.transaction().map_err(|e| sql_error("beginning a commit", &e))?;
+fn append_group(
+    connection: &mut Connection,
+    group: &[AppendRequest],
+) -> Result<GroupOutcome, LogError> {
+    let transaction = connection
+        .transaction()
+        .map_err(|e| sql_error("beginning a commit", &e))?;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut last = None;
     for request in group {
@@ -277,7 +303,9 @@ fn append_group(connection: &mut Connection, group: &[AppendRequest]) -> Result<
         }
         outcomes.push(outcome);
     }
-    transaction.commit().map_err(|e| sql_error("committing", &e))?;
+    transaction
+        .commit()
+        .map_err(|e| sql_error("committing", &e))?;
     Ok((outcomes, last))
 }
 
@@ -291,7 +319,10 @@ fn append_one(
         .optional()?;
     if let Some(position) = existing {
         let position = u64::try_from(position).unwrap_or(0);
-        return Ok(Ok(Appended { position, duplicate: true }));
+        return Ok(Ok(Appended {
+            position,
+            duplicate: true,
+        }));
     }
     let last: Option<(i64, i64)> = transaction
         .prepare_cached(
@@ -302,13 +333,26 @@ fn append_one(
     let (last_position, last_version) = last.unwrap_or((0, 0));
     let last_position = u64::try_from(last_position).unwrap_or(0);
     if last_position != request.expected {
-        return Ok(Err(LogError::Conflict { expected: request.expected, actual: Some(last_position) }));
+        return Ok(Err(LogError::Conflict {
+            expected: request.expected,
+            actual: Some(last_position),
+        }));
     }
     transaction
-        .prepare_cached("INSERT INTO events (case_id, version, commit_id, payload) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![request.case, last_version + 1, request.commit_id, request.payload.as_ref()])?;
+        .prepare_cached(
+            "INSERT INTO events (case_id, version, commit_id, payload) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            request.case,
+            last_version + 1,
+            request.commit_id,
+            request.payload.as_ref()
+        ])?;
     let position = u64::try_from(transaction.last_insert_rowid()).unwrap_or(0);
-    Ok(Ok(Appended { position, duplicate: false }))
+    Ok(Ok(Appended {
+        position,
+        duplicate: false,
+    }))
 }
 
 impl EventLog for EmbeddedLog {
@@ -321,7 +365,10 @@ impl EventLog for EmbeddedLog {
     ) -> Result<Appended, LogError> {
         let size = payload.len();
         if size > self.payload_size_max {
-            return Err(LogError::TooLarge { size, limit: self.payload_size_max });
+            return Err(LogError::TooLarge {
+                size,
+                limit: self.payload_size_max,
+            });
         }
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
@@ -353,7 +400,11 @@ impl EventLog for EmbeddedLog {
         .await
     }
 
-    async fn event_after(&self, case: &CaseId, position: u64) -> Result<Option<StoredEvent>, LogError> {
+    async fn event_after(
+        &self,
+        case: &CaseId,
+        position: u64,
+    ) -> Result<Option<StoredEvent>, LogError> {
         let case = case.to_string();
         let after = i64::try_from(position).unwrap_or(i64::MAX);
         self.read(move |connection| {
@@ -393,7 +444,8 @@ impl EventLog for EmbeddedLog {
     async fn last_position(&self) -> Result<u64, LogError> {
         self.read(|connection| {
             connection.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-                row.get::<_, i64>(0).map(|position| u64::try_from(position).unwrap_or(0))
+                row.get::<_, i64>(0)
+                    .map(|position| u64::try_from(position).unwrap_or(0))
             })
         })
         .await

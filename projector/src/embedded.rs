@@ -29,7 +29,9 @@ pub struct EmbeddedProjector {
 
 impl std::fmt::Debug for EmbeddedProjector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedProjector").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("EmbeddedProjector")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +47,9 @@ impl EmbeddedProjector {
     /// [`ProjectorError::Unavailable`] when the file cannot be opened.
     pub fn open(path: &Path, name: &str, batch: usize) -> Result<Self, ProjectorError> {
         let connection = Connection::open(path).map_err(sql("opening the log file"))?;
-        connection.busy_timeout(Duration::from_secs(10)).map_err(sql("busy timeout"))?;
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(sql("busy timeout"))?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
@@ -80,9 +84,9 @@ impl EmbeddedProjector {
     ) -> Result<T, ProjectorError> {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|_| ProjectorError::Other("the projector connection was poisoned".into()))?;
+            let mut connection = connection.lock().map_err(|_| {
+                ProjectorError::Other("the projector connection was poisoned".into())
+            })?;
             work(&mut connection)
         })
         .await
@@ -92,7 +96,11 @@ impl EmbeddedProjector {
 
 fn checkpoint(connection: &Connection, name: &str) -> Result<u64, ProjectorError> {
     let position: Option<i64> = connection
-        .query_row("SELECT position FROM checkpoints WHERE name = ?1", [name], |row| row.get(0))
+        .query_row(
+            "SELECT position FROM checkpoints WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(sql("reading the checkpoint"))?;
     Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
@@ -105,28 +113,32 @@ fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, Projec
         .map_err(sql("reading a view"))?;
     bytes
         .map(|bytes| {
-            View::decode(&bytes).map_err(|reason| ProjectorError::BadView { case: case.to_owned(), reason })
+            View::decode(&bytes).map_err(|reason| ProjectorError::BadView {
+                case: case.to_owned(),
+                reason,
+            })
         })
         .transpose()
 }
 
-/// One batch, in one transaction: read, fold, write views, quarantine and checkpoint.
-fn project_batch(
-    connection: &mut Connection,
-    name: &str,
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn read_events(
+    connection: &Connection,
+    after: u64,
     batch: usize,
-    stats: &ProjectorStats,
-) -> Result<usize, ProjectorError> {
-    let transaction = connection.transaction().map_err(sql("beginning a batch"))?;
-    let after = checkpoint(&transaction, name)?;
-    let events: Vec<StoredEvent> = transaction
+) -> Result<Vec<StoredEvent>, ProjectorError> {
+    connection
         .prepare_cached(
             "SELECT position, case_id, commit_id, payload FROM events
              WHERE position > ?1 ORDER BY position LIMIT ?2",
         )
         .and_then(|mut statement| {
+            let limit = i64::try_from(batch).unwrap_or(i64::MAX);
             statement
-                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), batch as i64], |row| {
+                .query_map(params![to_sql(after), limit], |row| {
                     let commit_id: String = row.get(2)?;
                     Ok(StoredEvent {
                         position: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
@@ -137,10 +149,21 @@ fn project_batch(
                 })?
                 .collect()
         })
-        .map_err(sql("reading events"))?;
-    let mut views: BTreeMap<String, (Option<View>, bool, u64)> = BTreeMap::new();
+        .map_err(sql("reading events"))
+}
+
+/// Per case in a batch: its view, whether the batch changed it, events applied to it.
+type Views = BTreeMap<String, (Option<View>, bool, u64)>;
+
+/// Folds a batch's events into the views; returns the quarantined events.
+fn fold_batch(
+    connection: &Connection,
+    events: &[StoredEvent],
+    views: &mut Views,
+    stats: &ProjectorStats,
+) -> Result<Vec<QuarantineRecord>, ProjectorError> {
     let mut records = Vec::new();
-    for stored in &events {
+    for stored in events {
         let Ok(case_id) = CaseId::new(&stored.case_id) else {
             records.push(QuarantineRecord {
                 position: stored.position,
@@ -151,7 +174,10 @@ fn project_batch(
             continue;
         };
         if !views.contains_key(&stored.case_id) {
-            views.insert(stored.case_id.clone(), (load_view(&transaction, &stored.case_id)?, false, 0));
+            views.insert(
+                stored.case_id.clone(),
+                (load_view(connection, &stored.case_id)?, false, 0),
+            );
         }
         let entry = views.get_mut(&stored.case_id).expect("inserted above");
         let (view, outcome) = fold_event(entry.0.take(), &case_id, stored);
@@ -172,42 +198,63 @@ fn project_batch(
             }
         }
     }
+    Ok(records)
+}
+
+/// One batch, in one transaction: read, fold, write views, quarantine and checkpoint.
+fn project_batch(
+    connection: &mut Connection,
+    name: &str,
+    batch: usize,
+    stats: &ProjectorStats,
+) -> Result<usize, ProjectorError> {
+    let transaction = connection.transaction().map_err(sql("beginning a batch"))?;
+    let events = read_events(&transaction, checkpoint(&transaction, name)?, batch)?;
+    let mut views = Views::new();
+    let records = fold_batch(&transaction, &events, &mut views, stats)?;
     let mut applied = 0;
+    let mut written = 0;
     for (case, (view, changed, count)) in &views {
         if let (Some(view), true) = (view, changed) {
             transaction
-                .prepare_cached("INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)")
-                .and_then(|mut s| s.execute(params![case, i64::try_from(view.position).unwrap_or(i64::MAX), view.encode()]))
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![case, to_sql(view.position), view.encode()]))
                 .map_err(sql("writing a view"))?;
             applied += count;
+            written += 1;
         }
     }
     for record in &records {
         tracing::warn!(position = record.position, case = %record.case_key, code = %record.code, "quarantined an event: {}", record.reason);
         transaction
             .prepare_cached("INSERT OR REPLACE INTO quarantine (position, case_key, code, reason) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![i64::try_from(record.position).unwrap_or(i64::MAX), record.case_key, record.code, record.reason]))
+            .and_then(|mut s| s.execute(params![to_sql(record.position), record.case_key, record.code, record.reason]))
             .map_err(sql("recording a quarantined event"))?;
     }
     if let Some(last) = events.last() {
         transaction
             .execute(
                 "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)",
-                params![name, i64::try_from(last.position).unwrap_or(i64::MAX)],
+                params![name, to_sql(last.position)],
             )
             .map_err(sql("writing the checkpoint"))?;
     }
     transaction.commit().map_err(sql("committing a batch"))?;
     stats.applied.fetch_add(applied, Ordering::Relaxed);
-    stats.quarantined.fetch_add(records.len() as u64, Ordering::Relaxed);
-    stats.view_writes.fetch_add(views.values().filter(|entry| entry.1).count() as u64, Ordering::Relaxed);
+    stats
+        .quarantined
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    stats.view_writes.fetch_add(written, Ordering::Relaxed);
     Ok(events.len())
 }
 
 impl Projector for EmbeddedProjector {
     async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
         let (name, batch, stats) = (self.name.clone(), self.batch, Arc::clone(&self.stats));
-        self.with_connection(move |connection| project_batch(connection, &name, batch, &stats)).await
+        self.with_connection(move |connection| project_batch(connection, &name, batch, &stats))
+            .await
     }
 
     async fn lag(&mut self) -> Result<u64, ProjectorError> {
@@ -215,7 +262,11 @@ impl Projector for EmbeddedProjector {
         self.with_connection(move |connection| {
             let after = checkpoint(connection, &name)?;
             let behind: i64 = connection
-                .query_row("SELECT COUNT(*) FROM events WHERE position > ?1", [i64::try_from(after).unwrap_or(i64::MAX)], |row| row.get(0))
+                .query_row(
+                    "SELECT COUNT(*) FROM events WHERE position > ?1",
+                    [to_sql(after)],
+                    |row| row.get(0),
+                )
                 .map_err(sql("counting events"))?;
             Ok(u64::try_from(behind).unwrap_or(0))
         })
@@ -225,7 +276,9 @@ impl Projector for EmbeddedProjector {
     async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
         self.with_connection(|connection| {
             connection
-                .prepare("SELECT position, case_key, code, reason FROM quarantine ORDER BY position")
+                .prepare(
+                    "SELECT position, case_key, code, reason FROM quarantine ORDER BY position",
+                )
                 .and_then(|mut statement| {
                     statement
                         .query_map([], |row| {
@@ -251,7 +304,8 @@ impl Projector for EmbeddedProjector {
 impl ViewSource for EmbeddedProjector {
     async fn view(&self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
         let case = case_id.to_string();
-        self.with_connection(move |connection| load_view(connection, &case)).await
+        self.with_connection(move |connection| load_view(connection, &case))
+            .await
     }
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
@@ -260,7 +314,10 @@ impl ViewSource for EmbeddedProjector {
                 .prepare("SELECT case_id FROM views ORDER BY case_id")
                 .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
                 .map_err(sql("listing views"))?;
-            Ok(keys.into_iter().filter_map(|key| CaseId::new(key).ok()).collect())
+            Ok(keys
+                .into_iter()
+                .filter_map(|key| CaseId::new(key).ok())
+                .collect())
         })
         .await
     }

@@ -111,7 +111,9 @@ pub trait Projector: ViewSource + Send {
     fn lag(&mut self) -> impl Future<Output = Result<u64, ProjectorError>> + Send;
 
     /// Every quarantined event, by position.
-    fn quarantined(&self) -> impl Future<Output = Result<Vec<QuarantineRecord>, ProjectorError>> + Send;
+    fn quarantined(
+        &self,
+    ) -> impl Future<Output = Result<Vec<QuarantineRecord>, ProjectorError>> + Send;
 
     /// The counters, shared.
     fn stats(&self) -> std::sync::Arc<ProjectorStats>;

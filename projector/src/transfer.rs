@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use wfstate_events::{EventLog, StoredEvent};
 use wfstate_store::{CaseId, Event};
 
-use crate::audit::{AuditReport, Auditor};
 use crate::ProjectorError;
+use crate::audit::{AuditReport, Auditor};
 
 const FORMAT: &str = "wfstate-export";
 const FILE_SCHEMA: u64 = 1;
@@ -48,7 +48,10 @@ mod serde_bytes_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         match wfstate_store::Value::deserialize(deserializer)? {
             wfstate_store::Value::Bytes(bytes) => Ok(bytes),
-            other => Err(serde::de::Error::custom(format!("payload must be bytes, found {}", other.type_name()))),
+            other => Err(serde::de::Error::custom(format!(
+                "payload must be bytes, found {}",
+                other.type_name()
+            ))),
         }
     }
 }
@@ -80,7 +83,10 @@ pub enum TransferError {
 }
 
 fn file_error(path: &Path, error: impl std::fmt::Display) -> TransferError {
-    TransferError::File { path: path.display().to_string(), error: error.to_string() }
+    TransferError::File {
+        path: path.display().to_string(),
+        error: error.to_string(),
+    }
 }
 
 /// Writes the whole log to `path`, verifying every chain on the way.
@@ -91,7 +97,10 @@ fn file_error(path: &Path, error: impl std::fmt::Display) -> TransferError {
 pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, TransferError> {
     let file = File::create(path).map_err(|e| file_error(path, e))?;
     let mut out = BufWriter::new(file);
-    let header = Header { format: FORMAT.into(), schema: FILE_SCHEMA };
+    let header = Header {
+        format: FORMAT.into(),
+        schema: FILE_SCHEMA,
+    };
     ciborium::into_writer(&header, &mut out).map_err(|e| file_error(path, e))?;
     let mut auditor = Auditor::new();
     let last = log.last_position().await.map_err(ProjectorError::from)?;
@@ -99,7 +108,11 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
         let mut events = log.follow(0).await.map_err(ProjectorError::from)?;
         while let Some(stored) = events.try_next().await.map_err(ProjectorError::from)? {
             auditor.observe(&stored);
-            let record = Record { case_id: stored.case_id.clone(), position: stored.position, payload: stored.payload.to_vec() };
+            let record = Record {
+                case_id: stored.case_id.clone(),
+                position: stored.position,
+                payload: stored.payload.to_vec(),
+            };
             ciborium::into_writer(&record, &mut out).map_err(|e| file_error(path, e))?;
             if stored.position >= last {
                 break;
@@ -126,8 +139,9 @@ impl Reader {
     fn open(path: &Path) -> Result<Reader, TransferError> {
         let file = File::open(path).map_err(|e| file_error(path, e))?;
         let mut input = BufReader::new(file);
-        let header: Header = ciborium::from_reader(&mut input)
-            .map_err(|e| TransferError::BadFile(format!("{}: not a wfstate export: {e}", path.display())))?;
+        let header: Header = ciborium::from_reader(&mut input).map_err(|e| {
+            TransferError::BadFile(format!("{}: not a wfstate export: {e}", path.display()))
+        })?;
         if header.format != FORMAT || header.schema != FILE_SCHEMA {
             return Err(TransferError::BadFile(format!(
                 "{}: format {:?} schema {}; expected {FORMAT:?} schema {FILE_SCHEMA}",
@@ -136,17 +150,32 @@ impl Reader {
                 header.schema
             )));
         }
-        Ok(Reader { input, path: path.display().to_string() })
+        Ok(Reader {
+            input,
+            path: path.display().to_string(),
+        })
     }
 
     fn next(&mut self) -> Result<Option<StoredEvent>, TransferError> {
-        let at_end = self.input.fill_buf().map_err(|e| TransferError::File { path: self.path.clone(), error: e.to_string() })?.is_empty();
+        let at_end = self
+            .input
+            .fill_buf()
+            .map_err(|e| TransferError::File {
+                path: self.path.clone(),
+                error: e.to_string(),
+            })?
+            .is_empty();
         if at_end {
             return Ok(None);
         }
         let record: Record = ciborium::from_reader(&mut self.input)
             .map_err(|e| TransferError::BadFile(format!("{}: a damaged record: {e}", self.path)))?;
-        Ok(Some(StoredEvent { position: record.position, case_id: record.case_id, commit_id: None, payload: Bytes::from(record.payload) }))
+        Ok(Some(StoredEvent {
+            position: record.position,
+            case_id: record.case_id,
+            commit_id: None,
+            payload: Bytes::from(record.payload),
+        }))
     }
 }
 
@@ -170,16 +199,24 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
         return Err(TransferError::Broken(report));
     }
     for case in &cases {
-        let case_id = CaseId::new(case.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
-        if log.last_event(&case_id).await.map_err(ProjectorError::from)?.is_some() {
+        let case_id =
+            CaseId::new(case.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        if log
+            .last_event(&case_id)
+            .await
+            .map_err(ProjectorError::from)?
+            .is_some()
+        {
             return Err(TransferError::CaseExists(case.clone()));
         }
     }
     let mut reader = Reader::open(path)?;
     let mut positions: HashMap<String, u64> = HashMap::new();
     while let Some(stored) = reader.next()? {
-        let case_id = CaseId::new(stored.case_id.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
-        let event = Event::decode(&stored.payload).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let case_id = CaseId::new(stored.case_id.as_str())
+            .map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let event =
+            Event::decode(&stored.payload).map_err(|e| TransferError::BadFile(e.to_string()))?;
         let expected = positions.get(&stored.case_id).copied().unwrap_or(0);
         let appended = log
             .append(&case_id, event.commit_id, expected, stored.payload)

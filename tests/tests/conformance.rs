@@ -2,7 +2,10 @@
 //! nats-server, and the embedded SQLite log): commit and receipt, dedup, conflicts, lost-ack
 //! retries, history, follow, projector idempotence and quarantine, invalid ids; plus export
 //! and import between the backends.
-#![expect(clippy::unwrap_used, reason = "test helpers stop the test at the first setup error")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers stop the test at the first setup error"
+)]
 
 use std::time::Duration;
 
@@ -34,8 +37,13 @@ struct JetStream {
 impl JetStream {
     async fn start() -> Self {
         let server = NatsServer::start().await;
-        let log = JetStreamLog::connect(&JetStreamConfig::new(server.url())).await.unwrap();
-        JetStream { _server: server, log }
+        let log = JetStreamLog::connect(&JetStreamConfig::new(server.url()))
+            .await
+            .unwrap();
+        JetStream {
+            _server: server,
+            log,
+        }
     }
 }
 
@@ -46,7 +54,11 @@ impl Fixture for JetStream {
         self.log.clone()
     }
     async fn projector(&self) -> JetStreamProjector {
-        let config = ProjectorConfig { batch: 32, fetch_wait: Duration::from_millis(100), ..ProjectorConfig::default() };
+        let config = ProjectorConfig {
+            batch: 32,
+            fetch_wait: Duration::from_millis(100),
+            ..ProjectorConfig::default()
+        };
         JetStreamProjector::open(&self.log, config).await.unwrap()
     }
 }
@@ -57,6 +69,10 @@ struct Embedded {
 }
 
 impl Embedded {
+    #[expect(
+        clippy::unused_async,
+        reason = "the conformance macro awaits every fixture's start"
+    )]
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
@@ -80,19 +96,38 @@ fn case(id: &str) -> CaseId {
 }
 
 fn meta() -> CommitMeta {
-    CommitMeta { commit_id: CommitId::generate(), committed_at_ms: 1_700_000_000_000, writer: "w".into() }
+    CommitMeta {
+        commit_id: CommitId::generate(),
+        committed_at_ms: 1_700_000_000_000,
+        writer: "w".into(),
+    }
 }
 
 /// Appends raw bytes as the case's next event, around the commit client.
 async fn inject<L: EventLog>(log: &L, case_id: &str, payload: &[u8]) -> u64 {
     let id = case(case_id);
-    let last = log.last_event(&id).await.unwrap().map_or(0, |event| event.position);
-    log.append(&id, CommitId::generate(), last, Bytes::copy_from_slice(payload)).await.unwrap().position
+    let last = log
+        .last_event(&id)
+        .await
+        .unwrap()
+        .map_or(0, |event| event.position);
+    log.append(
+        &id,
+        CommitId::generate(),
+        last,
+        Bytes::copy_from_slice(payload),
+    )
+    .await
+    .unwrap()
+    .position
 }
 
 async fn commit_and_receipt(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
-    let (mut handle, first) = workspace.create(case("c1"), [Mutation::set_key("a", 1)]).await.unwrap();
+    let (mut handle, first) = workspace
+        .create(case("c1"), [Mutation::set_key("a", 1)])
+        .await
+        .unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let second = workspace.commit(&mut handle).await.unwrap();
     assert_eq!((first.version, second.version), (1, 2));
@@ -101,8 +136,14 @@ async fn commit_and_receipt(fixture: &impl Fixture) {
     let loaded = workspace.load(&case("c1")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
     assert_eq!(loaded.position(), second.position);
-    assert_eq!(workspace.create(case("c1"), []).await.unwrap_err().kind(), CommitErrorKind::CaseExists);
-    assert_eq!(workspace.load(&case("none")).await.unwrap_err().kind(), CommitErrorKind::CaseNotFound);
+    assert_eq!(
+        workspace.create(case("c1"), []).await.unwrap_err().kind(),
+        CommitErrorKind::CaseExists
+    );
+    assert_eq!(
+        workspace.load(&case("none")).await.unwrap_err().kind(),
+        CommitErrorKind::CaseNotFound
+    );
 }
 
 async fn dedup(fixture: &impl Fixture) {
@@ -112,7 +153,10 @@ async fn dedup(fixture: &impl Fixture) {
     a.case_mut().buffer(Mutation::set_key("k", 1));
     let mut b = workspace.new_case(case("d"));
     b.case_mut().buffer(Mutation::set_key("k", 1));
-    let first = workspace.commit_with_meta(&mut a, meta.clone()).await.unwrap();
+    let first = workspace
+        .commit_with_meta(&mut a, meta.clone())
+        .await
+        .unwrap();
     let again = workspace.commit_with_meta(&mut b, meta).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(fixture.log().last_position().await.unwrap(), 1);
@@ -120,14 +164,20 @@ async fn dedup(fixture: &impl Fixture) {
 
 async fn conflict_between_two_writers(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
-    workspace.create(case("race"), [Mutation::set_key("n", 0)]).await.unwrap();
+    workspace
+        .create(case("race"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
     let mut a = workspace.load(&case("race")).await.unwrap();
     let mut b = workspace.load(&case("race")).await.unwrap();
     a.case_mut().buffer(Mutation::IncrementStepCount);
     b.case_mut().buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut a).await.unwrap();
     let lost = workspace.commit(&mut b).await.unwrap_err();
-    assert!(matches!(lost, CommitError::Conflict { expected: 1, .. }), "{lost:?}");
+    assert!(
+        matches!(lost, CommitError::Conflict { expected: 1, .. }),
+        "{lost:?}"
+    );
     let transacted = workspace
         .transact(&case("race"), |case| {
             case.buffer(Mutation::IncrementStepCount);
@@ -146,7 +196,12 @@ async fn lost_acknowledgement_retry(fixture: &impl Fixture) {
     // The append lands; its acknowledgement never reaches the writer.
     let landed = fixture
         .log()
-        .append(&case("lost"), meta.commit_id, handle.position(), Bytes::copy_from_slice(prepared.payload()))
+        .append(
+            &case("lost"),
+            meta.commit_id,
+            handle.position(),
+            Bytes::copy_from_slice(prepared.payload()),
+        )
         .await
         .unwrap();
     let receipt = workspace.commit_with_meta(&mut handle, meta).await.unwrap();
@@ -166,11 +221,31 @@ async fn history_read(fixture: &impl Fixture) {
         workspace.commit(&mut b).await.unwrap();
     }
     let log = fixture.log();
-    let all: Vec<u64> = log.history(&case("ha"), 0).await.unwrap().map_ok(|e| e.position).try_collect().await.unwrap();
+    let all: Vec<u64> = log
+        .history(&case("ha"), 0)
+        .await
+        .unwrap()
+        .map_ok(|e| e.position)
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(all, positions);
-    let tail: Vec<u64> = log.history(&case("ha"), positions[30]).await.unwrap().map_ok(|e| e.position).try_collect().await.unwrap();
+    let tail: Vec<u64> = log
+        .history(&case("ha"), positions[30])
+        .await
+        .unwrap()
+        .map_ok(|e| e.position)
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(tail, positions[31..]);
-    let none: Vec<_> = log.history(&case("nobody"), 0).await.unwrap().try_collect().await.unwrap();
+    let none: Vec<_> = log
+        .history(&case("nobody"), 0)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert!(none.is_empty());
 }
 
@@ -178,13 +253,23 @@ async fn follow_from_a_position(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
     let mut receipts = Vec::new();
     for n in 0..5 {
-        receipts.push(workspace.create(case(&format!("f{n}")), []).await.unwrap().1);
+        receipts.push(
+            workspace
+                .create(case(&format!("f{n}")), [])
+                .await
+                .unwrap()
+                .1,
+        );
     }
     let mut events = fixture.log().follow(receipts[1].position).await.unwrap();
     let later = workspace.create(case("f-late"), []).await.unwrap().1;
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push((event.position, event.case_id));
     }
     let expected: Vec<(u64, String)> = receipts[2..]
@@ -214,11 +299,24 @@ async fn projector_idempotence_and_quarantine(fixture: &impl Fixture) {
     // A second projector over the same views and position applies nothing.
     let mut again = fixture.projector().await;
     again.catch_up().await.unwrap();
-    assert_eq!(again.stats().applied.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        again
+            .stats()
+            .applied
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 
     let records = projector.quarantined().await.unwrap();
     assert_eq!(records.len(), 1);
-    assert_eq!((records[0].position, records[0].code.as_str(), records[0].case_key.as_str()), (garbage, "undecodable", "p0"));
+    assert_eq!(
+        (
+            records[0].position,
+            records[0].code.as_str(),
+            records[0].case_key.as_str()
+        ),
+        (garbage, "undecodable", "p0")
+    );
     let view = projector.view(&case("p0")).await.unwrap().unwrap();
     assert_eq!(view.quarantine.map(|q| q.position), Some(garbage));
     let mismatches = verify(&fixture.log(), &projector, &cases).await.unwrap();
@@ -229,8 +327,13 @@ async fn projector_idempotence_and_quarantine(fixture: &impl Fixture) {
 async fn invalid_ids_publish_nothing(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
     for bad in ["a.b", "*", ">", "", " ", "$JS", "\u{e9}", &"x".repeat(65)] {
-        let result: Result<_, CommitError> = async { Ok(workspace.create(CaseId::new(bad)?, []).await?) }.await;
-        assert_eq!(result.unwrap_err().kind(), CommitErrorKind::InvalidId, "{bad:?}");
+        let result: Result<_, CommitError> =
+            async { workspace.create(CaseId::new(bad)?, []).await }.await;
+        assert_eq!(
+            result.unwrap_err().kind(),
+            CommitErrorKind::InvalidId,
+            "{bad:?}"
+        );
     }
     assert_eq!(fixture.log().last_position().await.unwrap(), 0);
 }
@@ -272,9 +375,15 @@ async fn populate<L: EventLog>(log: L) -> Vec<CaseId> {
     let workspace = Workspace::new(log);
     let mut ids = Vec::new();
     for n in 0..8 {
-        let (mut handle, _) = workspace.create(case(&format!("x{n}")), [Mutation::set_key("n", n)]).await.unwrap();
+        let (mut handle, _) = workspace
+            .create(case(&format!("x{n}")), [Mutation::set_key("n", n)])
+            .await
+            .unwrap();
         for step in 0..n {
-            handle.case_mut().buffer(Mutation::set_key("step", step)).buffer(Mutation::IncrementStepCount);
+            handle
+                .case_mut()
+                .buffer(Mutation::set_key("step", step))
+                .buffer(Mutation::IncrementStepCount);
             workspace.commit(&mut handle).await.unwrap();
         }
         ids.push(handle.case().id().clone());
@@ -285,7 +394,9 @@ async fn populate<L: EventLog>(log: L) -> Vec<CaseId> {
 /// Receipts of every event, as audit rebuilds them.
 async fn receipts<L: EventLog>(log: &L) -> Vec<Receipt> {
     let mut all = Vec::new();
-    let report = audit_all(log, |receipt| all.push(receipt.clone())).await.unwrap();
+    let report = audit_all(log, |receipt| all.push(receipt.clone()))
+        .await
+        .unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     all
 }
@@ -293,7 +404,13 @@ async fn receipts<L: EventLog>(log: &L) -> Vec<Receipt> {
 async fn states<L: EventLog>(log: &L, ids: &[CaseId]) -> Vec<Hash> {
     let mut hashes = Vec::new();
     for id in ids {
-        hashes.push(wfstate_projector::replay(log, id, None).await.unwrap().state.hash());
+        hashes.push(
+            wfstate_projector::replay(log, id, None)
+                .await
+                .unwrap()
+                .state
+                .hash(),
+        );
     }
     hashes
 }
@@ -310,10 +427,18 @@ async fn export_from_one_backend_and_import_into_the_other() {
     let target = JetStream::start().await;
     import(&target.log(), &file).await.unwrap();
     assert_eq!(receipts(&target.log()).await, receipts(&source.log()).await);
-    assert_eq!(states(&target.log(), &ids).await, states(&source.log(), &ids).await);
+    assert_eq!(
+        states(&target.log(), &ids).await,
+        states(&source.log(), &ids).await
+    );
     let mut projector = target.projector().await;
     projector.catch_up().await.unwrap();
-    assert!(verify(&target.log(), &projector, &ids).await.unwrap().is_empty());
+    assert!(
+        verify(&target.log(), &projector, &ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // And back: JetStream to a fresh embedded log.
     let back_file = dir.path().join("back.cbor");
@@ -324,7 +449,10 @@ async fn export_from_one_backend_and_import_into_the_other() {
 
     // Importing twice is refused before anything is written.
     let again = import(&back.log(), &back_file).await.unwrap_err();
-    assert!(matches!(again, wfstate_projector::TransferError::CaseExists(_)), "{again}");
+    assert!(
+        matches!(again, wfstate_projector::TransferError::CaseExists(_)),
+        "{again}"
+    );
     assert_eq!(back.log().last_position().await.unwrap(), 36);
 }
 
@@ -345,7 +473,10 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
         items.push(ciborium::from_reader::<ciborium::Value, _>(&mut input).unwrap());
     }
     let record = items[2].as_map_mut().unwrap();
-    let payload = record.iter_mut().find(|(key, _)| key.as_text() == Some("payload")).unwrap();
+    let payload = record
+        .iter_mut()
+        .find(|(key, _)| key.as_text() == Some("payload"))
+        .unwrap();
     let mut event = wfstate_store::Event::decode(payload.1.as_bytes().unwrap()).unwrap();
     assert_eq!((event.case_id.as_str(), event.version), ("x1", 1));
     event.committed_at_ms += 1;
@@ -358,11 +489,19 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
 
     let target = Embedded::start().await;
     let error = import(&target.log(), &file).await.unwrap_err();
-    let wfstate_projector::TransferError::Broken(report) = error else { panic!("{error}") };
-    let found: Vec<(u64, &str, &str)> =
-        report.problems.iter().map(|p| (p.position, p.case_key.as_str(), p.code)).collect();
+    let wfstate_projector::TransferError::Broken(report) = error else {
+        panic!("{error}")
+    };
+    let found: Vec<(u64, &str, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.position, p.case_key.as_str(), p.code))
+        .collect();
     // The clock is part of the state (created_at_ms), so the altered event fails its own state
     // hash, and the next event no longer links to it.
-    assert_eq!(found, [(2, "x1", "state_hash_mismatch"), (3, "x1", "broken_chain")]);
+    assert_eq!(
+        found,
+        [(2, "x1", "state_hash_mismatch"), (3, "x1", "broken_chain")]
+    );
     assert_eq!(target.log().last_position().await.unwrap(), 0);
 }

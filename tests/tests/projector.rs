@@ -16,8 +16,8 @@ use wfstate_events::{
     CommitErrorKind, EventLog, JetStreamConfig, JetStreamLog, RetryPolicy, Workspace,
 };
 use wfstate_projector::{
-    JetStreamProjector, Projector, ProjectorConfig, ViewSource, audit_all, audit_case, audit_follow, replay,
-    verify,
+    JetStreamProjector, Projector, ProjectorConfig, ViewSource, audit_all, audit_case,
+    audit_follow, replay, verify,
 };
 use wfstate_store::{
     CaseId, CommitId, Event, Hash, Mutation, ScopeId, TokenId, TokenStatus, Value,
