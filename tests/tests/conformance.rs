@@ -505,3 +505,24 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
     );
     assert_eq!(target.log().last_position().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_follow_sees_events_written_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+    // A second open of the same file has its own writer and no in-process notification link
+    // to the first: only polling can see its events.
+    let other = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+    let mut events = reader.follow(0).await.unwrap();
+    let workspace = Workspace::new(other);
+    let (_, receipt) = workspace.create(case("elsewhere"), []).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.position, event.case_id.as_str()),
+        (receipt.position, "elsewhere")
+    );
+}
