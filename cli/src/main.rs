@@ -1,8 +1,195 @@
-//! The `wfstate` command line. No command is available yet.
+//! The `wfstate` command line: create, commit, show, history, audit, project, replay, verify,
+//! export, import, and `demo`, the main job. It runs on the embedded log in `--data-dir` unless
+//! a NATS URL is given.
+//!
+//! Exit codes: 0 success, 1 a check failed (verify, audit, demo), 2 bad input, 3 conflict,
+//! 4 backend unavailable. Errors are one line on stderr (validation errors: one line each).
 
+mod backend;
+mod commands;
+mod demo;
+mod error;
+mod output;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// wfstate: an event-sourced state store for workflow cases.
+#[derive(Debug, Parser)]
+#[command(name = "wfstate", version, about)]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the log is, and the credentials for a NATS server.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// NATS server URL(s), comma-separated; without it the embedded log is used.
+    #[arg(long, env = "WFSTATE_NATS_URL", global = true)]
+    nats: Option<String>,
+    /// The embedded log's directory.
+    #[arg(
+        long,
+        env = "WFSTATE_DATA_DIR",
+        default_value = "./wfstate-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// NATS user (with --password).
+    #[arg(long, env = "WFSTATE_USER", global = true)]
+    user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "WFSTATE_PASSWORD", global = true, hide_env_values = true)]
+    password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "WFSTATE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "WFSTATE_CREDS", global = true)]
+    creds: Option<PathBuf>,
+    /// File holding an nkey seed.
+    #[arg(long, env = "WFSTATE_NKEY", global = true)]
+    nkey: Option<PathBuf>,
+    /// CA certificate to trust (PEM).
+    #[arg(long, env = "WFSTATE_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --tls-key.
+    #[arg(long, env = "WFSTATE_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// Client certificate key (PEM).
+    #[arg(long, env = "WFSTATE_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
+    /// The longest wait for the server, in seconds.
+    #[arg(long, env = "WFSTATE_TIMEOUT", default_value_t = 5, global = true)]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a case (its first commit) and print its id.
+    Create {
+        /// The case id (default: a new UUID v7).
+        #[arg(long)]
+        id: Option<String>,
+        /// The initial ctx, a JSON object.
+        #[arg(long)]
+        ctx: Option<String>,
+    },
+    /// Commit the JSON mutations in FILE (or stdin) to CASE and print the receipt.
+    Commit {
+        /// The case.
+        case: String,
+        /// A JSON array of mutations; `-` or absent: stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Show a case's view (the projector catches up first), or a fresh replay.
+    Show {
+        /// The case.
+        case: String,
+        /// Replay the case from its history instead of reading its view.
+        #[arg(long)]
+        replay: bool,
+    },
+    /// List a case's events, one a line.
+    History {
+        /// The case.
+        case: String,
+    },
+    /// Read receipts and verify every chain; exit 1 on a broken one.
+    Audit {
+        /// Audit only this case (default: every case).
+        case: Option<String>,
+        /// Keep following new events.
+        #[arg(long)]
+        follow: bool,
+        /// The head (event hash) the case's last event must have, from a writer's receipt.
+        #[arg(long, requires = "case")]
+        expect_head: Option<String>,
+    },
+    /// Run the projector until it has caught up; report lag and quarantined events.
+    Project {
+        /// Keep projecting new events.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Rebuild a case from its history and print it.
+    Replay {
+        /// The case.
+        case: String,
+    },
+    /// Replay cases from scratch and compare them with their views; exit 1 on a mismatch.
+    Verify {
+        /// Every case that has a view.
+        #[arg(long, conflicts_with = "cases")]
+        all: bool,
+        /// The cases.
+        cases: Vec<String>,
+    },
+    /// Write the whole log to FILE, verifying every chain.
+    Export {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Read a log from FILE into this store, verifying every chain first.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The main job: concurrent workers drive workflow cases, then every case is replayed,
+    /// verified and audited.
+    Demo(demo::DemoArgs),
+}
+
 fn main() -> ExitCode {
-    eprintln!("wfstate: no commands are available yet in this build");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WFSTATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wfstate: cannot start the async runtime: {error}");
+            return ExitCode::from(4);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            error.print();
+            ExitCode::from(error.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, CliError> {
+    let store = backend::open(&cli.store).await?;
+    match store {
+        backend::Store::Embedded(log) => commands::run(&log, cli.command, cli.json).await,
+        backend::Store::JetStream(log) => commands::run(&log, cli.command, cli.json).await,
+    }
 }

@@ -290,7 +290,7 @@ fn append_group(
     group: &[AppendRequest],
 ) -> Result<GroupOutcome, LogError> {
     let transaction = connection
-        .transaction()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| sql_error("beginning a commit", &e))?;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut last = None;

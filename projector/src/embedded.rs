@@ -208,7 +208,9 @@ fn project_batch(
     batch: usize,
     stats: &ProjectorStats,
 ) -> Result<usize, ProjectorError> {
-    let transaction = connection.transaction().map_err(sql("beginning a batch"))?;
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql("beginning a batch"))?;
     let events = read_events(&transaction, checkpoint(&transaction, name)?, batch)?;
     let mut views = Views::new();
     let records = fold_batch(&transaction, &events, &mut views, stats)?;

@@ -1,0 +1,90 @@
+//! Opens the store the arguments name: JetStream with `--nats`, else the embedded log.
+
+use std::time::Duration;
+
+use wfstate_events::{
+    Auth, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Tls,
+};
+use wfstate_projector::{
+    EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ProjectorError,
+};
+
+use crate::StoreArgs;
+use crate::error::CliError;
+
+/// The log in use.
+pub enum Store {
+    Embedded(EmbeddedLog),
+    JetStream(JetStreamLog),
+}
+
+/// A log with its projector.
+pub trait Backend: EventLog + Clone {
+    /// The projector over this log.
+    type Projector: Projector;
+
+    /// Opens the projector.
+    fn projector(&self) -> impl Future<Output = Result<Self::Projector, ProjectorError>> + Send;
+}
+
+impl Backend for EmbeddedLog {
+    type Projector = EmbeddedProjector;
+
+    async fn projector(&self) -> Result<EmbeddedProjector, ProjectorError> {
+        EmbeddedProjector::open(self.path(), "wfstate-projector", 512)
+    }
+}
+
+impl Backend for JetStreamLog {
+    type Projector = JetStreamProjector;
+
+    async fn projector(&self) -> Result<JetStreamProjector, ProjectorError> {
+        JetStreamProjector::open(self, ProjectorConfig::default()).await
+    }
+}
+
+fn auth(args: &StoreArgs) -> Result<Auth, CliError> {
+    Ok(
+        match (
+            &args.user,
+            &args.password,
+            &args.token,
+            &args.creds,
+            &args.nkey,
+        ) {
+            (None, None, None, None, None) => Auth::None,
+            (Some(user), Some(password), None, None, None) => Auth::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            (None, None, Some(token), None, None) => Auth::Token(token.clone()),
+            (None, None, None, Some(creds), None) => Auth::CredsFile(creds.clone()),
+            (None, None, None, None, Some(nkey)) => Auth::NkeyFile(nkey.clone()),
+            (Some(_), None, ..) | (None, Some(_), ..) => {
+                return Err(CliError::bad_input("--user and --password go together"));
+            }
+            _ => {
+                return Err(CliError::bad_input(
+                    "give one kind of credentials: --user/--password, --token, --creds or --nkey",
+                ));
+            }
+        },
+    )
+}
+
+pub async fn open(args: &StoreArgs) -> Result<Store, CliError> {
+    let Some(urls) = &args.nats else {
+        let log = EmbeddedLog::open(&EmbeddedConfig::new(&args.data_dir))?;
+        return Ok(Store::Embedded(log));
+    };
+    let mut config = JetStreamConfig::new(urls.clone());
+    config.auth = auth(args)?;
+    config.tls = Tls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    };
+    config.connect_timeout = Duration::from_secs(args.timeout.max(1));
+    config.request_timeout = Duration::from_secs(args.timeout.max(1));
+    Ok(Store::JetStream(JetStreamLog::connect(&config).await?))
+}

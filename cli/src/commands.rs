@@ -1,0 +1,348 @@
+//! The commands, over any backend.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde_json::json;
+use wfstate_events::Workspace;
+use wfstate_projector::{
+    Projector, ViewSource, audit_all, audit_case, audit_follow, export, import, replay, verify,
+};
+use wfstate_store::{CaseId, Event, Hash, Mutation, Value};
+
+use crate::Command;
+use crate::backend::Backend;
+use crate::error::{BAD_INPUT, CHECK_FAILED, CliError};
+use crate::output::{receipt_json, receipt_text, state_json, state_text};
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+fn case_id(text: &str) -> Result<CaseId, CliError> {
+    Ok(CaseId::new(text)?)
+}
+
+/// Reads mutations from a file (or stdin for `-` / none).
+fn read_mutations(file: Option<&Path>) -> Result<Vec<Mutation>, CliError> {
+    let (name, text) = match file {
+        Some(path) if path != Path::new("-") => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::bad_input(format!("cannot read {}: {e}", path.display())))?;
+            (path.display().to_string(), text)
+        }
+        _ => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| CliError::bad_input(format!("cannot read stdin: {e}")))?;
+            ("stdin".to_owned(), text)
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::bad_input(format!(
+            "invalid mutations JSON in {name}: {e} (expected an array of objects tagged by \"op\")"
+        ))
+    })
+}
+
+pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8, CliError> {
+    let workspace = Workspace::new(log.clone());
+    match command {
+        Command::Create { id, ctx } => create(&workspace, id, ctx, json).await,
+        Command::Commit { case, file } => {
+            let id = case_id(&case)?;
+            let mutations = read_mutations(file.as_deref())?;
+            let mut handle = workspace.load(&id).await?;
+            for mutation in mutations {
+                handle.case_mut().buffer(mutation);
+            }
+            let receipt = workspace.commit(&mut handle).await?;
+            if json {
+                print_json(&receipt_json(&receipt))
+            } else {
+                println!("{}", receipt_text(&receipt))
+            }
+            Ok(0)
+        }
+        Command::Show {
+            case,
+            replay: fresh,
+        } => show(log, &case_id(&case)?, fresh, json).await,
+        Command::Replay { case } => show(log, &case_id(&case)?, true, json).await,
+        Command::History { case } => history(log, &case_id(&case)?, json).await,
+        Command::Audit {
+            case,
+            follow,
+            expect_head,
+        } => audit(log, case, follow, expect_head, json).await,
+        Command::Project { follow } => project(log, follow, json).await,
+        Command::Verify { all, cases } => verify_cases(log, all, &cases, json).await,
+        Command::Export { file } => {
+            let report = export(log, &file).await?;
+            if json {
+                print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
+            } else {
+                println!(
+                    "exported {} events of {} cases to {}, every chain verified",
+                    report.events,
+                    report.cases,
+                    file.display()
+                );
+            }
+            Ok(0)
+        }
+        Command::Import { file } => {
+            let report = import(log, &file).await?;
+            if json {
+                print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
+            } else {
+                println!(
+                    "imported {} events of {} cases from {}, every chain verified",
+                    report.events,
+                    report.cases,
+                    file.display()
+                );
+            }
+            Ok(0)
+        }
+        Command::Demo(args) => crate::demo::run(log, &args, json).await,
+    }
+}
+
+async fn create<L: Backend>(
+    workspace: &Workspace<L>,
+    id: Option<String>,
+    ctx: Option<String>,
+    json: bool,
+) -> Result<u8, CliError> {
+    let id = match id {
+        Some(id) => case_id(&id)?,
+        None => CaseId::generate(),
+    };
+    let mut mutations = Vec::new();
+    if let Some(ctx) = ctx {
+        let value: Value = serde_json::from_str(&ctx)
+            .map_err(|e| CliError::bad_input(format!("invalid --ctx JSON: {e}")))?;
+        if !matches!(value, Value::Map(_)) {
+            return Err(CliError::bad_input(format!(
+                "--ctx must be a JSON object, not {}",
+                value.type_name()
+            )));
+        }
+        mutations.push(Mutation::SetCtx { ctx: value });
+    }
+    let (_, receipt) = workspace.create(id.clone(), mutations).await?;
+    if json {
+        print_json(&receipt_json(&receipt))
+    } else {
+        println!("{id}")
+    }
+    Ok(0)
+}
+
+async fn show<L: Backend>(log: &L, id: &CaseId, fresh: bool, json: bool) -> Result<u8, CliError> {
+    let (state, position, quarantine) = if fresh {
+        let replayed = replay(log, id, None).await?;
+        (replayed.state, replayed.position, None)
+    } else {
+        let mut projector = log.projector().await?;
+        projector.catch_up().await?;
+        let view = projector
+            .view(id)
+            .await?
+            .ok_or_else(|| CliError::bad_input(format!("case {id} not found")))?;
+        (view.state, view.position, view.quarantine)
+    };
+    if json {
+        print_json(&state_json(&state, position, quarantine.as_ref()));
+    } else {
+        print!("{}", state_text(&state, position, quarantine.as_ref()));
+    }
+    Ok(0)
+}
+
+async fn history<L: Backend>(log: &L, id: &CaseId, json: bool) -> Result<u8, CliError> {
+    let mut events = log.history(id, 0).await?;
+    let mut count = 0;
+    while let Some(stored) = events.try_next().await? {
+        count += 1;
+        match Event::decode(&stored.payload) {
+            Ok(event) => {
+                let mutations = serde_json::to_value(&event.mutations).unwrap_or_default();
+                if json {
+                    print_json(&json!({
+                        "position": stored.position, "version": event.version,
+                        "commit_id": event.commit_id.to_string(), "committed_at_ms": event.committed_at_ms,
+                        "writer": event.writer, "mutations": mutations,
+                    }));
+                } else {
+                    println!(
+                        "{} v{} {} {}",
+                        stored.position, event.version, event.commit_id, mutations
+                    );
+                }
+            }
+            Err(error) => {
+                if json {
+                    print_json(&json!({"position": stored.position, "error": error.to_string()}));
+                } else {
+                    println!("{} UNDECODABLE {error}", stored.position);
+                }
+            }
+        }
+    }
+    if count == 0 {
+        return Err(CliError::bad_input(format!("case {id} not found")));
+    }
+    Ok(0)
+}
+
+async fn audit<L: Backend>(
+    log: &L,
+    case: Option<String>,
+    follow: bool,
+    expect_head: Option<String>,
+    json: bool,
+) -> Result<u8, CliError> {
+    let print_receipt = |receipt: &wfstate_store::Receipt| {
+        if json {
+            print_json(&receipt_json(receipt))
+        } else {
+            println!("{}", receipt_text(receipt))
+        }
+    };
+    if follow {
+        audit_follow(log, print_receipt, |problem| {
+            if json {
+                print_json(&json!({"problem": problem}));
+            } else {
+                println!(
+                    "BROKEN {} at position {} ({}): {}",
+                    problem.case_key, problem.position, problem.code, problem.detail
+                );
+            }
+        })
+        .await?;
+        return Ok(0);
+    }
+    let report = match case {
+        Some(case) => {
+            let head = expect_head
+                .map(|hex| Hash::from_hex(&hex).map_err(CliError::bad_input))
+                .transpose()?;
+            let id = case_id(&case)?;
+            let report = audit_case(log, &id, head, print_receipt).await?;
+            if report.events == 0 {
+                return Err(CliError::bad_input(format!("case {id} not found")));
+            }
+            report
+        }
+        None => audit_all(log, print_receipt).await?,
+    };
+    for problem in &report.problems {
+        if json {
+            print_json(&json!({"problem": problem}));
+        } else {
+            eprintln!(
+                "wfstate: BROKEN {} at position {} ({}): {}",
+                problem.case_key, problem.position, problem.code, problem.detail
+            );
+        }
+    }
+    if !json {
+        eprintln!(
+            "audited {} events of {} cases: {} problem(s)",
+            report.events,
+            report.cases,
+            report.problems.len()
+        );
+    }
+    Ok(if report.is_clean() { 0 } else { CHECK_FAILED })
+}
+
+async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, CliError> {
+    let mut projector = log.projector().await?;
+    loop {
+        projector.catch_up().await?;
+        let stats = projector.stats();
+        let lag = projector.lag().await?;
+        let quarantined = projector.quarantined().await?;
+        if json {
+            print_json(&json!({
+                "applied": stats.applied.load(Ordering::Relaxed),
+                "skipped": stats.skipped.load(Ordering::Relaxed),
+                "quarantined": quarantined,
+                "lag": lag,
+            }));
+        } else {
+            println!(
+                "applied {}  skipped {}  quarantined {}  lag {lag}",
+                stats.applied.load(Ordering::Relaxed),
+                stats.skipped.load(Ordering::Relaxed),
+                quarantined.len()
+            );
+            for record in &quarantined {
+                println!(
+                    "quarantined position {} case {} ({}): {}",
+                    record.position, record.case_key, record.code, record.reason
+                );
+            }
+        }
+        if !follow {
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn verify_cases<L: Backend>(
+    log: &L,
+    all: bool,
+    cases: &[String],
+    json: bool,
+) -> Result<u8, CliError> {
+    let mut projector = log.projector().await?;
+    projector.catch_up().await?;
+    let ids: Vec<CaseId> = if all {
+        projector.case_ids().await?
+    } else if cases.is_empty() {
+        return Err(CliError::new(
+            BAD_INPUT,
+            "name the cases to verify, or give --all",
+        ));
+    } else {
+        cases
+            .iter()
+            .map(|case| case_id(case))
+            .collect::<Result<_, _>>()?
+    };
+    let mismatches = verify(log, &projector, &ids).await?;
+    for mismatch in &mismatches {
+        if json {
+            print_json(&json!({"case_id": mismatch.case_id.as_str(), "mismatch": mismatch.detail}));
+        } else {
+            eprintln!(
+                "wfstate: MISMATCH {}: {}",
+                mismatch.case_id, mismatch.detail
+            );
+        }
+    }
+    if json {
+        print_json(&json!({"verified": ids.len(), "mismatches": mismatches.len()}));
+    } else {
+        println!(
+            "verified {} case(s): {} mismatch(es)",
+            ids.len(),
+            mismatches.len()
+        );
+    }
+    Ok(if mismatches.is_empty() {
+        0
+    } else {
+        CHECK_FAILED
+    })
+}
