@@ -15,7 +15,7 @@ use crate::error::CliError;
 /// The log in use.
 pub enum Store {
     Embedded(EmbeddedLog),
-    JetStream(JetStreamLog),
+    JetStream(Box<JetStreamLog>),
 }
 
 /// A log with its projector.
@@ -86,5 +86,7 @@ pub async fn open(args: &StoreArgs) -> Result<Store, CliError> {
     };
     config.connect_timeout = Duration::from_secs(args.timeout.max(1));
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
-    Ok(Store::JetStream(JetStreamLog::connect(&config).await?))
+    Ok(Store::JetStream(Box::new(
+        JetStreamLog::connect(&config).await?,
+    )))
 }

@@ -22,6 +22,14 @@ fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
 
+fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
+    if json {
+        print_json(&receipt_json(receipt));
+    } else {
+        println!("{}", receipt_text(receipt));
+    }
+}
+
 fn case_id(text: &str) -> Result<CaseId, CliError> {
     Ok(CaseId::new(text)?)
 }
@@ -61,11 +69,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
                 handle.case_mut().buffer(mutation);
             }
             let receipt = workspace.commit(&mut handle).await?;
-            if json {
-                print_json(&receipt_json(&receipt))
-            } else {
-                println!("{}", receipt_text(&receipt))
-            }
+            print_receipt(&receipt, json);
             Ok(0)
         }
         Command::Show {
@@ -137,9 +141,9 @@ async fn create<L: Backend>(
     }
     let (_, receipt) = workspace.create(id.clone(), mutations).await?;
     if json {
-        print_json(&receipt_json(&receipt))
+        print_json(&receipt_json(&receipt));
     } else {
-        println!("{id}")
+        println!("{id}");
     }
     Ok(0)
 }
@@ -208,13 +212,7 @@ async fn audit<L: Backend>(
     expect_head: Option<String>,
     json: bool,
 ) -> Result<u8, CliError> {
-    let print_receipt = |receipt: &wfstate_store::Receipt| {
-        if json {
-            print_json(&receipt_json(receipt))
-        } else {
-            println!("{}", receipt_text(receipt))
-        }
-    };
+    let print_receipt = |receipt: &wfstate_store::Receipt| print_receipt(receipt, json);
     if follow {
         audit_follow(log, print_receipt, |problem| {
             if json {

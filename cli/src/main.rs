@@ -190,6 +190,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     let store = backend::open(&cli.store).await?;
     match store {
         backend::Store::Embedded(log) => commands::run(&log, cli.command, cli.json).await,
-        backend::Store::JetStream(log) => commands::run(&log, cli.command, cli.json).await,
+        backend::Store::JetStream(log) => commands::run(log.as_ref(), cli.command, cli.json).await,
     }
 }
