@@ -6,6 +6,7 @@
 //! 4 backend unavailable. Errors are one line on stderr (validation errors: one line each).
 
 mod backend;
+mod bench;
 mod commands;
 mod demo;
 mod error;
@@ -149,6 +150,8 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// End-to-end figures next to raw baselines (JetStream phases need --nats).
+    Bench(bench::BenchArgs),
     /// The main job: concurrent workers drive workflow cases, then every case is replayed,
     /// verified and audited.
     Demo(demo::DemoArgs),
@@ -188,6 +191,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
     let store = backend::open(&cli.store).await?;
+    if let Command::Bench(args) = &cli.command {
+        let nats = match &store {
+            backend::Store::JetStream(log) => Some(log.as_ref()),
+            backend::Store::Embedded(_) => None,
+        };
+        return Box::pin(bench::run(nats, args, cli.json)).await;
+    }
     match store {
         backend::Store::Embedded(log) => commands::run(&log, cli.command, cli.json).await,
         backend::Store::JetStream(log) => commands::run(log.as_ref(), cli.command, cli.json).await,

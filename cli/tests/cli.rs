@@ -352,3 +352,57 @@ fn an_unreachable_server_is_exit_4_with_its_url() {
     assert!(output.stderr.contains(url), "{}", output.stderr);
     assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_every_phase_and_cleans_up() {
+    let server = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url().to_owned();
+    let args = [
+        "--json",
+        "bench",
+        "--cases",
+        "4",
+        "--commits",
+        "3",
+        "--sequential",
+        "5",
+        "--replay-events",
+        "40",
+    ];
+    let output = tokio::task::spawn_blocking(move || wfstate(dir.path(), Some(&url), &args, ""))
+        .await
+        .unwrap();
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let report: Value = serde_json::from_str(&output.stdout).unwrap();
+    for phase in ["many_cases", "one_case", "replay"] {
+        for side in ["wfstate", "raw"] {
+            assert!(
+                report[phase][side]["per_second"].as_f64().unwrap() > 0.0,
+                "{report}"
+            );
+        }
+        assert!(report[phase]["ratio"].as_f64().is_some(), "{report}");
+    }
+    assert_eq!(
+        report["many_cases"]["wfstate"]["operations"].as_u64(),
+        Some(12)
+    );
+    assert!(report["many_cases"]["wfstate"]["p99_ms"].as_f64().is_some());
+    assert_eq!(report["replay"]["wfstate"]["operations"].as_u64(), Some(40));
+    assert!(report["projector"]["ratio_to_1"].as_f64().is_some());
+    assert!(report["embedded_commits"]["ratio_to_1"].as_f64().is_some());
+
+    // Its streams are gone.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let context = async_nats::jetstream::new(client);
+    let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(context.stream_names())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.contains("BENCH")),
+        "{names:?}"
+    );
+}

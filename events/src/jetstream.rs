@@ -291,6 +291,25 @@ impl JetStreamLog {
         last.take_if(|message| message.contains(subject))
     }
 
+    /// The server URLs this log connected to.
+    pub fn urls(&self) -> &str {
+        &self.urls
+    }
+
+    /// The same connection with another stream and subject layout (created or checked as in
+    /// [`JetStreamLog::connect`]): for tools that keep their data apart, such as benchmarks.
+    ///
+    /// # Errors
+    /// As [`JetStreamLog::connect`] for the stream.
+    pub async fn with_layout(&self, config: &JetStreamConfig) -> Result<JetStreamLog, LogError> {
+        let stream = open_stream(&self.context, config).await?;
+        Ok(JetStreamLog {
+            stream,
+            subject_prefix: config.subject_prefix.clone(),
+            ..self.clone()
+        })
+    }
+
     /// The underlying client (for tests and tools that need raw access).
     pub fn client(&self) -> &async_nats::Client {
         &self.client

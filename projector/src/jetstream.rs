@@ -190,8 +190,7 @@ impl JetStreamProjector {
             .messages()
             .await
             .map_err(|e| unavailable("fetching events", e))?;
-        let mut delivered = Vec::with_capacity(self.config.batch);
-        let mut work = Work::new();
+        let mut received = Vec::with_capacity(self.config.batch);
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| unavailable("receiving events", e))?;
             let info = message
@@ -209,17 +208,56 @@ impl JetStreamProjector {
                 commit_id,
                 message.payload.clone(),
             );
-            let deferred = self.project(&mut work, &stored).await?;
+            received.push((message, stored));
+        }
+        // The views of every case in the batch, read all at once: one KV round trip per case
+        // one after another would bound the projector by the number of cases, not events.
+        let mut keys: Vec<&String> = received
+            .iter()
+            .map(|(_, stored)| &stored.case_id)
+            .filter(|key| CaseId::new(key.as_str()).is_ok())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let this = &*self;
+        let loads = keys.into_iter().map(|key| async move {
+            let loaded = this.load(key).await?;
+            let (view, revision) = loaded.map_or((None, None), |(view, revision)| {
+                (Some(view), Some(revision))
+            });
+            Ok::<_, ProjectorError>((
+                key.clone(),
+                Entry {
+                    view,
+                    revision,
+                    changed: false,
+                    applied: 0,
+                },
+            ))
+        });
+        let mut work: Work = futures::future::try_join_all(loads)
+            .await?
+            .into_iter()
+            .collect();
+        let mut delivered = Vec::with_capacity(received.len());
+        for (message, stored) in received {
+            let deferred = this.project(&mut work, &stored).await?;
             delivered.push((message, deferred));
         }
-        for (key, entry) in work {
-            if let (Some(view), true) = (entry.view, entry.changed) {
-                self.write_view(&key, &view, entry.revision).await?;
-                self.stats
-                    .applied
-                    .fetch_add(entry.applied, Ordering::Relaxed);
-            }
-        }
+        // One write per changed case, all in flight at once.
+        let writes =
+            work.into_iter()
+                .filter_map(|(key, entry)| match (entry.view, entry.changed) {
+                    (Some(view), true) => Some(async move {
+                        this.write_view(&key, &view, entry.revision).await?;
+                        this.stats
+                            .applied
+                            .fetch_add(entry.applied, Ordering::Relaxed);
+                        Ok::<(), ProjectorError>(())
+                    }),
+                    _ => None,
+                });
+        futures::future::try_join_all(writes).await?;
         if self.config.stop_before_ack {
             return Err(ProjectorError::Other(
                 "stopped after writing the views and before acknowledging the batch".into(),

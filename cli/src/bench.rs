@@ -1,0 +1,569 @@
+//! `wfstate bench`: end-to-end figures, each next to a raw baseline on the same server with the
+//! same payloads and headers. It starts nothing itself: the JetStream phases run against
+//! `--nats` (in a stream of their own, deleted at the end), the embedded phase in a temporary
+//! directory.
+//!
+//! 1. commits across many cases in flight vs raw publishes with `Nats-Msg-Id` and
+//!    `Nats-Expected-Last-Subject-Sequence`, as many in flight;
+//! 2. sequential commits on one case vs raw publish-and-await-ack;
+//! 3. replay of a long case vs a raw ordered-consumer read of the same messages;
+//! 4. projector catch-up over every event of the run vs the commit rate of (1);
+//! 5. the embedded log's commit rate at the concurrency of (1), vs the rate of (1).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use clap::Args;
+use futures::StreamExt;
+use serde_json::{Value as Json, json};
+use wfstate_events::{
+    EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Workspace,
+};
+use wfstate_projector::{JetStreamProjector, Projector, ProjectorConfig, replay};
+use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Mutation, Value};
+
+use crate::error::{CliError, UNAVAILABLE};
+
+/// Sizes of the benchmark.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Cases committed concurrently in (1) and (5).
+    #[arg(long, default_value_t = 1000)]
+    cases: usize,
+    /// Commits per case in (1) and (5).
+    #[arg(long, default_value_t = 20)]
+    commits: usize,
+    /// Sequential commits on one case in (2).
+    #[arg(long, default_value_t = 5000)]
+    sequential: usize,
+    /// Events of the long case replayed in (3).
+    #[arg(long, default_value_t = 100_000)]
+    replay_events: usize,
+}
+
+/// One measured run: its rate and latencies.
+struct Figure {
+    operations: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+    peak_rss_kib: u64,
+}
+
+impl Figure {
+    fn rate(&self) -> f64 {
+        self.operations as f64 / self.seconds.max(f64::EPSILON)
+    }
+
+    /// The latency below which `permille` thousandths of the operations finished, in ms.
+    fn percentile_ms(&self, permille: usize) -> Option<f64> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let index = (sorted.len() - 1) * permille / 1000;
+        Some(sorted[index].as_secs_f64() * 1000.0)
+    }
+
+    fn json(&self) -> Json {
+        json!({
+            "operations": self.operations, "seconds": self.seconds, "per_second": self.rate(),
+            "p50_ms": self.percentile_ms(500), "p99_ms": self.percentile_ms(990),
+            "peak_rss_kib": self.peak_rss_kib,
+        })
+    }
+
+    fn line(&self, name: &str) -> String {
+        let latency = match (self.percentile_ms(500), self.percentile_ms(990)) {
+            (Some(p50), Some(p99)) => format!("p50 {p50:.2} ms  p99 {p99:.2} ms"),
+            _ => String::new(),
+        };
+        format!(
+            "  {name:<9} {:>9.0}/s  {:>8} ops in {:>6.2} s  {latency:<28} peak RSS {} MiB",
+            self.rate(),
+            self.operations,
+            self.seconds,
+            self.peak_rss_kib / 1024
+        )
+    }
+}
+
+/// Starts a phase: resets the process's peak resident size (Linux), so the phase reports its
+/// own peak.
+fn phase_start() -> Instant {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    Instant::now()
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn finish(started: Instant, operations: usize, latencies: Vec<Duration>) -> Figure {
+    Figure {
+        operations,
+        seconds: started.elapsed().as_secs_f64(),
+        latencies,
+        peak_rss_kib: peak_rss_kib(),
+    }
+}
+
+fn bench_error(error: impl std::fmt::Display) -> CliError {
+    CliError::new(UNAVAILABLE, format!("bench: {error}"))
+}
+
+/// Realistic payloads: the events of a few prepared commits (for the raw baselines).
+fn sample_payloads(count: usize) -> Result<Vec<Bytes>, CliError> {
+    let mut case = Case::new(CaseId::new("sample").map_err(bench_error)?);
+    let mut payloads = Vec::new();
+    for n in 0..count {
+        case.buffer(Mutation::set_key("step", Value::from(n as u64)))
+            .buffer(Mutation::IncrementStepCount);
+        let meta = CommitMeta {
+            commit_id: CommitId::generate(),
+            committed_at_ms: 1_700_000_000_000,
+            writer: "bench".into(),
+        };
+        let prepared = case.prepare_commit(meta).map_err(bench_error)?;
+        payloads.push(Bytes::copy_from_slice(prepared.payload()));
+        case.complete(prepared).map_err(bench_error)?;
+    }
+    Ok(payloads)
+}
+
+async fn wfstate_commits<L: EventLog + Clone>(
+    workspace: &Workspace<L>,
+    prefix: &str,
+    cases: usize,
+    commits: usize,
+) -> Result<Figure, CliError> {
+    let started = phase_start();
+    let tasks: Vec<_> = (0..cases)
+        .map(|n| {
+            let workspace = workspace.clone();
+            let id = CaseId::new(format!("{prefix}{n}"));
+            tokio::spawn(async move {
+                let id = id?;
+                let mut latencies = Vec::with_capacity(commits);
+                let begun = Instant::now();
+                let (mut handle, _) = workspace.create(id, [Mutation::set_key("step", 0)]).await?;
+                latencies.push(begun.elapsed());
+                for step in 1..commits {
+                    handle
+                        .case_mut()
+                        .buffer(Mutation::set_key("step", Value::from(step as u64)))
+                        .buffer(Mutation::IncrementStepCount);
+                    let begun = Instant::now();
+                    workspace.commit(&mut handle).await?;
+                    latencies.push(begun.elapsed());
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(cases * commits);
+    for task in tasks {
+        latencies.extend(task.await.map_err(bench_error)?.map_err(bench_error)?);
+    }
+    Ok(finish(started, cases * commits, latencies))
+}
+
+async fn raw_commits(
+    log: &JetStreamLog,
+    prefix: &str,
+    cases: usize,
+    commits: usize,
+    payloads: &Arc<Vec<Bytes>>,
+) -> Result<Figure, CliError> {
+    let started = phase_start();
+    let tasks: Vec<_> = (0..cases)
+        .map(|n| {
+            let (context, payloads) = (log.context().clone(), Arc::clone(payloads));
+            let subject = format!("{prefix}{n}");
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(commits);
+                let mut expected = 0;
+                for step in 0..commits {
+                    let begun = Instant::now();
+                    let message = PublishMessage::build()
+                        .payload(payloads[step % payloads.len()].clone())
+                        .message_id(CommitId::generate().to_string())
+                        .expected_last_subject_sequence(expected)
+                        .header("Content-Type", "application/cbor")
+                        .header("Wfstate-Schema", "1");
+                    expected = context
+                        .send_publish(subject.clone(), message)
+                        .await?
+                        .await?
+                        .sequence;
+                    latencies.push(begun.elapsed());
+                }
+                Ok::<_, async_nats::Error>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(cases * commits);
+    for task in tasks {
+        latencies.extend(task.await.map_err(bench_error)?.map_err(bench_error)?);
+    }
+    Ok(finish(started, cases * commits, latencies))
+}
+
+/// Writes a long case quickly (a fixture, not measured): prepared events, pipelined.
+async fn write_long_case(
+    log: &JetStreamLog,
+    case_id: &CaseId,
+    events: usize,
+) -> Result<(), CliError> {
+    let mut case = Case::new(case_id.clone());
+    let mut acks = futures::stream::FuturesOrdered::new();
+    for n in 0..events {
+        case.buffer(Mutation::set_key(
+            format!("k{}", n % 16),
+            Value::from(n as u64),
+        ))
+        .buffer(Mutation::IncrementStepCount);
+        let meta = CommitMeta {
+            commit_id: CommitId::generate(),
+            committed_at_ms: n as u64,
+            writer: "bench".into(),
+        };
+        let prepared = case.prepare_commit(meta).map_err(bench_error)?;
+        let message = PublishMessage::build()
+            .payload(Bytes::copy_from_slice(prepared.payload()))
+            .message_id(prepared.event().commit_id.to_string());
+        let ack = log
+            .context()
+            .send_publish(log.subject(case_id), message)
+            .await
+            .map_err(bench_error)?;
+        acks.push_back(std::future::IntoFuture::into_future(ack));
+        case.complete(prepared).map_err(bench_error)?;
+        if acks.len() >= 512 {
+            acks.next().await.transpose().map_err(bench_error)?;
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.map_err(bench_error)?;
+    }
+    Ok(())
+}
+
+async fn raw_read(log: &JetStreamLog, case_id: &CaseId, events: usize) -> Result<Figure, CliError> {
+    let started = phase_start();
+    let consumer = log
+        .stream()
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: log.subject(case_id),
+            ..Default::default()
+        })
+        .await
+        .map_err(bench_error)?;
+    let mut messages = consumer.messages().await.map_err(bench_error)?;
+    let mut bytes = 0;
+    for _ in 0..events {
+        let message = messages
+            .next()
+            .await
+            .ok_or_else(|| bench_error("the stream ended"))?
+            .map_err(bench_error)?;
+        bytes += message.payload.len();
+    }
+    std::hint::black_box(bytes);
+    Ok(finish(started, events, Vec::new()))
+}
+
+async fn sequential<L: EventLog + Clone>(
+    workspace: &Workspace<L>,
+    name: &str,
+    commits: usize,
+) -> Result<Figure, CliError> {
+    let started = phase_start();
+    let (mut handle, _) = workspace.create(CaseId::new(name)?, []).await?;
+    let mut latencies = Vec::with_capacity(commits);
+    for step in 0..commits {
+        handle
+            .case_mut()
+            .buffer(Mutation::set_key("step", Value::from(step as u64)));
+        let begun = Instant::now();
+        workspace.commit(&mut handle).await?;
+        latencies.push(begun.elapsed());
+    }
+    Ok(finish(started, commits, latencies))
+}
+
+async fn replay_long(log: &JetStreamLog, case_id: &CaseId) -> Result<Figure, CliError> {
+    let started = phase_start();
+    let replayed = replay(log, case_id, None).await?;
+    Ok(finish(
+        started,
+        usize::try_from(replayed.events_folded).unwrap_or(0),
+        Vec::new(),
+    ))
+}
+
+fn ratio(of: &Figure, to: &Figure) -> f64 {
+    of.rate() / to.rate().max(f64::EPSILON)
+}
+
+pub async fn run(
+    nats: Option<&JetStreamLog>,
+    args: &BenchArgs,
+    json_out: bool,
+) -> Result<u8, CliError> {
+    let mut report = serde_json::Map::new();
+    let mut lines = Vec::new();
+    let mut commit_rate = None;
+    if let Some(base) = nats {
+        let run_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut config = JetStreamConfig::new(base_urls(base));
+        config.stream = format!("WFSTATE_BENCH_{run_id}");
+        config.subject_prefix = format!("wfstate-bench-{run_id}.case");
+        let log = base.with_layout(&config).await.map_err(bench_error)?;
+        // The raw baselines publish to a twin stream (same settings, same server), so the
+        // projector of (4) reads only wfstate's events.
+        let mut raw_config = config.clone();
+        raw_config.stream = format!("WFSTATE_BENCH_RAW_{run_id}");
+        raw_config.subject_prefix = format!("wfstate-bench-raw-{run_id}.case");
+        let raw_log = base.with_layout(&raw_config).await.map_err(bench_error)?;
+        let result = jetstream_phases(&log, &raw_log, args, &mut report, &mut lines, run_id).await;
+        let _ = log.context().delete_stream(&config.stream).await;
+        let _ = log.context().delete_stream(&raw_config.stream).await;
+        for bucket in [
+            format!("WFSTATE_BENCH_VIEWS_{run_id}"),
+            format!("WFSTATE_BENCH_Q_{run_id}"),
+        ] {
+            let _ = log.context().delete_key_value(&bucket).await;
+        }
+        commit_rate = Some(result?);
+    } else {
+        lines.push(
+            "JetStream phases (1)-(4) need --nats URL; running the embedded phase only".to_owned(),
+        );
+    }
+
+    let dir = tempfile::tempdir().map_err(bench_error)?;
+    let embedded =
+        Workspace::new(EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).map_err(bench_error)?)
+            .with_writer("bench");
+    let figure = best(
+        wfstate_commits(&embedded, "e", args.cases, args.commits).await?,
+        wfstate_commits(&embedded, "f", args.cases, args.commits).await?,
+    );
+    lines.push(format!(
+        "(5) embedded commits, {} cases x {} in flight",
+        args.cases, args.commits
+    ));
+    lines.push(figure.line("embedded"));
+    let mut phase = json!({"embedded": figure.json()});
+    if let Some(rate) = &commit_rate {
+        let value = figure.rate() / rate;
+        lines.push(format!(
+            "  ratio     {value:.2} of (1) wfstate (target >= 1.0)"
+        ));
+        phase["ratio_to_1"] = json!(value);
+    }
+    report.insert("embedded_commits".into(), phase);
+
+    if json_out {
+        println!("{}", Json::Object(report));
+    } else {
+        for line in lines {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+fn base_urls(log: &JetStreamLog) -> String {
+    log.urls().to_owned()
+}
+
+/// The faster of two runs.
+fn best(a: Figure, b: Figure) -> Figure {
+    if a.rate() >= b.rate() { a } else { b }
+}
+
+/// Records one phase's figures: printed lines and a JSON entry.
+struct Reporter<'a> {
+    report: &'a mut serde_json::Map<String, Json>,
+    lines: &'a mut Vec<String>,
+}
+
+impl Reporter<'_> {
+    fn pair(&mut self, key: &str, title: String, names: [&str; 2], ours: &Figure, raw: &Figure) {
+        self.lines.push(title);
+        self.lines.push(ours.line(names[0]));
+        self.lines.push(raw.line(names[1]));
+        self.lines.push(format!(
+            "  ratio     {:.2} (target >= 0.90)",
+            ratio(ours, raw)
+        ));
+        self.report.insert(
+            key.into(),
+            json!({"wfstate": ours.json(), "raw": raw.json(), "ratio": ratio(ours, raw)}),
+        );
+    }
+}
+
+/// (1): many cases in flight. Each side runs twice, alternating, and keeps its better run, so
+/// that neither gains from running second on a warmer server.
+async fn many_cases(
+    workspace: &Workspace<JetStreamLog>,
+    raw_log: &JetStreamLog,
+    args: &BenchArgs,
+    payloads: &Arc<Vec<Bytes>>,
+) -> Result<(Figure, Figure), CliError> {
+    let raw_prefix = format!("{}.", raw_log.subject_prefix());
+    let raw_first = raw_commits(
+        raw_log,
+        &format!("{raw_prefix}a"),
+        args.cases,
+        args.commits,
+        payloads,
+    )
+    .await?;
+    let ours_first = wfstate_commits(workspace, "a", args.cases, args.commits).await?;
+    let raw = best(
+        raw_first,
+        raw_commits(
+            raw_log,
+            &format!("{raw_prefix}b"),
+            args.cases,
+            args.commits,
+            payloads,
+        )
+        .await?,
+    );
+    let ours = best(
+        ours_first,
+        wfstate_commits(workspace, "b", args.cases, args.commits).await?,
+    );
+    Ok((ours, raw))
+}
+
+/// (2): one case, sequential, alternating as in (1).
+async fn one_case(
+    workspace: &Workspace<JetStreamLog>,
+    raw_log: &JetStreamLog,
+    args: &BenchArgs,
+    payloads: &Arc<Vec<Bytes>>,
+) -> Result<(Figure, Figure), CliError> {
+    let raw_prefix = format!("{}.", raw_log.subject_prefix());
+    let raw_first = raw_commits(
+        raw_log,
+        &format!("{raw_prefix}seq-a"),
+        1,
+        args.sequential,
+        payloads,
+    )
+    .await?;
+    let ours_first = sequential(workspace, "seq-a", args.sequential).await?;
+    let raw = best(
+        raw_first,
+        raw_commits(
+            raw_log,
+            &format!("{raw_prefix}seq-b"),
+            1,
+            args.sequential,
+            payloads,
+        )
+        .await?,
+    );
+    let ours = best(
+        ours_first,
+        sequential(workspace, "seq-b", args.sequential).await?,
+    );
+    Ok((ours, raw))
+}
+
+/// (3): replay of a long case, next to a raw ordered read of its messages.
+async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Figure), CliError> {
+    let long_case = CaseId::new("long").map_err(bench_error)?;
+    write_long_case(log, &long_case, args.replay_events).await?;
+    let raw = best(
+        raw_read(log, &long_case, args.replay_events).await?,
+        raw_read(log, &long_case, args.replay_events).await?,
+    );
+    let ours = best(
+        replay_long(log, &long_case).await?,
+        replay_long(log, &long_case).await?,
+    );
+    Ok((ours, raw))
+}
+
+/// (4): a new projector catching up over every event of the run.
+async fn projector_catch_up(log: &JetStreamLog, run_id: u128) -> Result<Figure, CliError> {
+    let events = log.last_position().await?;
+    let projector_config = ProjectorConfig {
+        name: format!("bench-{run_id}"),
+        views_bucket: format!("WFSTATE_BENCH_VIEWS_{run_id}"),
+        quarantine_bucket: format!("WFSTATE_BENCH_Q_{run_id}"),
+        ..ProjectorConfig::default()
+    };
+    let mut projector = JetStreamProjector::open(log, projector_config).await?;
+    let started = phase_start();
+    projector.catch_up().await?;
+    Ok(finish(
+        started,
+        usize::try_from(events).unwrap_or(0),
+        Vec::new(),
+    ))
+}
+
+async fn jetstream_phases(
+    log: &JetStreamLog,
+    raw_log: &JetStreamLog,
+    args: &BenchArgs,
+    report: &mut serde_json::Map<String, Json>,
+    lines: &mut Vec<String>,
+    run_id: u128,
+) -> Result<f64, CliError> {
+    let mut reporter = Reporter { report, lines };
+    let workspace = Workspace::new(log.clone()).with_writer("bench");
+    let payloads = Arc::new(sample_payloads(16)?);
+
+    let (ours, raw) = many_cases(&workspace, raw_log, args, &payloads).await?;
+    let title = format!(
+        "(1) commits, {} cases x {} in flight, {} B payloads",
+        args.cases,
+        args.commits,
+        payloads[1].len()
+    );
+    reporter.pair("many_cases", title, ["wfstate", "raw"], &ours, &raw);
+    let commit_rate = ours.rate();
+
+    let (ours, raw) = one_case(&workspace, raw_log, args, &payloads).await?;
+    let title = format!("(2) sequential commits on one case ({})", args.sequential);
+    reporter.pair("one_case", title, ["wfstate", "raw"], &ours, &raw);
+
+    let (ours, raw) = long_replay(log, args).await?;
+    let title = format!("(3) replay of one case of {} events", args.replay_events);
+    reporter.pair("replay", title, ["replay", "raw read"], &ours, &raw);
+
+    let ours = projector_catch_up(log, run_id).await?;
+    let value = ours.rate() / commit_rate;
+    reporter.lines.push(format!(
+        "(4) projector catch-up over {} events",
+        ours.operations
+    ));
+    reporter.lines.push(ours.line("projector"));
+    reporter.lines.push(format!(
+        "  ratio     {value:.2} of (1) wfstate (target >= 1.0)"
+    ));
+    reporter.report.insert(
+        "projector".into(),
+        json!({"wfstate": ours.json(), "ratio_to_1": value}),
+    );
+    Ok(commit_rate)
+}
