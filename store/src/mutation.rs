@@ -4,6 +4,9 @@
 //! tagged by `op`. Unknown fields are refused, so a typo in a commit file is an error, not a
 //! silently ignored change.
 
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::id::{ScopeId, TokenId};
@@ -11,8 +14,8 @@ use crate::state::{CaseStatus, TokenStatus};
 use crate::value::{Map, Value};
 
 /// One change to a case's state. See the validation rules in [`crate::validate`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Mutation {
     /// Replaces the ctx. Valid when `ctx` is a map.
@@ -113,6 +116,208 @@ impl TokenUpdate {
             value: None,
             status: None,
         }
+    }
+}
+
+/// The fields any mutation may carry, read in one pass whatever their order (the derived
+/// decoder of an internally tagged enum buffers every mutation first, which doubled the cost
+/// of decoding an event).
+#[derive(Default)]
+struct Fields {
+    op: Option<Op>,
+    ctx: Option<Value>,
+    set: Option<Map>,
+    remove: Option<Vec<String>>,
+    id: Option<String>,
+    ip: Option<u64>,
+    scope: Option<String>,
+    value: Option<Value>,
+    parent: Option<String>,
+    status: Option<String>,
+}
+
+/// A required field.
+fn need<T, E: de::Error>(field: Option<T>, name: &'static str) -> Result<T, E> {
+    field.ok_or_else(|| E::missing_field(name))
+}
+/// A validated id.
+fn id<T: TryFrom<String, Error = crate::IdError>, E: de::Error>(text: String) -> Result<T, E> {
+    T::try_from(text).map_err(E::custom)
+}
+/// A token status by name.
+fn token_status<E: de::Error>(text: &str) -> Result<TokenStatus, E> {
+    match text {
+        "active" => Ok(TokenStatus::Active),
+        "complete" => Ok(TokenStatus::Complete),
+        "cancelled" => Ok(TokenStatus::Cancelled),
+        other => Err(E::unknown_variant(
+            other,
+            &["active", "complete", "cancelled"],
+        )),
+    }
+}
+
+/// A mutation's field names, matched without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    Op,
+    Ctx,
+    Set,
+    Remove,
+    Id,
+    Ip,
+    Scope,
+    Value,
+    Parent,
+    Status,
+}
+
+/// The `op` tag.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    SetCtx,
+    PatchCtx,
+    AddToken,
+    RemoveToken,
+    UpdateToken,
+    EnterScope,
+    ExitScope,
+    CancelScope,
+    IncrementStepCount,
+    SetMetadata,
+    SetCaseStatus,
+}
+
+impl Fields {
+    /// The field names present, for refusing those an op does not take.
+    fn present(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            ("ctx", self.ctx.is_some()),
+            ("set", self.set.is_some()),
+            ("remove", self.remove.is_some()),
+            ("id", self.id.is_some()),
+            ("ip", self.ip.is_some()),
+            ("scope", self.scope.is_some()),
+            ("value", self.value.is_some()),
+            ("parent", self.parent.is_some()),
+            ("status", self.status.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+    }
+
+    fn build<E: de::Error>(mut self) -> Result<Mutation, E> {
+        let op = self.op.take().ok_or_else(|| E::missing_field("op"))?;
+        let allowed: &[&str] = match op {
+            Op::SetCtx => &["ctx"],
+            Op::PatchCtx => &["set", "remove"],
+            Op::AddToken => &["id", "ip", "scope", "value"],
+            Op::RemoveToken | Op::ExitScope | Op::CancelScope => &["id"],
+            Op::UpdateToken => &["id", "ip", "scope", "value", "status"],
+            Op::EnterScope => &["id", "parent"],
+            Op::IncrementStepCount => &[],
+            Op::SetMetadata => &["value"],
+            Op::SetCaseStatus => &["status"],
+        };
+        if let Some(field) = self.present().find(|field| !allowed.contains(field)) {
+            return Err(E::custom(format!("unknown field `{field}` for op {op:?}")));
+        }
+        Ok(match op {
+            Op::SetCtx => Mutation::SetCtx {
+                ctx: need(self.ctx, "ctx")?,
+            },
+            Op::PatchCtx => Mutation::PatchCtx {
+                set: self.set.unwrap_or_default(),
+                remove: self.remove.unwrap_or_default(),
+            },
+            Op::AddToken => Mutation::AddToken {
+                id: id(need(self.id, "id")?)?,
+                ip: need(self.ip, "ip")?,
+                scope: id(need(self.scope, "scope")?)?,
+                value: self.value.unwrap_or_default(),
+            },
+            Op::RemoveToken => Mutation::RemoveToken {
+                id: id(need(self.id, "id")?)?,
+            },
+            Op::UpdateToken => Mutation::UpdateToken(TokenUpdate {
+                id: id(need(self.id, "id")?)?,
+                ip: self.ip,
+                scope: self.scope.map(id).transpose()?,
+                value: self.value,
+                status: self.status.as_deref().map(token_status).transpose()?,
+            }),
+            Op::EnterScope => Mutation::EnterScope {
+                id: id(need(self.id, "id")?)?,
+                parent: id(need(self.parent, "parent")?)?,
+            },
+            Op::ExitScope => Mutation::ExitScope {
+                id: id(need(self.id, "id")?)?,
+            },
+            Op::CancelScope => Mutation::CancelScope {
+                id: id(need(self.id, "id")?)?,
+            },
+            Op::IncrementStepCount => Mutation::IncrementStepCount,
+            Op::SetMetadata => Mutation::SetMetadata {
+                value: need(self.value, "value")?,
+            },
+            Op::SetCaseStatus => Mutation::SetCaseStatus {
+                status: match need(self.status, "status")?.as_str() {
+                    "running" => CaseStatus::Running,
+                    "done" => CaseStatus::Done,
+                    "failed" => CaseStatus::Failed,
+                    "cancelled" => CaseStatus::Cancelled,
+                    other => {
+                        return Err(E::unknown_variant(
+                            other,
+                            &["running", "done", "failed", "cancelled"],
+                        ));
+                    }
+                },
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Mutation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MutationVisitor;
+        impl<'de> Visitor<'de> for MutationVisitor {
+            type Value = Mutation;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mutation: a map tagged by \"op\"")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Mutation, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Field>()? {
+                    fn put<T, E: de::Error>(
+                        slot: &mut Option<T>,
+                        value: T,
+                        name: &str,
+                    ) -> Result<(), E> {
+                        if slot.replace(value).is_some() {
+                            return Err(E::custom(format!("duplicate field `{name}`")));
+                        }
+                        Ok(())
+                    }
+                    match key {
+                        Field::Op => put(&mut fields.op, map.next_value()?, "op")?,
+                        Field::Ctx => put(&mut fields.ctx, map.next_value()?, "ctx")?,
+                        Field::Set => put(&mut fields.set, map.next_value()?, "set")?,
+                        Field::Remove => put(&mut fields.remove, map.next_value()?, "remove")?,
+                        Field::Id => put(&mut fields.id, map.next_value()?, "id")?,
+                        Field::Ip => put(&mut fields.ip, map.next_value()?, "ip")?,
+                        Field::Scope => put(&mut fields.scope, map.next_value()?, "scope")?,
+                        Field::Value => put(&mut fields.value, map.next_value()?, "value")?,
+                        Field::Parent => put(&mut fields.parent, map.next_value()?, "parent")?,
+                        Field::Status => put(&mut fields.status, map.next_value()?, "status")?,
+                    }
+                }
+                fields.build()
+            }
+        }
+        deserializer.deserialize_map(MutationVisitor)
     }
 }
 
@@ -242,6 +447,10 @@ mod tests {
             r#"{"op":"add_token","id":"t","ip":-1,"scope":"root"}"#,
             r#"{"op":"set_case_status","status":"paused"}"#,
             r#"{"id":"t"}"#,
+            r#"{"op":"add_token","id":"t","ip":0,"scope":"root","parent":"root"}"#,
+            r#"{"op":"remove_token","id":"t","id":"u"}"#,
+            r#"{"op":"set_metadata"}"#,
+            r#"{"op":"update_token","id":"t","status":"paused"}"#,
         ] {
             assert!(
                 serde_json::from_str::<Mutation>(bad).is_err(),
