@@ -258,26 +258,32 @@ async fn write_long_case(
 }
 
 async fn raw_read(log: &JetStreamLog, case_id: &CaseId, events: usize) -> Result<Figure, CliError> {
+    let (stream, filter_subject) = (log.stream().clone(), log.subject(case_id));
     let started = phase_start();
-    let consumer = log
-        .stream()
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: log.subject(case_id),
-            ..Default::default()
-        })
-        .await
-        .map_err(bench_error)?;
-    let mut messages = consumer.messages().await.map_err(bench_error)?;
-    let mut bytes = 0;
-    for _ in 0..events {
-        let message = messages
-            .next()
+    // In a task, like replay.
+    tokio::spawn(async move {
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject,
+                ..Default::default()
+            })
             .await
-            .ok_or_else(|| bench_error("the stream ended"))?
             .map_err(bench_error)?;
-        bytes += message.payload.len();
-    }
-    std::hint::black_box(bytes);
+        let mut messages = consumer.messages().await.map_err(bench_error)?;
+        let mut bytes = 0;
+        for _ in 0..events {
+            let message = messages
+                .next()
+                .await
+                .ok_or_else(|| bench_error("the stream ended"))?
+                .map_err(bench_error)?;
+            bytes += message.payload.len();
+        }
+        std::hint::black_box(bytes);
+        Ok::<(), CliError>(())
+    })
+    .await
+    .map_err(bench_error)??;
     Ok(finish(started, events, Vec::new()))
 }
 
@@ -286,23 +292,33 @@ async fn sequential<L: EventLog + Clone>(
     name: &str,
     commits: usize,
 ) -> Result<Figure, CliError> {
+    let (workspace, id) = (workspace.clone(), CaseId::new(name)?);
     let started = phase_start();
-    let (mut handle, _) = workspace.create(CaseId::new(name)?, []).await?;
-    let mut latencies = Vec::with_capacity(commits);
-    for step in 0..commits {
-        handle
-            .case_mut()
-            .buffer(Mutation::set_key("step", Value::from(step as u64)));
-        let begun = Instant::now();
-        workspace.commit(&mut handle).await?;
-        latencies.push(begun.elapsed());
-    }
+    // In a task, like the raw baseline: the same scheduling for both sides.
+    let latencies = tokio::spawn(async move {
+        let (mut handle, _) = workspace.create(id, []).await?;
+        let mut latencies = Vec::with_capacity(commits);
+        for step in 0..commits {
+            handle
+                .case_mut()
+                .buffer(Mutation::set_key("step", Value::from(step as u64)));
+            let begun = Instant::now();
+            workspace.commit(&mut handle).await?;
+            latencies.push(begun.elapsed());
+        }
+        Ok::<_, wfstate_events::CommitError>(latencies)
+    })
+    .await
+    .map_err(bench_error)??;
     Ok(finish(started, commits, latencies))
 }
 
 async fn replay_long(log: &JetStreamLog, case_id: &CaseId) -> Result<Figure, CliError> {
+    let (log, case_id) = (log.clone(), case_id.clone());
     let started = phase_start();
-    let replayed = replay(log, case_id, None).await?;
+    let replayed = tokio::spawn(async move { replay(&log, &case_id, None).await })
+        .await
+        .map_err(bench_error)??;
     Ok(finish(
         started,
         usize::try_from(replayed.events_folded).unwrap_or(0),
