@@ -169,11 +169,7 @@ async fn wfstate_commits<L: EventLog + Clone>(
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(cases * commits);
-    for task in tasks {
-        latencies.extend(task.await.map_err(bench_error)?.map_err(bench_error)?);
-    }
-    Ok(finish(started, cases * commits, latencies))
+    join_latencies(started, tasks).await
 }
 
 async fn raw_commits(
@@ -210,11 +206,19 @@ async fn raw_commits(
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(cases * commits);
+    join_latencies(started, tasks).await
+}
+
+/// Waits for every task of a phase and gathers their latencies into the phase's figure.
+async fn join_latencies<E: std::fmt::Display>(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, E>>>,
+) -> Result<Figure, CliError> {
+    let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.map_err(bench_error)?.map_err(bench_error)?);
     }
-    Ok(finish(started, cases * commits, latencies))
+    Ok(finish(started, latencies.len(), latencies))
 }
 
 /// Writes a long case quickly (a fixture, not measured): prepared events, pipelined.

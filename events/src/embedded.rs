@@ -363,13 +363,7 @@ impl EventLog for EmbeddedLog {
         expected_position: u64,
         payload: Bytes,
     ) -> Result<Appended, LogError> {
-        let size = payload.len();
-        if size > self.payload_size_max {
-            return Err(LogError::TooLarge {
-                size,
-                limit: self.payload_size_max,
-            });
-        }
+        LogError::check_size(&payload, self.payload_size_max)?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             case: case.to_string(),

@@ -600,13 +600,8 @@ impl EventLog for JetStreamLog {
         expected_position: u64,
         payload: Bytes,
     ) -> Result<Appended, LogError> {
+        LogError::check_size(&payload, self.payload_size_max)?;
         let size = payload.len();
-        if size > self.payload_size_max {
-            return Err(LogError::TooLarge {
-                size,
-                limit: self.payload_size_max,
-            });
-        }
         let message = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(commit_id.to_string())

@@ -76,6 +76,20 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// Refuses a payload over `limit` bytes, before anything is sent.
+    ///
+    /// # Errors
+    /// [`LogError::TooLarge`] with the size and the limit.
+    pub fn check_size(payload: &[u8], limit: usize) -> Result<(), LogError> {
+        if payload.len() > limit {
+            return Err(LogError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the same request may succeed if sent again.
     pub fn is_retryable(&self) -> bool {
         matches!(
