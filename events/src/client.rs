@@ -386,41 +386,64 @@ impl<L: EventLog> Workspace<L> {
         }
     }
 
-    /// Loads the case, runs `change` to buffer its mutations, commits; on a conflict drops the
-    /// buffer, catches up with the other writers' events ([`Workspace::refresh`]) and runs
-    /// `change` again, up to [`RetryPolicy::transact_attempts`] times.
+    /// Loads the case and runs [`Workspace::transact_on`] on it.
     ///
     /// # Errors
-    /// The last [`CommitError::Conflict`] when every attempt lost; any other commit error at
-    /// once; `CaseNotFound` when the case has no events.
-    pub async fn transact<F>(
-        &self,
-        case_id: &CaseId,
-        mut change: F,
-    ) -> Result<Transacted, CommitError>
+    /// As [`Workspace::transact_on`]; `CaseNotFound` when the case has no events. After
+    /// [`CommitError::Unavailable`] the outcome is unknown and the handle that knows it is
+    /// dropped: callers that must not apply a change twice use `transact_on` with their own
+    /// handle.
+    pub async fn transact<F>(&self, case_id: &CaseId, change: F) -> Result<Transacted, CommitError>
     where
         F: FnMut(&mut Case) + Send,
     {
         let mut handle = self.load(case_id).await?;
+        let (receipt, attempts) = self.transact_on(&mut handle, change).await?;
+        Ok(Transacted {
+            receipt,
+            case: handle,
+            attempts,
+        })
+    }
+
+    /// Runs `change` to buffer mutations on the handle's case and commits; on a conflict drops
+    /// the buffer, catches up with the other writers' events ([`Workspace::refresh`]) and runs
+    /// `change` again, up to [`RetryPolicy::transact_attempts`] times. Returns the receipt and
+    /// how many times it committed.
+    ///
+    /// If an earlier call ended with [`CommitError::Unavailable`], its event is re-sent first
+    /// (same commit id and bytes): when it had landed, that is the result and `change` does
+    /// not run again; only when another writer's event is there instead does `change` run on
+    /// the refreshed case. So a retry after an unknown outcome never applies a change twice.
+    ///
+    /// # Errors
+    /// The last [`CommitError::Conflict`] when every attempt lost; any other commit error at
+    /// once (the handle keeps an in-doubt event for the next call).
+    pub async fn transact_on<F>(
+        &self,
+        handle: &mut CaseHandle,
+        mut change: F,
+    ) -> Result<(Receipt, u32), CommitError>
+    where
+        F: FnMut(&mut Case) + Send,
+    {
+        let mut resend = handle.in_doubt.is_some();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            change(&mut handle.case);
-            match self.commit(&mut handle).await {
-                Ok(receipt) => {
-                    return Ok(Transacted {
-                        receipt,
-                        case: handle,
-                        attempts,
-                    });
-                }
+            if !resend {
+                change(&mut handle.case);
+            }
+            resend = false;
+            match self.commit(handle).await {
+                Ok(receipt) => return Ok((receipt, attempts)),
                 Err(error @ CommitError::Conflict { .. }) => {
                     handle.case.rollback();
                     if attempts >= self.retry.transact_attempts {
                         return Err(error);
                     }
                     tokio::time::sleep(jitter(self.retry.backoff_min, attempts)).await;
-                    self.refresh(&mut handle).await?;
+                    self.refresh(handle).await?;
                 }
                 Err(error) => return Err(error),
             }

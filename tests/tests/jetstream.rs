@@ -569,3 +569,48 @@ async fn credentials_are_used_and_bad_ones_are_permission_denied() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transact_on_after_an_unknown_outcome_applies_the_change_once() {
+    let mut server = NatsServer::start().await;
+    let log = connect(&server, |config| {
+        config.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let workspace = Workspace::new(log).with_retry(quick_retry());
+    let (mut handle, _) = workspace
+        .create(case("once"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let increment = |case: &mut wfstate_store::Case| {
+        let Some(Value::Integer(n)) = case.state().ctx.get("n").cloned() else {
+            panic!("n")
+        };
+        case.buffer(Mutation::set_key("n", Value::Integer(n + 1)));
+    };
+
+    server.stop().await;
+    let unknown = workspace
+        .transact_on(&mut handle, increment)
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.kind(), CommitErrorKind::Unavailable);
+    server.restart().await;
+
+    // The same call again resolves the in-doubt event instead of adding a second increment,
+    // whether the client's buffered publish reached the server after the restart or not.
+    let workspace = workspace.with_retry(RetryPolicy {
+        deadline: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    });
+    workspace.transact_on(&mut handle, increment).await.unwrap();
+    assert_eq!(handle.case().state().ctx["n"], Value::from(1));
+    let stored = workspace.load(&case("once")).await.unwrap();
+    assert_eq!(
+        (
+            stored.case().state().version,
+            stored.case().state().ctx["n"].clone()
+        ),
+        (2, Value::from(1))
+    );
+}
