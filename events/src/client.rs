@@ -607,3 +607,110 @@ fn jitter(base: Duration, attempt: u32) -> Duration {
     let spread = u64::try_from(grown.as_nanos()).unwrap_or(u64::MAX).max(1);
     grown / 2 + Duration::from_nanos(nanos % spread)
 }
+
+impl Workspace<crate::JetStreamLog> {
+    /// Commits several batches of mutations to one case in one round trip: each batch becomes
+    /// its own event (one event per commit, each chained to the one before), and all are
+    /// published as one atomic batch (nats-server 2.12+), stored together or not at all, the
+    /// first carrying the case's expected position. For a hot case that would otherwise take
+    /// one round trip per commit.
+    ///
+    /// The handle must have nothing buffered and nothing in doubt. On any error it is
+    /// unchanged; after [`CommitError::Unavailable`] the outcome is unknown: reload the case.
+    ///
+    /// # Errors
+    /// [`CommitError::Validation`] for an invalid batch (by its index within that batch),
+    /// [`CommitError::Conflict`], [`CommitError::TooLarge`], [`CommitError::Unavailable`],
+    /// [`CommitError::Log`] when the stream does not allow atomic batches.
+    pub async fn commit_batches(
+        &self,
+        handle: &mut CaseHandle,
+        batches: Vec<Vec<wfstate_store::Mutation>>,
+    ) -> Result<Vec<Receipt>, CommitError> {
+        if handle.case.buffered() > 0 || handle.in_doubt.is_some() {
+            return Err(CommitError::Log(
+                "commit_batches needs a handle with nothing buffered and nothing in doubt".into(),
+            ));
+        }
+        let mut scratch =
+            Case::from_parts(handle.case.state().clone(), handle.case.last_event_hash())
+                .with_limits(self.limits);
+        let mut prepared = Vec::with_capacity(batches.len());
+        for batch in batches {
+            for mutation in batch {
+                scratch.buffer(mutation);
+            }
+            let meta = CommitMeta {
+                commit_id: CommitId::generate(),
+                committed_at_ms: now_ms(),
+                writer: self.writer.clone(),
+            };
+            let commit = scratch.prepare_commit(meta)?;
+            prepared.push((
+                commit.event().clone(),
+                commit.event_hash(),
+                Bytes::copy_from_slice(commit.payload()),
+            ));
+            scratch
+                .complete(commit)
+                .map_err(|e| CommitError::Log(e.to_string()))?;
+        }
+        let Some((first, ..)) = prepared.first() else {
+            return Ok(Vec::new());
+        };
+        let first_id = first.commit_id;
+        let events: Vec<(CommitId, Bytes)> = prepared
+            .iter()
+            .map(|(event, _, payload)| (event.commit_id, payload.clone()))
+            .collect();
+        let case_id = handle.case.id().clone();
+        let expected = handle.position;
+        let count = events.len() as u64;
+        let deadline = Instant::now() + self.retry.deadline;
+        let mut attempt = 0;
+        let last = loop {
+            attempt += 1;
+            let error = match self.log.append_batch(&case_id, &events, expected).await {
+                Ok(last) => break last,
+                Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
+                    match self.log.event_after(&case_id, expected).await {
+                        // Atomic: our first event there means the whole batch landed.
+                        Ok(Some(stored)) if stored.commit_id == Some(first_id) => {
+                            break stored.position + count - 1;
+                        }
+                        Ok(Some(stored)) => {
+                            return Err(CommitError::Conflict {
+                                case: case_id,
+                                expected,
+                                actual: stored.position,
+                            });
+                        }
+                        Ok(None) => LogError::Unavailable("transient sequence conflict".into()),
+                        Err(error) => error,
+                    }
+                }
+                Err(error) => error,
+            };
+            if !error.is_retryable() {
+                return Err(error.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(CommitError::Unavailable(format!(
+                    "{error}; gave up after {attempt} attempts; whether the batch of {count} \
+                     events landed is unknown: reload the case"
+                )));
+            }
+            tokio::time::sleep(jitter(self.retry.backoff_min, attempt).min(self.retry.backoff_max))
+                .await;
+        };
+        let first_position = last + 1 - count;
+        let receipts = prepared
+            .iter()
+            .zip(first_position..)
+            .map(|((event, hash, _), position)| Receipt::new(event, *hash, position))
+            .collect();
+        handle.case = scratch;
+        handle.position = last;
+        Ok(receipts)
+    }
+}

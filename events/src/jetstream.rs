@@ -120,6 +120,8 @@ impl JetStreamConfig {
             deny_delete: true,
             deny_purge: true,
             allow_direct: true,
+            // Several events of one case in one round trip, all or nothing (2.12+).
+            allow_atomic_publish: true,
             ..stream::Config::default()
         }
     }
@@ -308,6 +310,81 @@ impl JetStreamLog {
             subject_prefix: config.subject_prefix.clone(),
             ..self.clone()
         })
+    }
+
+    /// Appends several events of one case as one atomic batch (nats-server 2.12+, a stream
+    /// with `allow_atomic`): all are stored, contiguously, or none. The first carries the
+    /// expected position; every one its commit id. Returns the position of the last.
+    ///
+    /// # Errors
+    /// [`LogError::Conflict`] (10071) when the case moved; [`LogError::TransientConflict`]
+    /// when the server refuses the batch as holding commit ids it already has (10201: an
+    /// earlier attempt landed; resolve by reading the case); [`LogError::Unavailable`];
+    /// [`LogError::TooLarge`]; [`LogError::Config`] when the stream does not allow atomic
+    /// batches.
+    pub async fn append_batch(
+        &self,
+        case: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<u64, LogError> {
+        let total = events.len();
+        if total == 0 {
+            return Err(LogError::Other(
+                "an atomic batch needs at least one event".into(),
+            ));
+        }
+        if !self.stream.cached_info().config.allow_atomic_publish {
+            return Err(LogError::Config(
+                "the stream does not allow atomic batches; set allow_atomic on it".into(),
+            ));
+        }
+        for (_, payload) in events {
+            LogError::check_size(payload, self.payload_size_max)?;
+        }
+        let subject = self.subject(case);
+        let batch_id = CommitId::generate().as_uuid().simple().to_string();
+        let timeout = |error: &dyn std::fmt::Display| {
+            LogError::Unavailable(format!("publishing a batch to {}: {error}", self.urls))
+        };
+        for (index, (commit_id, payload)) in events.iter().enumerate() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+            headers.insert("Nats-Msg-Id", commit_id.to_string().as_str());
+            headers.insert("Content-Type", "application/cbor");
+            headers.insert("Wfstate-Schema", SCHEMA_VERSION.to_string().as_str());
+            if index == 0 {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    expected_position.to_string().as_str(),
+                );
+            }
+            let last = index + 1 == total;
+            if last {
+                headers.insert("Nats-Batch-Commit", "1");
+            }
+            if index == 0 || last {
+                // The first and the last are requests: the server answers the first only
+                // with an error, the last with the batch's acknowledgement.
+                let reply = self
+                    .client
+                    .request_with_headers(subject.clone(), headers, payload.clone())
+                    .await
+                    .map_err(|e| timeout(&e))?;
+                if last || !reply.payload.is_empty() {
+                    return batch_outcome(&reply.payload, expected_position, total);
+                }
+            } else {
+                self.client
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await
+                    .map_err(|e| timeout(&e))?;
+            }
+        }
+        Err(LogError::Other(
+            "the batch ended without an acknowledgement".into(),
+        ))
     }
 
     /// The underlying client (for tests and tools that need raw access).
@@ -544,6 +621,49 @@ fn check_stream(actual: &stream::Config, wanted: &JetStreamConfig) -> Result<(),
             actual.name,
             problems.join("; ")
         )))
+    }
+}
+
+/// Reads the server's answer to an atomic batch.
+fn batch_outcome(reply: &[u8], expected: u64, total: usize) -> Result<u64, LogError> {
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        err_code: u64,
+        description: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ack {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        count: Option<usize>,
+        #[serde(default)]
+        error: Option<ApiError>,
+    }
+    let ack: Ack = serde_json::from_slice(reply)
+        .map_err(|e| LogError::Other(format!("unreadable batch acknowledgement: {e}")))?;
+    match ack.error {
+        None if ack.count.unwrap_or(total) == total && ack.seq > 0 => Ok(ack.seq),
+        None => Err(LogError::Other(format!(
+            "the batch acknowledgement counts {:?} of {total} events",
+            ack.count
+        ))),
+        Some(error) => Err(match error.err_code {
+            10071 => LogError::Conflict {
+                expected,
+                actual: error
+                    .description
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok()),
+            },
+            10164 | 10201 => LogError::TransientConflict(error.description),
+            10054 => LogError::TooLarge { size: 0, limit: 0 },
+            _ => LogError::Other(format!(
+                "batch refused ({}): {}",
+                error.err_code, error.description
+            )),
+        }),
     }
 }
 

@@ -77,24 +77,30 @@ impl NatsServer {
 
     fn start_binary(config: Option<tempfile::TempDir>) -> NatsServer {
         let store = tempfile::tempdir().expect("a temp dir for the JetStream store");
-        let port = free_port();
-        let child = spawn_binary(
-            port,
-            store.path(),
-            config.as_ref().map(config_path).as_deref(),
-        );
-        let url = format!("nats://127.0.0.1:{port}");
-        let server = NatsServer {
-            url,
-            kind: Kind::Binary {
-                child: Some(child),
-                port,
-                store,
-                config,
-            },
-        };
-        server.wait_until_listening();
-        server
+        // A free port can be taken by another test's server between our probe and its bind:
+        // then our server exits, and the port answers for someone else's. Only a port that
+        // answers with our server's name counts.
+        for _ in 0..10 {
+            let port = free_port();
+            let name = server_name(port);
+            let config_file = config.as_ref().map(config_path);
+            let mut child = spawn_binary(port, &name, store.path(), config_file.as_deref());
+            let url = format!("nats://127.0.0.1:{port}");
+            if wait_for(&url, &name, &mut child) {
+                return NatsServer {
+                    url,
+                    kind: Kind::Binary {
+                        child: Some(child),
+                        port,
+                        store,
+                        config,
+                    },
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("nats-server did not start on a free loopback port in 10 attempts");
     }
 
     /// The server's URL.
@@ -146,7 +152,15 @@ impl NatsServer {
                 config,
             } => {
                 let config = config.as_ref().map(config_path);
-                *child = Some(spawn_binary(*port, store.path(), config.as_deref()));
+                let name = server_name(*port);
+                let mut started = spawn_binary(*port, &name, store.path(), config.as_deref());
+                assert!(
+                    wait_for(&self.url, &name, &mut started),
+                    "nats-server did not restart on {}",
+                    self.url
+                );
+                *child = Some(started);
+                return;
             }
         }
         self.wait_until_listening();
@@ -178,6 +192,27 @@ impl Drop for NatsServer {
     }
 }
 
+/// Waits until the server at `url` answers with the name `name` (ours, not another test's
+/// server on a port we lost), while `child` is running; 20 s at most.
+fn wait_for(url: &str, name: &str, child: &mut Child) -> bool {
+    use std::io::BufRead;
+    let address = url.trim_start_matches("nats://");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if let Ok(stream) = std::net::TcpStream::connect(address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut info = String::new();
+            let _ = std::io::BufReader::new(stream).read_line(&mut info);
+            return info.contains(&format!("\"server_name\":\"{name}\""));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn config_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("server.conf")
 }
@@ -187,9 +222,22 @@ fn free_port() -> u16 {
     listener.local_addr().expect("a local address").port()
 }
 
-fn spawn_binary(port: u16, store: &Path, config: Option<&Path>) -> Child {
+/// A name no other test's server has: this process and the port.
+fn server_name(port: u16) -> String {
+    format!("wfstate-test-{}-{port}", std::process::id())
+}
+
+fn spawn_binary(port: u16, name: &str, store: &Path, config: Option<&Path>) -> Child {
     let mut command = Command::new("nats-server");
-    command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()]);
+    command.args([
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-n",
+        name,
+    ]);
     command.arg("-sd").arg(store);
     if let Some(config) = config {
         command.arg("-c").arg(config);

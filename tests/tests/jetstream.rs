@@ -614,3 +614,108 @@ async fn transact_on_after_an_unknown_outcome_applies_the_change_once() {
         (2, Value::from(1))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_case_commits_several_batches_in_one_atomic_round_trip() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let (mut handle, _) = workspace
+        .create(case("hot"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let batches: Vec<Vec<Mutation>> = (1..=10)
+        .map(|n| vec![Mutation::set_key("n", n), Mutation::IncrementStepCount])
+        .collect();
+    let receipts = workspace
+        .commit_batches(&mut handle, batches)
+        .await
+        .unwrap();
+
+    // One event per batch, contiguous, each chained to the one before.
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    assert_eq!(versions, (2..=11).collect::<Vec<_>>());
+    for pair in receipts.windows(2) {
+        assert_eq!(pair[1].prev_event_hash, pair[0].event_hash);
+        assert_eq!(pair[1].position, pair[0].position + 1);
+    }
+    assert_eq!(assert_chain(workspace.log(), &case("hot")).await.len(), 11);
+    assert_eq!(handle.case().state().step_count, 10);
+    assert_eq!(handle.position(), receipts[9].position);
+    let loaded = workspace.load(&case("hot")).await.unwrap();
+    assert_eq!(loaded.case().state(), handle.case().state());
+    // The handle goes on with ordinary commits.
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    assert_eq!(workspace.commit(&mut handle).await.unwrap().version, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atomic_batch_is_all_or_nothing() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    workspace
+        .create(case("atom"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let mut stale = workspace.load(&case("atom")).await.unwrap();
+    let mut fresh = workspace.load(&case("atom")).await.unwrap();
+    workspace
+        .commit_batches(&mut fresh, vec![vec![Mutation::IncrementStepCount]; 3])
+        .await
+        .unwrap();
+    let before = message_count(workspace.log()).await;
+
+    // A stale expected position: the whole batch is refused, nothing of it stored.
+    let error = workspace
+        .commit_batches(&mut stale, vec![vec![Mutation::IncrementStepCount]; 4])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CommitError::Conflict { expected: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(message_count(workspace.log()).await, before);
+    assert_eq!(stale.case().state().version, 1, "the handle is unchanged");
+
+    // An invalid batch: nothing is sent.
+    let invalid = vec![
+        vec![Mutation::IncrementStepCount],
+        vec![Mutation::RemoveToken {
+            id: TokenId::new("ghost").unwrap(),
+        }],
+    ];
+    let error = workspace
+        .commit_batches(&mut fresh, invalid)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::Validation);
+    assert_eq!(message_count(workspace.log()).await, before);
+
+    // The same batch sent again (a retry after a lost acknowledgement) is refused whole.
+    let events: Vec<(CommitId, Bytes)> = (0..3)
+        .map(|n| (CommitId::generate(), Bytes::from(vec![n])))
+        .collect();
+    let position = workspace
+        .log()
+        .last_event(&case("raw-batch"))
+        .await
+        .unwrap()
+        .map_or(0, |e| e.position);
+    workspace
+        .log()
+        .append_batch(&case("raw-batch"), &events, position)
+        .await
+        .unwrap();
+    let again = workspace
+        .log()
+        .append_batch(&case("raw-batch"), &events, position)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            LogError::TransientConflict(_) | LogError::Conflict { .. }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(message_count(workspace.log()).await, before + 3);
+}
