@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Sequential commits on one case in (2).
     #[arg(long, default_value_t = 5000)]
     sequential: usize,
+    /// Batches per atomic round trip for the hot single case, next to (2).
+    #[arg(long, default_value_t = 10)]
+    hot_batch: usize,
     /// Events of the long case replayed in (3).
     #[arg(long, default_value_t = 100_000)]
     replay_events: usize,
@@ -507,6 +510,38 @@ async fn one_case(
     Ok((ours, raw))
 }
 
+/// (2b): the hot single case, several batches per atomic round trip; the latency is that of
+/// one round trip (of `hot_batch` commits).
+async fn hot_case(
+    workspace: &Workspace<JetStreamLog>,
+    args: &BenchArgs,
+) -> Result<Figure, CliError> {
+    let (workspace, size) = (workspace.clone(), args.hot_batch.max(1));
+    let rounds = args.sequential.div_ceil(size);
+    let started = phase_start();
+    let latencies = tokio::spawn(async move {
+        let (mut handle, _) = workspace.create(CaseId::new("hot")?, []).await?;
+        let mut latencies = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let batches = (0..size)
+                .map(|n| {
+                    vec![Mutation::set_key(
+                        "step",
+                        Value::from((round * size + n) as u64),
+                    )]
+                })
+                .collect();
+            let begun = Instant::now();
+            workspace.commit_batches(&mut handle, batches).await?;
+            latencies.push(begun.elapsed());
+        }
+        Ok::<_, wfstate_events::CommitError>(latencies)
+    })
+    .await
+    .map_err(bench_error)??;
+    Ok(finish(started, rounds * size, latencies))
+}
+
 /// (3): replay of a long case, next to a raw ordered read of its messages.
 async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Figure), CliError> {
     let long_case = CaseId::new("long").map_err(bench_error)?;
@@ -566,6 +601,21 @@ async fn jetstream_phases(
     let (ours, raw) = one_case(&workspace, raw_log, args, &payloads).await?;
     let title = format!("(2) sequential commits on one case ({})", args.sequential);
     reporter.pair("one_case", title, ["wfstate", "raw"], &ours, &raw);
+
+    let hot = hot_case(&workspace, args).await?;
+    let value = hot.rate() / ours.rate();
+    reporter.lines.push(format!(
+        "(2b) hot single case, {} batches per atomic round trip",
+        args.hot_batch
+    ));
+    reporter.lines.push(hot.line("wfstate"));
+    reporter.lines.push(format!(
+        "  ratio     {value:.2} of (2) wfstate (one commit per round trip)"
+    ));
+    reporter.report.insert(
+        "hot_case".into(),
+        json!({"wfstate": hot.json(), "ratio_to_2": value}),
+    );
 
     let (ours, raw) = long_replay(log, args).await?;
     let title = format!("(3) replay of one case of {} events", args.replay_events);

@@ -391,6 +391,10 @@ async fn bench_reports_every_phase_and_cleans_up() {
     assert!(report["many_cases"]["wfstate"]["p99_ms"].as_f64().is_some());
     assert_eq!(report["replay"]["wfstate"]["operations"].as_u64(), Some(40));
     assert!(report["projector"]["ratio_to_1"].as_f64().is_some());
+    assert_eq!(
+        report["hot_case"]["wfstate"]["operations"].as_u64(),
+        Some(10)
+    );
     assert!(report["embedded_commits"]["ratio_to_1"].as_f64().is_some());
 
     // Its streams are gone.
