@@ -39,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5000)]
     sequential: usize,
     /// Batches per atomic round trip for the hot single case, next to (2).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 100)]
     hot_batch: usize,
     /// Events of the long case replayed in (3).
     #[arg(long, default_value_t = 100_000)]
