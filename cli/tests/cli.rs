@@ -367,6 +367,8 @@ async fn bench_reports_every_phase_and_cleans_up() {
         "3",
         "--sequential",
         "5",
+        "--hot-batch",
+        "5",
         "--replay-events",
         "40",
     ];
@@ -391,9 +393,10 @@ async fn bench_reports_every_phase_and_cleans_up() {
     assert!(report["many_cases"]["wfstate"]["p99_ms"].as_f64().is_some());
     assert_eq!(report["replay"]["wfstate"]["operations"].as_u64(), Some(40));
     assert!(report["projector"]["ratio_to_1"].as_f64().is_some());
+    // One atomic round trip of 5 batches.
     assert_eq!(
         report["hot_case"]["wfstate"]["operations"].as_u64(),
-        Some(10)
+        Some(5)
     );
     assert!(report["embedded_commits"]["ratio_to_1"].as_f64().is_some());
 
