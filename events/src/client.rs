@@ -502,38 +502,69 @@ impl<L: EventLog> Workspace<L> {
                     }
                 }
                 Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
-                    match self.log.event_after(case_id, expected).await {
-                        Ok(Some(stored)) if stored.commit_id == Some(commit_id) => {
-                            return Ok(Resolved::Stored(stored));
-                        }
-                        Ok(Some(stored)) => {
+                    match self.after_conflict(case_id, expected, commit_id).await {
+                        AfterConflict::Ours(stored) => return Ok(Resolved::Stored(stored)),
+                        AfterConflict::Theirs(actual) => {
                             return Err(CommitError::Conflict {
                                 case: case_id.clone(),
                                 expected,
-                                actual: stored.position,
+                                actual,
                             });
                         }
-                        // Nothing after the expected position: the conflict was transient.
-                        Ok(None) => LogError::Unavailable("transient sequence conflict".into()),
-                        Err(error) => error,
+                        AfterConflict::Retry(error) => error,
                     }
                 }
                 Err(error) => error,
             };
-            if !error.is_retryable() {
-                return Err(error.into());
-            }
-            if Instant::now() >= deadline {
-                return Err(CommitError::Unavailable(format!(
-                    "{error}; gave up after {attempt} attempts in {:?}; the outcome of commit \
-                     {commit_id} is unknown: commit the same handle again to resolve it",
-                    self.retry.deadline
-                )));
-            }
             tracing::debug!(%case_id, %commit_id, attempt, %error, "retrying append");
-            let pause = jitter(self.retry.backoff_min, attempt).min(self.retry.backoff_max);
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            let unknown = format!(
+                "the outcome of commit {commit_id} is unknown: commit the same handle again to resolve it"
+            );
+            self.pause_or_give_up(error, attempt, deadline, &unknown)
+                .await?;
         }
+    }
+
+    /// After a sequence conflict: what the case holds right after the expected position.
+    async fn after_conflict(
+        &self,
+        case_id: &CaseId,
+        expected: u64,
+        ours: CommitId,
+    ) -> AfterConflict {
+        match self.log.event_after(case_id, expected).await {
+            Ok(Some(stored)) if stored.commit_id == Some(ours) => AfterConflict::Ours(stored),
+            Ok(Some(stored)) => AfterConflict::Theirs(stored.position),
+            // Nothing after the expected position: the conflict was transient.
+            Ok(None) => {
+                AfterConflict::Retry(LogError::Unavailable("transient sequence conflict".into()))
+            }
+            Err(error) => AfterConflict::Retry(error),
+        }
+    }
+
+    /// Waits before the next attempt, or ends the retries: at once for an error that a retry
+    /// cannot cure, with [`CommitError::Unavailable`] (saying what is `unknown`) after the
+    /// deadline.
+    async fn pause_or_give_up(
+        &self,
+        error: LogError,
+        attempt: u32,
+        deadline: Instant,
+        unknown: &str,
+    ) -> Result<(), CommitError> {
+        if !error.is_retryable() {
+            return Err(error.into());
+        }
+        if Instant::now() >= deadline {
+            return Err(CommitError::Unavailable(format!(
+                "{error}; gave up after {attempt} attempts in {:?}; {unknown}",
+                self.retry.deadline
+            )));
+        }
+        let pause = jitter(self.retry.backoff_min, attempt).min(self.retry.backoff_max);
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        Ok(())
     }
 
     /// Makes the handle's state the stored event's.
@@ -567,6 +598,16 @@ impl<L: EventLog> Workspace<L> {
             }
         }
     }
+}
+
+/// What the case holds right after the expected position, after a sequence conflict.
+enum AfterConflict {
+    /// Our event: an earlier attempt landed.
+    Ours(StoredEvent),
+    /// Another writer's event, at this position.
+    Theirs(u64),
+    /// Nothing (a transient conflict) or a read error: try again.
+    Retry(LogError),
 }
 
 /// The outcome of an append.
@@ -673,35 +714,25 @@ impl Workspace<crate::JetStreamLog> {
             let error = match self.log.append_batch(&case_id, &events, expected).await {
                 Ok(last) => break last,
                 Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
-                    match self.log.event_after(&case_id, expected).await {
+                    match self.after_conflict(&case_id, expected, first_id).await {
                         // Atomic: our first event there means the whole batch landed.
-                        Ok(Some(stored)) if stored.commit_id == Some(first_id) => {
-                            break stored.position + count - 1;
-                        }
-                        Ok(Some(stored)) => {
+                        AfterConflict::Ours(stored) => break stored.position + count - 1,
+                        AfterConflict::Theirs(actual) => {
                             return Err(CommitError::Conflict {
                                 case: case_id,
                                 expected,
-                                actual: stored.position,
+                                actual,
                             });
                         }
-                        Ok(None) => LogError::Unavailable("transient sequence conflict".into()),
-                        Err(error) => error,
+                        AfterConflict::Retry(error) => error,
                     }
                 }
                 Err(error) => error,
             };
-            if !error.is_retryable() {
-                return Err(error.into());
-            }
-            if Instant::now() >= deadline {
-                return Err(CommitError::Unavailable(format!(
-                    "{error}; gave up after {attempt} attempts; whether the batch of {count} \
-                     events landed is unknown: reload the case"
-                )));
-            }
-            tokio::time::sleep(jitter(self.retry.backoff_min, attempt).min(self.retry.backoff_max))
-                .await;
+            let unknown =
+                format!("whether the batch of {count} events landed is unknown: reload the case");
+            self.pause_or_give_up(error, attempt, deadline, &unknown)
+                .await?;
         };
         let first_position = last + 1 - count;
         let receipts = prepared
