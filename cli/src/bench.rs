@@ -439,75 +439,54 @@ impl Reporter<'_> {
     }
 }
 
-/// (1): many cases in flight. Each side runs twice, alternating, and keeps its better run, so
-/// that neither gains from running second on a warmer server.
+/// Runs each side twice, alternating (raw, ours, raw, ours), and keeps each side's better
+/// run, so that neither gains from running second on a warmer server. Each run gets its own
+/// tag (`a`, `b`) to name its cases.
+async fn alternating(
+    raw: impl AsyncFn(&str) -> Result<Figure, CliError>,
+    ours: impl AsyncFn(&str) -> Result<Figure, CliError>,
+) -> Result<(Figure, Figure), CliError> {
+    let raw_first = raw("a").await?;
+    let ours_first = ours("a").await?;
+    let raw = best(raw_first, raw("b").await?);
+    let ours = best(ours_first, ours("b").await?);
+    Ok((ours, raw))
+}
+
+/// (1): many cases in flight.
 async fn many_cases(
     workspace: &Workspace<JetStreamLog>,
     raw_log: &JetStreamLog,
     args: &BenchArgs,
     payloads: &Arc<Vec<Bytes>>,
 ) -> Result<(Figure, Figure), CliError> {
-    let raw_prefix = format!("{}.", raw_log.subject_prefix());
-    let raw_first = raw_commits(
-        raw_log,
-        &format!("{raw_prefix}a"),
-        args.cases,
-        args.commits,
-        payloads,
+    let prefix = format!("{}.", raw_log.subject_prefix());
+    alternating(
+        async |tag| {
+            let prefix = format!("{prefix}{tag}");
+            raw_commits(raw_log, &prefix, args.cases, args.commits, payloads).await
+        },
+        async |tag| wfstate_commits(workspace, tag, args.cases, args.commits).await,
     )
-    .await?;
-    let ours_first = wfstate_commits(workspace, "a", args.cases, args.commits).await?;
-    let raw = best(
-        raw_first,
-        raw_commits(
-            raw_log,
-            &format!("{raw_prefix}b"),
-            args.cases,
-            args.commits,
-            payloads,
-        )
-        .await?,
-    );
-    let ours = best(
-        ours_first,
-        wfstate_commits(workspace, "b", args.cases, args.commits).await?,
-    );
-    Ok((ours, raw))
+    .await
 }
 
-/// (2): one case, sequential, alternating as in (1).
+/// (2): one case, sequential.
 async fn one_case(
     workspace: &Workspace<JetStreamLog>,
     raw_log: &JetStreamLog,
     args: &BenchArgs,
     payloads: &Arc<Vec<Bytes>>,
 ) -> Result<(Figure, Figure), CliError> {
-    let raw_prefix = format!("{}.", raw_log.subject_prefix());
-    let raw_first = raw_commits(
-        raw_log,
-        &format!("{raw_prefix}seq-a"),
-        1,
-        args.sequential,
-        payloads,
+    let prefix = format!("{}.seq-", raw_log.subject_prefix());
+    alternating(
+        async |tag| {
+            let prefix = format!("{prefix}{tag}");
+            raw_commits(raw_log, &prefix, 1, args.sequential, payloads).await
+        },
+        async |tag| sequential(workspace, &format!("seq-{tag}"), args.sequential).await,
     )
-    .await?;
-    let ours_first = sequential(workspace, "seq-a", args.sequential).await?;
-    let raw = best(
-        raw_first,
-        raw_commits(
-            raw_log,
-            &format!("{raw_prefix}seq-b"),
-            1,
-            args.sequential,
-            payloads,
-        )
-        .await?,
-    );
-    let ours = best(
-        ours_first,
-        sequential(workspace, "seq-b", args.sequential).await?,
-    );
-    Ok((ours, raw))
+    .await
 }
 
 /// (2b): the hot single case, several batches per atomic round trip; the latency is that of
