@@ -301,22 +301,13 @@ impl JetStreamProjector {
             self.record_quarantine(&record).await?;
             return Ok(false);
         };
-        if !work.contains_key(&stored.case_id) {
-            let (view, revision) = match self.load(&stored.case_id).await? {
-                Some((view, revision)) => (Some(view), Some(revision)),
-                None => (None, None),
-            };
-            work.insert(
-                stored.case_id.clone(),
-                Entry {
-                    view,
-                    revision,
-                    changed: false,
-                    applied: 0,
-                },
-            );
-        }
-        let entry = work.get_mut(&stored.case_id).expect("inserted above");
+        // run_batch loaded the view of every valid case id in the batch before folding.
+        let entry = work.get_mut(&stored.case_id).ok_or_else(|| {
+            ProjectorError::Other(format!(
+                "the view of case {} was not loaded",
+                stored.case_id
+            ))
+        })?;
         let (view, outcome) = fold_event(entry.view.take(), &case_id, stored);
         entry.view = view;
         match outcome {
