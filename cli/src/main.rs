@@ -19,6 +19,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::error::CliError;
 
+// The store allocates and frees many small values per event (decoded mutations, state
+// copies); mimalloc takes a measurable share of that off the commit, replay and projector
+// paths (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// wfstate: an event-sourced state store for workflow cases.
 #[derive(Debug, Parser)]
 #[command(name = "wfstate", version, about)]

@@ -799,21 +799,26 @@ impl EventLog for JetStreamLog {
         let events = self
             .ordered(self.subject(case), position, Some(name.clone()))
             .await?;
-        let stream = self.stream.clone();
         // The ordered consumer would wait for more: end right after the last event known at
         // the start, without asking it for another, and delete the consumer.
-        let tail = futures::stream::unfold(Some(events), move |events| {
-            let stream = stream.clone();
-            let name = name.clone();
-            async move {
-                let mut events = events?;
-                let event = events.next().await?;
-                let done = event.as_ref().map_or(true, |event| event.position >= last);
-                if done {
+        let mut events = Some(events);
+        let mut cleanup = Some((self.stream.clone(), name));
+        let tail = futures::stream::poll_fn(move |cx| {
+            let Some(reader) = events.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            let event = std::task::ready!(reader.poll_next_unpin(cx));
+            let done = match &event {
+                Some(Ok(event)) => event.position >= last,
+                Some(Err(_)) | None => true,
+            };
+            if done {
+                events = None;
+                if let Some((stream, name)) = cleanup.take() {
                     tokio::spawn(async move { stream.delete_consumer(&name).await });
                 }
-                Some((event, (!done).then_some(events)))
             }
+            std::task::Poll::Ready(event)
         });
         Ok(Box::pin(futures::stream::iter(head).chain(tail)))
     }

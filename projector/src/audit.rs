@@ -121,10 +121,12 @@ impl Auditor {
         }
         chain.version = event.version;
         if found.is_empty()
-            && let Some(case) = &mut chain.case
-            && let Err(error) = case.apply_event(&event, event_hash)
+            && let Some(case) = chain.case.take()
         {
-            found.push((error.code(), error.to_string()));
+            match case.fold_event(&event, event_hash) {
+                Ok(case) => chain.case = Some(case),
+                Err(error) => found.push((error.code(), error.to_string())),
+            }
         }
         if !found.is_empty() {
             chain.case = None;

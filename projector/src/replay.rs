@@ -1,7 +1,7 @@
 //! Replay: rebuild a case from its history; verify: compare replays with the views.
 
-use futures::TryStreamExt;
-use wfstate_events::EventLog;
+use futures::{Stream, StreamExt};
+use wfstate_events::{EventLog, LogError, StoredEvent};
 use wfstate_store::{Case, CaseId, CaseState, Hash};
 
 use crate::view::View;
@@ -20,8 +20,18 @@ pub struct Replayed {
     pub events_folded: u64,
 }
 
+/// Events handed from the reader to the folding thread at a time, at most.
+const CHUNK: usize = 256;
+
+/// Chunks in flight between the reader and the folding thread.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
 /// Rebuilds a case by folding its history, streaming: memory grows with the case's state, not
 /// with its history. With a healthy `from` view it starts there and folds only later events.
+///
+/// A long history is read and folded at the same time: the events are received on the async
+/// task and folded on a blocking thread, in chunks of what has arrived. A short one (what the
+/// first read returns) is folded in place.
 ///
 /// # Errors
 /// [`ProjectorError::CaseNotFound`] for a case with no events; [`ProjectorError::BadEvent`]
@@ -32,33 +42,92 @@ pub async fn replay<L: EventLog>(
     case_id: &CaseId,
     from: Option<&View>,
 ) -> Result<Replayed, ProjectorError> {
-    let (mut case, mut position) = match from.filter(|view| view.is_healthy()) {
+    let (case, position) = match from.filter(|view| view.is_healthy()) {
         Some(view) => (view.to_case(), view.position),
         None => (Case::new(case_id.clone()), 0),
     };
-    let mut events = log.history(case_id, position).await?;
-    let mut events_folded = 0;
-    while let Some(stored) = events.try_next().await? {
-        case.apply_payload(&stored.payload)
-            .map_err(|error| ProjectorError::BadEvent {
-                case: case_id.to_string(),
-                position: stored.position,
-                code: error.code(),
-                reason: error.to_string(),
-            })?;
-        position = stored.position;
-        events_folded += 1;
+    let mut fold = Fold {
+        case_id: case_id.clone(),
+        case,
+        position,
+        events_folded: 0,
+    };
+    let mut chunks = log.history(case_id, position).await?.ready_chunks(CHUNK);
+    if let Some(first) = chunks.next().await {
+        fold = fold.chunk(first)?;
+        fold = fold_in_background(fold, chunks).await?;
     }
-    if position == 0 {
+    if fold.position == 0 {
         return Err(ProjectorError::CaseNotFound(case_id.to_string()));
     }
-    let (state, last_event_hash) = case.into_parts();
+    let (state, last_event_hash) = fold.case.into_parts();
     Ok(Replayed {
         state,
         last_event_hash,
-        position,
-        events_folded,
+        position: fold.position,
+        events_folded: fold.events_folded,
     })
+}
+
+/// A replay in progress.
+struct Fold {
+    case_id: CaseId,
+    case: Case,
+    position: u64,
+    events_folded: u64,
+}
+
+impl Fold {
+    fn chunk(mut self, events: Vec<Result<StoredEvent, LogError>>) -> Result<Fold, ProjectorError> {
+        for stored in events {
+            let stored = stored?;
+            // `Case::fold` skips the copy that would keep the case intact on error: a bad
+            // event ends the replay.
+            self.case = self
+                .case
+                .fold(&stored.payload)
+                .map_err(|error| ProjectorError::BadEvent {
+                    case: self.case_id.to_string(),
+                    position: stored.position,
+                    code: error.code(),
+                    reason: error.to_string(),
+                })?
+                .0;
+            self.position = stored.position;
+            self.events_folded += 1;
+        }
+        Ok(self)
+    }
+}
+
+/// Folds the rest of `chunks` on a blocking thread while this task goes on reading; returns at
+/// once when there is nothing more to read.
+async fn fold_in_background(
+    mut fold: Fold,
+    mut chunks: impl Stream<Item = Vec<Result<StoredEvent, LogError>>> + Unpin,
+) -> Result<Fold, ProjectorError> {
+    let Some(second) = chunks.next().await else {
+        return Ok(fold);
+    };
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    let folder = tokio::task::spawn_blocking(move || {
+        while let Some(events) = receiver.blocking_recv() {
+            fold = fold.chunk(events)?;
+        }
+        Ok::<_, ProjectorError>(fold)
+    });
+    let mut next = Some(second);
+    while let Some(events) = next {
+        if sender.send(events).await.is_err() {
+            // The folding thread stopped at a bad event: its error is the replay's.
+            break;
+        }
+        next = chunks.next().await;
+    }
+    drop(sender);
+    folder
+        .await
+        .map_err(|error| ProjectorError::Other(format!("the replay's folding thread: {error}")))?
 }
 
 /// A view that does not match its case's replay.

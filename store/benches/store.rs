@@ -99,6 +99,38 @@ fn benches(c: &mut Criterion) {
     c.bench_function("event_hash", |b| b.iter(|| Hash::of(black_box(&payload))));
     let state = prepared.state().clone();
     c.bench_function("state_hash", |b| b.iter(|| black_box(&state).hash()));
+
+    // Replay's inner loop: decode, link and version checks, validate + apply, state hash,
+    // over the events `wfstate bench` replays (a ctx key of 16 set and a step count per event).
+    let history = long_history(1000);
+    let mut group = c.benchmark_group("replay_fold");
+    group.throughput(criterion::Throughput::Elements(history.len() as u64));
+    group.bench_function("1000_events", |b| {
+        b.iter(|| {
+            let mut case = Case::new(CaseId::new("long").expect("valid id"));
+            for payload in &history {
+                (case, _) = case.fold(black_box(payload)).expect("a valid history");
+            }
+            case
+        });
+    });
+    group.finish();
+}
+
+/// The payloads of a case's first `events` commits, each setting one of 16 ctx keys and
+/// counting a step.
+fn long_history(events: u64) -> Vec<Vec<u8>> {
+    let mut case = Case::new(CaseId::new("long").expect("valid id"));
+    (0..events)
+        .map(|n| {
+            case.buffer(Mutation::set_key(format!("k{}", n % 16), Value::from(n)))
+                .buffer(Mutation::IncrementStepCount);
+            let prepared = case.prepare_commit(meta()).expect("valid batch");
+            let payload = prepared.payload().to_vec();
+            case.complete(prepared).expect("fresh commit");
+            payload
+        })
+        .collect()
 }
 
 criterion_group!(store, benches);

@@ -5,11 +5,14 @@
 //! bytes of the case's previous event, so each case's events form a hash chain that anyone can
 //! verify from the stored bytes without re-encoding.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId};
-use crate::mutation::Mutation;
+use crate::mutation::{Mutation, put};
 
 /// The event schema version this build writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -61,8 +64,8 @@ pub enum DecodeError {
 }
 
 /// The wire form: every field optional, so that the schema is checked before anything else
-/// and a missing field is named.
-#[derive(Deserialize)]
+/// and a missing field is named. Unknown keys are ignored.
+#[derive(Default)]
 struct WireEvent {
     schema: Option<u64>,
     commit_id: Option<CommitId>,
@@ -73,6 +76,71 @@ struct WireEvent {
     writer: Option<String>,
     state_hash: Option<Hash>,
     prev_event_hash: Option<Hash>,
+}
+
+// Written out rather than derived: the derived form reads every field as an `Option`, and
+// ciborium reads each `Option` by looking at the value's header twice. Events are decoded
+// once per event on every replay, so that shows.
+impl<'de> Deserialize<'de> for WireEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            Schema,
+            CommitId,
+            CaseId,
+            Version,
+            Mutations,
+            CommittedAtMs,
+            Writer,
+            StateHash,
+            PrevEventHash,
+            #[serde(other)]
+            Unknown,
+        }
+        struct WireVisitor;
+        impl<'de> Visitor<'de> for WireVisitor {
+            type Value = WireEvent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event: a map with text keys")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireEvent, A::Error> {
+                let mut wire = WireEvent::default();
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Schema => put(&mut wire.schema, map.next_value()?, "schema")?,
+                        Field::CommitId => {
+                            put(&mut wire.commit_id, map.next_value()?, "commit_id")?;
+                        }
+                        Field::CaseId => put(&mut wire.case_id, map.next_value()?, "case_id")?,
+                        Field::Version => put(&mut wire.version, map.next_value()?, "version")?,
+                        Field::Mutations => {
+                            put(&mut wire.mutations, map.next_value()?, "mutations")?;
+                        }
+                        Field::CommittedAtMs => put(
+                            &mut wire.committed_at_ms,
+                            map.next_value()?,
+                            "committed_at_ms",
+                        )?,
+                        Field::Writer => put(&mut wire.writer, map.next_value()?, "writer")?,
+                        Field::StateHash => {
+                            put(&mut wire.state_hash, map.next_value()?, "state_hash")?;
+                        }
+                        Field::PrevEventHash => put(
+                            &mut wire.prev_event_hash,
+                            map.next_value()?,
+                            "prev_event_hash",
+                        )?,
+                        Field::Unknown => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(wire)
+            }
+        }
+        deserializer.deserialize_map(WireVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -261,6 +329,36 @@ mod tests {
             Event::decode(&bytes),
             Err(DecodeError::MissingField("commit_id"))
         );
+    }
+
+    #[test]
+    fn ignores_unknown_keys_and_refuses_repeated_ones() {
+        type Entries = Vec<(ciborium::Value, ciborium::Value)>;
+        let event = sample(2);
+        let edited = |edit: &dyn Fn(&mut Entries)| {
+            let mut generic: ciborium::Value =
+                ciborium::from_reader(event.encode().as_slice()).unwrap();
+            edit(generic.as_map_mut().unwrap());
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&generic, &mut bytes).unwrap();
+            Event::decode(&bytes)
+        };
+        let text = |key: &str| ciborium::Value::Text(key.into());
+        let added = edited(&|entries| entries.push((text("added_later"), 1.into())));
+        assert_eq!(added, Ok(event.clone()));
+        let repeated = edited(&|entries| entries.push((text("version"), 5.into()))).unwrap_err();
+        assert!(
+            repeated.to_string().contains("duplicate field `version`"),
+            "{repeated}"
+        );
+        let null = edited(&|entries| {
+            for (key, value) in entries.iter_mut() {
+                if *key == text("writer") {
+                    *value = ciborium::Value::Null;
+                }
+            }
+        });
+        assert!(matches!(null, Err(DecodeError::Malformed(_))), "{null:?}");
     }
 
     #[test]

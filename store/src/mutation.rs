@@ -291,16 +291,6 @@ impl<'de> Deserialize<'de> for Mutation {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Mutation, A::Error> {
                 let mut fields = Fields::default();
                 while let Some(key) = map.next_key::<Field>()? {
-                    fn put<T, E: de::Error>(
-                        slot: &mut Option<T>,
-                        value: T,
-                        name: &str,
-                    ) -> Result<(), E> {
-                        if slot.replace(value).is_some() {
-                            return Err(E::custom(format!("duplicate field `{name}`")));
-                        }
-                        Ok(())
-                    }
                     match key {
                         Field::Op => put(&mut fields.op, map.next_value()?, "op")?,
                         Field::Ctx => put(&mut fields.ctx, map.next_value()?, "ctx")?,
@@ -319,6 +309,14 @@ impl<'de> Deserialize<'de> for Mutation {
         }
         deserializer.deserialize_map(MutationVisitor)
     }
+}
+
+/// Fills a field's slot while decoding a map, refusing a second value for it.
+pub(crate) fn put<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), E> {
+    if slot.replace(value).is_some() {
+        return Err(E::custom(format!("duplicate field `{name}`")));
+    }
+    Ok(())
 }
 
 /// A field that is present is `Some`, even when its value is null.

@@ -802,11 +802,22 @@ fn history() -> (Vec<Vec<u8>>, Case) {
 fn fold_detects_dropped_reordered_forged_and_foreign_events() {
     use crate::{Event, FoldError, Hash};
     let (payloads, writer) = history();
+    // Every history is folded twice, by the copying `apply_payload` and by the in-place
+    // `Case::fold`: both reach the same state or stop with the same error.
     let fold = |order: &[&Vec<u8>]| {
         let mut case = new_case();
+        let mut in_place = Ok(new_case());
         for payload in order {
-            case.apply_payload(payload)?;
+            let step = case.apply_payload(payload).map(|_| ());
+            in_place = in_place.and_then(|folded| folded.fold(payload).map(|(folded, _)| folded));
+            assert_eq!(step.as_ref().err(), in_place.as_ref().err());
+            step?;
         }
+        let in_place = in_place.unwrap();
+        assert_eq!(
+            (in_place.state(), in_place.last_event_hash()),
+            (case.state(), case.last_event_hash())
+        );
         Ok::<Case, FoldError>(case)
     };
     assert_eq!(

@@ -16,10 +16,10 @@ use wfstate_events::{
     JetStreamLog, Workspace,
 };
 use wfstate_projector::{
-    EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ViewSource, audit_all,
-    export, import, verify,
+    EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ProjectorError, ViewSource,
+    audit_all, export, import, replay, verify,
 };
-use wfstate_store::{CaseId, CommitId, CommitMeta, Hash, Mutation, Receipt};
+use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Hash, Mutation, Receipt};
 use wfstate_tests::NatsServer;
 
 trait Fixture {
@@ -324,6 +324,72 @@ async fn projector_idempotence_and_quarantine(fixture: &impl Fixture) {
     assert_eq!(bad, ["p0"]);
 }
 
+/// Appends `events` commits to a new case, each setting one of 7 ctx keys; the one at
+/// `forged_at` (if any) is first appended once more with a wrong state hash.
+async fn write_long_case<L: EventLog>(
+    log: &L,
+    id: &str,
+    events: u64,
+    forged_at: u64,
+) -> (Case, u64) {
+    let mut case = Case::new(self::case(id));
+    let mut last = 0;
+    for n in 1..=events {
+        case.buffer(Mutation::set_key(format!("k{}", n % 7), n));
+        let prepared = case.prepare_commit(meta()).unwrap();
+        let mut payloads = vec![Bytes::copy_from_slice(prepared.payload())];
+        if n == forged_at {
+            let mut forged = prepared.event().clone();
+            forged.state_hash = Hash::of(b"forged");
+            payloads.insert(0, Bytes::from(forged.encode()));
+        }
+        for payload in payloads {
+            last = log
+                .append(case.id(), CommitId::generate(), last, payload)
+                .await
+                .unwrap()
+                .position;
+        }
+        case.complete(prepared).unwrap();
+    }
+    (case, last)
+}
+
+/// A history long enough to be read and folded at the same time (past the first read and
+/// over several chunks): replay reaches the writer's state, and a bad event deep in it stops
+/// the replay with that event's position.
+async fn long_replay(fixture: &impl Fixture) {
+    let log = fixture.log();
+    let (writer, last) = write_long_case(&log, "long", 1500, 0).await;
+    let replayed = replay(&log, writer.id(), None).await.unwrap();
+    assert_eq!(
+        (&replayed.state, replayed.last_event_hash, replayed.position),
+        (writer.state(), writer.last_event_hash(), last)
+    );
+    assert_eq!(replayed.events_folded, 1500);
+
+    write_long_case(&log, "forged", 1500, 700).await;
+    let forged_position = log
+        .history(&case("forged"), 0)
+        .await
+        .unwrap()
+        .skip(699)
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .position;
+    let error = replay(&log, &case("forged"), None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProjectorError::BadEvent { position, code: "state_hash_mismatch", .. }
+                if position == forged_position
+        ),
+        "{error}"
+    );
+}
+
 async fn invalid_ids_publish_nothing(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
     for bad in ["a.b", "*", ">", "", " ", "$JS", "\u{e9}", &"x".repeat(65)] {
@@ -367,6 +433,7 @@ conformance!(
     history_read,
     follow_from_a_position,
     projector_idempotence_and_quarantine,
+    long_replay,
     invalid_ids_publish_nothing,
 );
 
