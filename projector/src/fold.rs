@@ -41,21 +41,33 @@ pub fn fold_event(
     case_id: &CaseId,
     stored: &StoredEvent,
 ) -> (Option<View>, Outcome) {
-    if let Some(view) = &view
-        && stored.position <= view.position
-    {
-        return (Some(view.clone()), Outcome::Skipped);
-    }
-    let mut case = view
+    if view
         .as_ref()
-        .map_or_else(|| Case::new(case_id.clone()), View::to_case);
+        .is_some_and(|view| stored.position <= view.position)
+    {
+        return (view, Outcome::Skipped);
+    }
+    // The view's state becomes the case's, uncopied; `apply_payload` leaves it unchanged on
+    // error, so the view can be put back together as it was.
+    let (mut case, position, quarantined, had_view) = match view {
+        Some(view) => (
+            Case::from_parts(view.state, view.last_event_hash),
+            view.position,
+            view.quarantine,
+            true,
+        ),
+        None => (Case::new(case_id.clone()), 0, None, false),
+    };
+    let rebuild = |case: Case, position: u64, quarantined: Option<Quarantine>| {
+        let mut view = View::of(case, position);
+        view.quarantine = quarantined;
+        view
+    };
     match case.apply_payload(&stored.payload) {
-        Ok(_) => {
-            let quarantine = view.and_then(|view| view.quarantine);
-            let mut next = View::of(case, stored.position);
-            next.quarantine = quarantine;
-            (Some(next), Outcome::Applied)
-        }
+        Ok(_) => (
+            Some(rebuild(case, stored.position, quarantined)),
+            Outcome::Applied,
+        ),
         Err(error) => {
             let record = QuarantineRecord {
                 position: stored.position,
@@ -63,6 +75,7 @@ pub fn fold_event(
                 code: error.code().to_owned(),
                 reason: error.to_string(),
             };
+            let view = had_view.then(|| rebuild(case, position, quarantined));
             if let FoldError::VersionGap { expected, found } = error
                 && found > expected
             {

@@ -8,7 +8,7 @@
 //! acknowledgement redelivers the batch, and every event at or below a view's position is
 //! skipped, so nothing is applied twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use wfstate_events::jetstream::stored_event;
-use wfstate_events::{EventLog, JetStreamLog};
+use wfstate_events::{EventLog, JetStreamLog, StoredEvent};
 use wfstate_store::CaseId;
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
@@ -49,7 +49,7 @@ impl Default for ProjectorConfig {
             name: "wfstate-projector".into(),
             views_bucket: "WFSTATE_VIEWS".into(),
             quarantine_bucket: "WFSTATE_QUARANTINE".into(),
-            batch: 512,
+            batch: 2048,
             ack_wait: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(250),
             stop_before_ack: false,
@@ -92,6 +92,48 @@ pub struct JetStreamProjector {
     prefix: String,
     config: ProjectorConfig,
     stats: Arc<ProjectorStats>,
+    /// The next batch, fetched while the current one is projected (after a full batch).
+    prefetched: Option<Fetched>,
+    /// The views the last batch wrote, with their new revisions: the next batch folds on
+    /// them without reading them back. Emptied by any error.
+    written: HashMap<String, (View, u64)>,
+    /// The last batch's acknowledgements, being sent.
+    acks: Option<tokio::task::JoinHandle<Result<(), ProjectorError>>>,
+}
+
+/// A fetched message and the event it carries.
+type Received = (jetstream::Message, StoredEvent);
+
+/// A batch being received.
+type Fetched = tokio::task::JoinHandle<Result<Vec<Received>, ProjectorError>>;
+
+/// Receives a fetched batch: every message and the event it carries.
+async fn receive(
+    mut messages: consumer::pull::Batch,
+    batch: usize,
+    prefix: String,
+) -> Result<Vec<Received>, ProjectorError> {
+    let mut received = Vec::with_capacity(batch);
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| unavailable("receiving events", e))?;
+        let info = message
+            .info()
+            .map_err(|e| ProjectorError::Other(format!("message info: {e}")))?;
+        let commit_id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("Nats-Msg-Id"))
+            .map(async_nats::HeaderValue::as_str);
+        let stored = stored_event(
+            &prefix,
+            info.stream_sequence,
+            &message.subject,
+            commit_id,
+            message.payload.clone(),
+        );
+        received.push((message, stored));
+    }
+    Ok(received)
 }
 
 impl std::fmt::Debug for JetStreamProjector {
@@ -156,6 +198,9 @@ impl JetStreamProjector {
             prefix,
             config,
             stats: Arc::default(),
+            prefetched: None,
+            written: HashMap::new(),
+            acks: None,
         })
     }
 
@@ -169,6 +214,7 @@ impl JetStreamProjector {
     /// # Errors
     /// [`ProjectorError::Unavailable`].
     pub async fn lag(&mut self) -> Result<u64, ProjectorError> {
+        self.acknowledged().await?;
         let info = self
             .consumer
             .info()
@@ -182,33 +228,21 @@ impl JetStreamProjector {
     /// # Errors
     /// [`ProjectorError`]: the batch is not acknowledged and will be redelivered.
     pub async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
-        let mut messages = self
-            .consumer
-            .fetch()
-            .max_messages(self.config.batch)
-            .expires(self.config.fetch_wait)
-            .messages()
+        // Taken now: an error anywhere below leaves no cached view behind.
+        let mut written = std::mem::take(&mut self.written);
+        let current = match self.prefetched.take() {
+            Some(prefetched) => prefetched,
+            None => self.fetch().await?,
+        };
+        let received = current
             .await
-            .map_err(|e| unavailable("fetching events", e))?;
-        let mut received = Vec::with_capacity(self.config.batch);
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| unavailable("receiving events", e))?;
-            let info = message
-                .info()
-                .map_err(|e| ProjectorError::Other(format!("message info: {e}")))?;
-            let commit_id = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get("Nats-Msg-Id"))
-                .map(async_nats::HeaderValue::as_str);
-            let stored = stored_event(
-                &self.prefix,
-                info.stream_sequence,
-                &message.subject,
-                commit_id,
-                message.payload.clone(),
-            );
-            received.push((message, stored));
+            .map_err(|e| ProjectorError::Other(format!("fetching events: {e}")))??;
+        if received.len() == self.config.batch {
+            // A full batch: more is waiting. The next one is asked for now, so the server
+            // delivers it while this one is folded and written (the consumer allows several
+            // batches unacknowledged). Only once this one is in: the server spreads its
+            // messages over all waiting requests, which would mix two batches' orders.
+            self.prefetched = Some(self.fetch().await?);
         }
         // The views of every case in the batch, read all at once: one KV round trip per case
         // one after another would bound the projector by the number of cases, not events.
@@ -220,20 +254,26 @@ impl JetStreamProjector {
         keys.sort_unstable();
         keys.dedup();
         let this = &*self;
-        let loads = keys.into_iter().map(|key| async move {
-            let loaded = this.load(key).await?;
-            let (view, revision) = loaded.map_or((None, None), |(view, revision)| {
-                (Some(view), Some(revision))
-            });
-            Ok::<_, ProjectorError>((
-                key.clone(),
-                Entry {
-                    view,
-                    revision,
-                    changed: false,
-                    applied: 0,
-                },
-            ))
+        let loads = keys.into_iter().map(|key| {
+            let cached = written.remove(key.as_str());
+            async move {
+                let loaded = match cached {
+                    Some(cached) => Some(cached),
+                    None => this.load(key).await?,
+                };
+                let (view, revision) = loaded.map_or((None, None), |(view, revision)| {
+                    (Some(view), Some(revision))
+                });
+                Ok::<_, ProjectorError>((
+                    key.clone(),
+                    Entry {
+                        view,
+                        revision,
+                        changed: false,
+                        applied: 0,
+                    },
+                ))
+            }
         });
         let mut work: Work = futures::future::try_join_all(loads)
             .await?
@@ -249,34 +289,73 @@ impl JetStreamProjector {
             work.into_iter()
                 .filter_map(|(key, entry)| match (entry.view, entry.changed) {
                     (Some(view), true) => Some(async move {
-                        this.write_view(&key, &view, entry.revision).await?;
+                        let revision = this.write_view(&key, &view, entry.revision).await?;
                         this.stats
                             .applied
                             .fetch_add(entry.applied, Ordering::Relaxed);
-                        Ok::<(), ProjectorError>(())
+                        Ok::<_, ProjectorError>((key, (view, revision)))
                     }),
                     _ => None,
                 });
-        futures::future::try_join_all(writes).await?;
+        let written: HashMap<_, _> = futures::future::try_join_all(writes)
+            .await?
+            .into_iter()
+            .collect();
         if self.config.stop_before_ack {
             return Err(ProjectorError::Other(
                 "stopped after writing the views and before acknowledging the batch".into(),
             ));
         }
-        // Acknowledged only once every view of the batch is written.
+        // Acknowledged only once every view of the batch is written, on a task of their own
+        // so that the next batch is folded meanwhile. An acknowledgement that is lost only
+        // brings its event back, to be skipped: its view is past it.
         let count = delivered.len();
-        for (message, deferred) in delivered {
-            let kind = if deferred {
-                jetstream::AckKind::Nak(Some(self.config.fetch_wait))
-            } else {
-                jetstream::AckKind::Ack
-            };
-            message
-                .ack_with(kind)
-                .await
-                .map_err(|e| unavailable("acknowledging events", e))?;
-        }
+        let kind_nak = jetstream::AckKind::Nak(Some(self.config.fetch_wait));
+        self.acknowledged().await?;
+        self.acks = Some(tokio::spawn(async move {
+            for (message, deferred) in delivered {
+                let kind = if deferred {
+                    kind_nak
+                } else {
+                    jetstream::AckKind::Ack
+                };
+                message
+                    .ack_with(kind)
+                    .await
+                    .map_err(|e| unavailable("acknowledging events", e))?;
+            }
+            Ok(())
+        }));
+        self.written = written;
         Ok(count)
+    }
+
+    /// Asks for the next batch (what is there now, without waiting for more) and receives it
+    /// on a task of its own.
+    async fn fetch(&self) -> Result<Fetched, ProjectorError> {
+        let messages = self
+            .consumer
+            .fetch()
+            .max_messages(self.config.batch)
+            .expires(self.config.fetch_wait)
+            .messages()
+            .await
+            .map_err(|e| unavailable("fetching events", e))?;
+        Ok(tokio::spawn(receive(
+            messages,
+            self.config.batch,
+            self.prefix.clone(),
+        )))
+    }
+
+    /// Waits until the last batch's acknowledgements are sent.
+    async fn acknowledged(&mut self) -> Result<(), ProjectorError> {
+        match self.acks.take() {
+            Some(acks) => acks
+                .await
+                .map_err(|e| ProjectorError::Other(format!("acknowledging events: {e}")))?,
+            None => Ok(()),
+        }
     }
 
     /// Folds one event into the batch's work; returns whether it is deferred (to be
@@ -369,12 +448,13 @@ impl JetStreamProjector {
         }
     }
 
+    /// Writes a view with compare-and-set on `revision`; returns its new revision.
     async fn write_view(
         &self,
         key: &str,
         view: &View,
         revision: Option<u64>,
-    ) -> Result<(), ProjectorError> {
+    ) -> Result<u64, ProjectorError> {
         let bytes = view.encode().into();
         // Compare-and-set: a second projector writing the same case makes this batch fail
         // (and be redelivered) rather than lose an update.
@@ -383,19 +463,17 @@ impl JetStreamProjector {
                 .views
                 .update(key, bytes, revision)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string()),
             None => self
                 .views
                 .create(key, bytes)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string()),
         };
-        written
+        let revision = written
             .map_err(|e| ProjectorError::Unavailable(format!("writing the view of {key}: {e}")))?;
         self.stats.view_writes.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(revision)
     }
 
     /// Every quarantined event, by position.

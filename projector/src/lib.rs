@@ -118,12 +118,12 @@ pub trait Projector: ViewSource + Send {
     /// The counters, shared.
     fn stats(&self) -> std::sync::Arc<ProjectorStats>;
 
-    /// Runs batches until nothing is left to project.
+    /// Runs batches until nothing is left to project. The lag is asked only once a batch
+    /// comes back empty: while batches come, there is more.
     fn catch_up(&mut self) -> impl Future<Output = Result<(), ProjectorError>> + Send {
         async {
             loop {
-                self.run_batch().await?;
-                if self.lag().await? == 0 {
+                if self.run_batch().await? == 0 && self.lag().await? == 0 {
                     return Ok(());
                 }
             }

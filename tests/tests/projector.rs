@@ -255,6 +255,66 @@ async fn a_crash_between_view_writes_and_ack_applies_nothing_twice() {
     assert!(verify(&log, &second, &cases).await.unwrap().is_empty());
 }
 
+/// A projector keeps the views it wrote for its next batch, and fetches that batch early.
+/// When those events outlive the ack wait and another projector on the same consumer projects
+/// them first, the kept view is stale: its write must be refused (compare-and-set), not
+/// overwrite the other's, and nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_kept_view_is_refused_and_nothing_is_applied_twice() {
+    let server = NatsServer::start().await;
+    let log = connect(server.url()).await;
+    let workspace = Workspace::new(log.clone());
+    let (mut handle, _) = workspace.create(case("shared"), []).await.unwrap();
+    for _ in 0..7 {
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(&mut handle).await.unwrap();
+    }
+    let config = ProjectorConfig {
+        batch: 4,
+        ..quick_projector()
+    };
+    let mut first = JetStreamProjector::open(&log, config.clone())
+        .await
+        .unwrap();
+    let mut second = JetStreamProjector::open(&log, config).await.unwrap();
+    // Events 1-4, and (a full batch) the early fetch of 5-8, which `first` now holds.
+    assert_eq!(first.run_batch().await.unwrap(), 4);
+    // 5-8 outlive the ack wait and go to `second`, which projects them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(second.run_batch().await.unwrap(), 4);
+    assert_eq!(
+        second
+            .view(&case("shared"))
+            .await
+            .unwrap()
+            .unwrap()
+            .position,
+        8
+    );
+    // `first` folds its early 5-8 onto its kept view at 4: the write is refused.
+    let refused = first.run_batch().await.unwrap_err();
+    assert!(
+        refused.to_string().contains("writing the view of shared"),
+        "{refused}"
+    );
+    first.catch_up().await.unwrap();
+    second.catch_up().await.unwrap();
+
+    let view = first.view(&case("shared")).await.unwrap().unwrap();
+    let replayed = replay(&log, &case("shared"), None).await.unwrap();
+    assert_eq!(view.quarantine, None);
+    assert_eq!(
+        (view.state, view.position),
+        (replayed.state, replayed.position)
+    );
+    let applied: u64 = [first.stats(), second.stats()]
+        .iter()
+        .map(|stats| stats.applied.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(applied, 8);
+    assert!(first.quarantined().await.unwrap().is_empty());
+}
+
 /// Publishes raw bytes to a case subject, around the store.
 async fn publish_raw(log: &JetStreamLog, case_id: &str, payload: Vec<u8>) -> u64 {
     log.context()
