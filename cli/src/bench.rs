@@ -52,6 +52,8 @@ struct Figure {
     seconds: f64,
     latencies: Vec<Duration>,
     peak_rss_kib: u64,
+    /// CPU time of the whole process (client side only) during the phase.
+    cpu_seconds: f64,
 }
 
 impl Figure {
@@ -70,11 +72,16 @@ impl Figure {
         Some(sorted[index].as_secs_f64() * 1000.0)
     }
 
+    /// Client CPU time per operation, in µs.
+    fn cpu_per_op_us(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.operations.max(1) as f64
+    }
+
     fn json(&self) -> Json {
         json!({
             "operations": self.operations, "seconds": self.seconds, "per_second": self.rate(),
             "p50_ms": self.percentile_ms(500), "p99_ms": self.percentile_ms(990),
-            "peak_rss_kib": self.peak_rss_kib,
+            "peak_rss_kib": self.peak_rss_kib, "client_cpu_us_per_op": self.cpu_per_op_us(),
         })
     }
 
@@ -84,20 +91,48 @@ impl Figure {
             _ => String::new(),
         };
         format!(
-            "  {name:<9} {:>9.0}/s  {:>8} ops in {:>6.2} s  {latency:<28} peak RSS {} MiB",
+            "  {name:<9} {:>9.0}/s  {:>8} ops in {:>6.2} s  {latency:<28} peak RSS {:>3} MiB  \
+             cpu {:>5.1} us/op",
             self.rate(),
             self.operations,
             self.seconds,
-            self.peak_rss_kib / 1024
+            self.peak_rss_kib / 1024,
+            self.cpu_per_op_us()
         )
     }
 }
 
+/// When a phase started: its clock and the process's CPU time then.
+#[derive(Clone, Copy)]
+struct Started {
+    at: Instant,
+    cpu_seconds: f64,
+}
+
 /// Starts a phase: resets the process's peak resident size (Linux), so the phase reports its
-/// own peak.
-fn phase_start() -> Instant {
+/// own peak, and notes the CPU time used so far.
+fn phase_start() -> Started {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    Instant::now()
+    Started {
+        at: Instant::now(),
+        cpu_seconds: cpu_seconds(),
+    }
+}
+
+/// The CPU time (user and system, every thread) this process has used, in seconds; 0 where
+/// `/proc` cannot tell.
+fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, counted after the command name (which may hold
+    // spaces, but ends at the last ')'), in clock ticks of 1/100 s on Linux.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        });
+    ticks.map_or(0.0, |ticks| ticks as f64 / 100.0)
 }
 
 fn peak_rss_kib() -> u64 {
@@ -110,10 +145,11 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn finish(started: Instant, operations: usize, latencies: Vec<Duration>) -> Figure {
+fn finish(started: Started, operations: usize, latencies: Vec<Duration>) -> Figure {
     Figure {
         operations,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: started.at.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds() - started.cpu_seconds,
         latencies,
         peak_rss_kib: peak_rss_kib(),
     }
@@ -214,7 +250,7 @@ async fn raw_commits(
 
 /// Waits for every task of a phase and gathers their latencies into the phase's figure.
 async fn join_latencies<E: std::fmt::Display>(
-    started: Instant,
+    started: Started,
     tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, E>>>,
 ) -> Result<Figure, CliError> {
     let mut latencies = Vec::new();

@@ -391,6 +391,13 @@ async fn bench_reports_every_phase_and_cleans_up() {
         Some(12)
     );
     assert!(report["many_cases"]["wfstate"]["p99_ms"].as_f64().is_some());
+    // Every figure carries the client CPU per operation (0 when a run is shorter than a tick).
+    assert!(
+        report["many_cases"]["wfstate"]["client_cpu_us_per_op"]
+            .as_f64()
+            .is_some_and(|cpu| cpu >= 0.0),
+        "{report}"
+    );
     assert_eq!(report["replay"]["wfstate"]["operations"].as_u64(), Some(40));
     assert!(report["projector"]["ratio_to_1"].as_f64().is_some());
     // One atomic round trip of 5 batches.

@@ -88,6 +88,18 @@ fn benches(c: &mut Criterion) {
         b.iter(|| prepared_case.prepare_commit(meta()).expect("valid batch"));
     });
 
+    // The commit of `wfstate bench` (1): a small state, a ctx key set and a step counted.
+    let mut step_case = Case::new(CaseId::new("step-case").expect("valid id"));
+    step_case.buffer(Mutation::set_key("step", 0));
+    let created = step_case.prepare_commit(meta()).expect("valid batch");
+    step_case.complete(created).expect("fresh commit");
+    step_case
+        .buffer(Mutation::set_key("step", 1))
+        .buffer(Mutation::IncrementStepCount);
+    c.bench_function("prepare_commit_step", |b| {
+        b.iter(|| step_case.prepare_commit(meta()).expect("valid batch"));
+    });
+
     let prepared = prepared_case.prepare_commit(meta()).expect("valid batch");
     let event = prepared.event().clone();
     let payload = prepared.payload().to_vec();
