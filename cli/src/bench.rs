@@ -172,7 +172,7 @@ fn sample_payloads(count: usize) -> Result<Vec<Bytes>, CliError> {
             writer: "bench".into(),
         };
         let prepared = case.prepare_commit(meta).map_err(bench_error)?;
-        payloads.push(Bytes::copy_from_slice(prepared.payload()));
+        payloads.push(prepared.payload_bytes());
         case.complete(prepared).map_err(bench_error)?;
     }
     Ok(payloads)
@@ -281,7 +281,7 @@ async fn write_long_case(
         };
         let prepared = case.prepare_commit(meta).map_err(bench_error)?;
         let message = PublishMessage::build()
-            .payload(Bytes::copy_from_slice(prepared.payload()))
+            .payload(prepared.payload_bytes())
             .message_id(prepared.event().commit_id.to_string());
         let ack = log
             .context()

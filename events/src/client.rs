@@ -474,7 +474,7 @@ impl<L: EventLog> Workspace<L> {
         expected: u64,
     ) -> Result<Resolved, CommitError> {
         let commit_id = prepared.event().commit_id;
-        let payload = Bytes::copy_from_slice(prepared.payload());
+        let payload = prepared.payload_bytes();
         let deadline = Instant::now() + self.retry.deadline;
         let mut attempt = 0;
         loop {
@@ -690,7 +690,7 @@ impl Workspace<crate::JetStreamLog> {
             prepared.push((
                 commit.event().clone(),
                 commit.event_hash(),
-                Bytes::copy_from_slice(commit.payload()),
+                commit.payload_bytes(),
             ));
             scratch
                 .complete(commit)

@@ -22,6 +22,13 @@ use crate::log::{Appended, EventLog, EventStream, LogError, StoredEvent};
 /// The oldest server version the store accepts.
 pub const SERVER_VERSION_MIN: (u64, u64, u64) = (2, 12, 0);
 
+/// The `Wfstate-Schema` header of every event, written out once.
+const SCHEMA_HEADER: &str = "1";
+const _: () = assert!(
+    SCHEMA_VERSION == 1,
+    "SCHEMA_HEADER must spell SCHEMA_VERSION"
+);
+
 /// How many events of a case's history are read with direct gets before a consumer is used.
 const DIRECT_READS: usize = 16;
 
@@ -353,7 +360,7 @@ impl JetStreamLog {
             headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
             headers.insert("Nats-Msg-Id", commit_id.to_string().as_str());
             headers.insert("Content-Type", "application/cbor");
-            headers.insert("Wfstate-Schema", SCHEMA_VERSION.to_string().as_str());
+            headers.insert("Wfstate-Schema", SCHEMA_HEADER);
             if index == 0 {
                 headers.insert(
                     "Nats-Expected-Last-Subject-Sequence",
@@ -727,8 +734,8 @@ impl EventLog for JetStreamLog {
             .message_id(commit_id.to_string())
             .expected_last_subject_sequence(expected_position)
             .header("Content-Type", "application/cbor")
-            .header("Wfstate-Schema", SCHEMA_VERSION.to_string().as_str());
-        let subject = self.subject(case);
+            .header("Wfstate-Schema", SCHEMA_HEADER);
+        let subject = async_nats::Subject::from(self.subject(case));
         let refine = |error: LogError| match error {
             LogError::TooLarge { .. } => LogError::TooLarge {
                 size,

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::apply::{apply, apply_commit};
 use crate::event::{DecodeError, Event, SCHEMA_VERSION};
 use crate::hash::Hash;
@@ -151,7 +153,7 @@ pub struct StaleCommit {
 #[derive(Debug, Clone)]
 pub struct PreparedCommit {
     event: Event,
-    payload: Vec<u8>,
+    payload: Bytes,
     event_hash: Hash,
     state: CaseState,
     buffered: usize,
@@ -165,6 +167,10 @@ impl PreparedCommit {
     /// The exact bytes to append.
     pub fn payload(&self) -> &[u8] {
         &self.payload
+    }
+    /// The exact bytes to append, shared (no copy).
+    pub fn payload_bytes(&self) -> Bytes {
+        self.payload.clone()
     }
     /// SHA-256 of the payload.
     pub fn event_hash(&self) -> Hash {
@@ -329,7 +335,7 @@ impl Case {
             state_hash: state.hash(),
             prev_event_hash: self.last_event_hash,
         };
-        let payload = event.encode();
+        let payload = Bytes::from(event.encode());
         if payload.len() > limits.event_size_max_bytes {
             return Err(PrepareError::TooLarge {
                 size: payload.len(),

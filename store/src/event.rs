@@ -158,7 +158,9 @@ impl Event {
     /// # Panics
     /// Never: every event has a CBOR encoding and writing to a `Vec` cannot fail.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(256);
+        // Room for the fixed fields (about 200 bytes) and a few mutations, so that most events
+        // are written without growing the buffer.
+        let mut bytes = Vec::with_capacity(512);
         ciborium::into_writer(self, &mut bytes).expect("an event always encodes into a Vec");
         bytes
     }
