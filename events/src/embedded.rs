@@ -102,7 +102,7 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, LogError> {
                  payload   BLOB    NOT NULL,
                  UNIQUE (case_id, version)
              );
-             CREATE INDEX IF NOT EXISTS events_by_case ON events (case_id, position);"
+             DROP INDEX IF EXISTS events_by_case;"
         ))
         .map_err(|e| sql_error(&format!("preparing {}", path.display()), &e))?;
     Ok(connection)
@@ -167,12 +167,13 @@ impl EmbeddedLog {
             let limit = PAGE_ROWS;
             let after = i64::try_from(after).unwrap_or(i64::MAX);
             if let Some(case) = &case {
+                let from = version_at(connection, case, after)?;
                 let mut statement = connection.prepare_cached(
                     "SELECT position, case_id, commit_id, payload FROM events
-                     WHERE case_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+                     WHERE case_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
                 )?;
                 statement
-                    .query_map(params![case, after, limit], row_event)?
+                    .query_map(params![case, from, limit], row_event)?
                     .collect()
             } else {
                 let mut statement = connection.prepare_cached(
@@ -236,6 +237,30 @@ impl EmbeddedLog {
             },
         ))
     }
+}
+
+/// The version of the case's last event at or before `position` (0 if none).
+///
+/// A case's events are read by version, through the `(case_id, version)` index: within a case
+/// versions rise with positions, and a second index by position would cost every append
+/// another randomly placed page to write.
+fn version_at(connection: &Connection, case: &str, position: i64) -> rusqlite::Result<i64> {
+    if position <= 0 {
+        return Ok(0);
+    }
+    // Usually `position` is one of the case's own events (a view's, or the last one read).
+    let own: Option<i64> = connection
+        .prepare_cached("SELECT version FROM events WHERE position = ?1 AND case_id = ?2")?
+        .query_row(params![position, case], |row| row.get(0))
+        .optional()?;
+    if let Some(version) = own {
+        return Ok(version);
+    }
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE case_id = ?1 AND position <= ?2",
+        )?
+        .query_row(params![case, position], |row| row.get(0))
 }
 
 fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
@@ -326,7 +351,7 @@ fn append_one(
     }
     let last: Option<(i64, i64)> = transaction
         .prepare_cached(
-            "SELECT position, version FROM events WHERE case_id = ?1 ORDER BY position DESC LIMIT 1",
+            "SELECT position, version FROM events WHERE case_id = ?1 ORDER BY version DESC LIMIT 1",
         )?
         .query_row([&request.case], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
@@ -386,7 +411,7 @@ impl EventLog for EmbeddedLog {
             connection
                 .prepare_cached(
                     "SELECT position, case_id, commit_id, payload FROM events
-                     WHERE case_id = ?1 ORDER BY position DESC LIMIT 1",
+                     WHERE case_id = ?1 ORDER BY version DESC LIMIT 1",
                 )?
                 .query_row([case], row_event)
                 .optional()
@@ -402,12 +427,13 @@ impl EventLog for EmbeddedLog {
         let case = case.to_string();
         let after = i64::try_from(position).unwrap_or(i64::MAX);
         self.read(move |connection| {
+            let from = version_at(connection, &case, after)?;
             connection
                 .prepare_cached(
                     "SELECT position, case_id, commit_id, payload FROM events
-                     WHERE case_id = ?1 AND position > ?2 ORDER BY position LIMIT 1",
+                     WHERE case_id = ?1 AND version > ?2 ORDER BY version LIMIT 1",
                 )?
-                .query_row(params![case, after], row_event)
+                .query_row(params![case, from], row_event)
                 .optional()
         })
         .await
@@ -447,5 +473,47 @@ impl EventLog for EmbeddedLog {
 
     fn payload_size_max(&self) -> usize {
         self.payload_size_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_a_log_written_with_the_old_case_index_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE events (
+                 position  INTEGER PRIMARY KEY,
+                 case_id   TEXT    NOT NULL,
+                 version   INTEGER NOT NULL,
+                 commit_id TEXT    NOT NULL UNIQUE,
+                 payload   BLOB    NOT NULL,
+                 UNIQUE (case_id, version)
+             );
+             CREATE INDEX events_by_case ON events (case_id, position);
+             INSERT INTO events (case_id, version, commit_id, payload) VALUES ('c', 1, 'x', x'00');",
+        )
+        .unwrap();
+        drop(old);
+        EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+        let check = Connection::open(&path).unwrap();
+        let indexes: Vec<String> = check
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.is_empty(), "{indexes:?}");
+        let rows: i64 = check
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 }

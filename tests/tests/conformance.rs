@@ -214,11 +214,12 @@ async fn history_read(fixture: &impl Fixture) {
     let (mut a, _) = workspace.create(case("ha"), []).await.unwrap();
     let (mut b, _) = workspace.create(case("hb"), []).await.unwrap();
     let mut positions = vec![a.position()];
+    let mut others = Vec::new();
     for _ in 0..40 {
         a.case_mut().buffer(Mutation::IncrementStepCount);
         positions.push(workspace.commit(&mut a).await.unwrap().position);
         b.case_mut().buffer(Mutation::IncrementStepCount);
-        workspace.commit(&mut b).await.unwrap();
+        others.push(workspace.commit(&mut b).await.unwrap().position);
     }
     let log = fixture.log();
     let all: Vec<u64> = log
@@ -239,6 +240,25 @@ async fn history_read(fixture: &impl Fixture) {
         .await
         .unwrap();
     assert_eq!(tail, positions[31..]);
+    // From a position that is another case's event: the case's events after it.
+    let after_other: Vec<u64> = log
+        .history(&case("ha"), others[20])
+        .await
+        .unwrap()
+        .map_ok(|e| e.position)
+        .try_collect()
+        .await
+        .unwrap();
+    let expected: Vec<u64> = positions
+        .iter()
+        .copied()
+        .filter(|position| *position > others[20])
+        .collect();
+    assert_eq!(after_other, expected);
+    let next = log.event_after(&case("ha"), others[20]).await.unwrap();
+    assert_eq!(next.map(|e| e.position), expected.first().copied());
+    let last = log.last_event(&case("ha")).await.unwrap();
+    assert_eq!(last.map(|e| e.position), positions.last().copied());
     let none: Vec<_> = log
         .history(&case("nobody"), 0)
         .await
