@@ -5,9 +5,12 @@
 //! subject or key can be built from it.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest id, in characters.
 pub const ID_LENGTH_MAX: usize = 64;
@@ -81,9 +84,11 @@ fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// Shared text: a copy of the id (as every copy of a case state makes) does not
+        /// allocate.
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Checks `id` and wraps it.
@@ -93,7 +98,7 @@ macro_rules! string_id {
             pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
                 let id = id.into();
                 check_id($what, &id)?;
-                Ok(Self(id))
+                Ok(Self(id.into()))
             }
 
             /// The id as text.
@@ -131,7 +136,19 @@ macro_rules! string_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(IdVisitor::<$name>::new($what))
             }
         }
 
@@ -162,7 +179,7 @@ string_id!(
 impl CaseId {
     /// A new, time-ordered case id (UUID v7, hyphenated).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().hyphenated().to_string())
+        Self(uuid::Uuid::now_v7().hyphenated().to_string().into())
     }
 }
 
@@ -172,20 +189,59 @@ impl ScopeId {
 
     /// The implicit root scope, which every case has.
     pub fn root() -> Self {
-        Self(Self::ROOT.to_owned())
+        Self(Self::ROOT.into())
     }
 
     /// Whether this is the root scope.
     pub fn is_root(&self) -> bool {
-        self.0 == Self::ROOT
+        &*self.0 == Self::ROOT
     }
 }
 
 /// The permanent idempotency key of one commit: a UUID v7 chosen by the writer before the first
 /// attempt and kept for every retry. It is the JetStream `Nats-Msg-Id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommitId(uuid::Uuid);
+
+impl Serialize for CommitId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut text))
+    }
+}
+
+impl<'de> Deserialize<'de> for CommitId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(IdVisitor::<CommitId>::new("commit id"))
+    }
+}
+
+/// Reads an id from text, checked like `FromStr` (without an owned copy first).
+struct IdVisitor<T> {
+    what: &'static str,
+    id: PhantomData<T>,
+}
+
+impl<T> IdVisitor<T> {
+    fn new(what: &'static str) -> Self {
+        IdVisitor {
+            what,
+            id: PhantomData,
+        }
+    }
+}
+
+impl<T: FromStr<Err = IdError>> Visitor<'_> for IdVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} (text)", self.what)
+    }
+
+    fn visit_str<E: de::Error>(self, id: &str) -> Result<T, E> {
+        id.parse().map_err(E::custom)
+    }
+}
 
 impl CommitId {
     /// A new commit id (UUID v7).
@@ -312,5 +368,29 @@ mod tests {
         assert!(parsed.is_err());
         let parsed: CaseId = serde_json::from_str("\"ok\"").unwrap();
         assert_eq!(parsed.as_str(), "ok");
+        let error = serde_json::from_str::<ScopeId>("\"a b\"").unwrap_err();
+        assert!(error.to_string().contains("' '"), "{error}");
+        assert!(serde_json::from_str::<TokenId>("7").is_err());
+    }
+
+    #[test]
+    fn ids_are_cbor_text_both_ways() {
+        let commit = CommitId::generate();
+        let ids = (CaseId::new("c-1").unwrap(), ScopeId::root(), commit);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&ids, &mut bytes).unwrap();
+        let generic: ciborium::Value = ciborium::from_reader(bytes.as_slice()).unwrap();
+        let texts: Vec<&str> = generic
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|value| value.as_text().unwrap())
+            .collect();
+        assert_eq!(texts, ["c-1", "root", commit.to_string().as_str()]);
+        let back: (CaseId, ScopeId, CommitId) = ciborium::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(back, ids);
+        let mut not_hyphenated = Vec::new();
+        ciborium::into_writer(&commit.as_uuid().simple().to_string(), &mut not_hyphenated).unwrap();
+        assert!(ciborium::from_reader::<CommitId, _>(not_hyphenated.as_slice()).is_err());
     }
 }
