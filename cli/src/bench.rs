@@ -33,7 +33,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     cases: usize,
     /// Commits per case in (1) and (5).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 100)]
     commits: usize,
     /// Sequential commits on one case in (2).
     #[arg(long, default_value_t = 5000)]
