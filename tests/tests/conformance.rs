@@ -222,33 +222,19 @@ async fn history_read(fixture: &impl Fixture) {
         others.push(workspace.commit(&mut b).await.unwrap().position);
     }
     let log = fixture.log();
-    let all: Vec<u64> = log
-        .history(&case("ha"), 0)
-        .await
-        .unwrap()
-        .map_ok(|e| e.position)
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(all, positions);
-    let tail: Vec<u64> = log
-        .history(&case("ha"), positions[30])
-        .await
-        .unwrap()
-        .map_ok(|e| e.position)
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(tail, positions[31..]);
+    let history = async |after: u64| -> Vec<u64> {
+        log.history(&case("ha"), after)
+            .await
+            .unwrap()
+            .map_ok(|e| e.position)
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    assert_eq!(history(0).await, positions);
+    assert_eq!(history(positions[30]).await, positions[31..]);
     // From a position that is another case's event: the case's events after it.
-    let after_other: Vec<u64> = log
-        .history(&case("ha"), others[20])
-        .await
-        .unwrap()
-        .map_ok(|e| e.position)
-        .try_collect()
-        .await
-        .unwrap();
+    let after_other = history(others[20]).await;
     let expected: Vec<u64> = positions
         .iter()
         .copied()
