@@ -7,6 +7,10 @@
 //! compare-and-set on their revision; acknowledge the batch. A crash anywhere before the
 //! acknowledgement redelivers the batch, and every event at or below a view's position is
 //! skipped, so nothing is applied twice.
+//!
+//! While there is a backlog the batches overlap: after a full batch the next is fetched while
+//! this one is folded and written, its acknowledgements are sent while the next is folded,
+//! and the views it wrote are kept (with their revisions) instead of being read back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
