@@ -84,6 +84,17 @@ fn sql_error(what: &str, error: &rusqlite::Error) -> LogError {
     LogError::Unavailable(format!("{what}: {error}"))
 }
 
+/// The events table. A case's events are read by version through its `(case_id, version)`
+/// index (see [`version_at`]).
+const EVENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS events (
+    position  INTEGER PRIMARY KEY,
+    case_id   TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    commit_id TEXT    NOT NULL UNIQUE,
+    payload   BLOB    NOT NULL,
+    UNIQUE (case_id, version)
+);";
+
 fn open_connection(path: &Path, fsync: bool) -> Result<Connection, LogError> {
     let connection = Connection::open(path)
         .map_err(|e| LogError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -94,14 +105,7 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, LogError> {
     connection
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
-             CREATE TABLE IF NOT EXISTS events (
-                 position  INTEGER PRIMARY KEY,
-                 case_id   TEXT    NOT NULL,
-                 version   INTEGER NOT NULL,
-                 commit_id TEXT    NOT NULL UNIQUE,
-                 payload   BLOB    NOT NULL,
-                 UNIQUE (case_id, version)
-             );
+             {EVENTS_TABLE}
              DROP INDEX IF EXISTS events_by_case;"
         ))
         .map_err(|e| sql_error(&format!("preparing {}", path.display()), &e))?;
@@ -485,18 +489,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DATABASE_FILE);
         let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE events (
-                 position  INTEGER PRIMARY KEY,
-                 case_id   TEXT    NOT NULL,
-                 version   INTEGER NOT NULL,
-                 commit_id TEXT    NOT NULL UNIQUE,
-                 payload   BLOB    NOT NULL,
-                 UNIQUE (case_id, version)
-             );
+        old.execute_batch(&format!(
+            "{EVENTS_TABLE}
              CREATE INDEX events_by_case ON events (case_id, position);
-             INSERT INTO events (case_id, version, commit_id, payload) VALUES ('c', 1, 'x', x'00');",
-        )
+             INSERT INTO events (case_id, version, commit_id, payload) VALUES ('c', 1, 'x', x'00');"
+        ))
         .unwrap();
         drop(old);
         EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
