@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use wfstate_store::{
-    Case, CaseId, CommitId, CommitMeta, FoldError, Hash, IdError, Limits, PrepareError,
+    Case, CaseId, CommitId, CommitMeta, Event, FoldError, Hash, IdError, Limits, PrepareError,
     PreparedCommit, Receipt, ValidationErrors,
 };
 
@@ -185,6 +185,18 @@ pub struct CaseHandle {
     position: u64,
     /// An event sent whose outcome is unknown: the next commit re-sends it first.
     in_doubt: Option<PreparedCommit>,
+    /// An atomic batch sent whose outcome is unknown: [`Workspace::commit_batches`] re-sends
+    /// it, as it was, before anything else is committed.
+    in_doubt_batch: Option<PendingBatch>,
+}
+
+/// An atomic batch of prepared events, each chained to the one before, and the case as they
+/// leave it.
+#[derive(Debug)]
+struct PendingBatch {
+    events: Vec<(Event, Hash, Bytes)>,
+    after: Case,
+    expected: u64,
 }
 
 impl CaseHandle {
@@ -201,6 +213,23 @@ impl CaseHandle {
     /// The position of the case's last event (0 before the first).
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// The events sent whose outcome is unknown (after [`CommitError::Unavailable`]), in
+    /// order, with their commit ids: the next commit (or, for an atomic batch,
+    /// [`Workspace::commit_batches`]) sends exactly these again. Empty when nothing is in
+    /// doubt.
+    pub fn in_doubt(&self) -> Vec<(CommitId, &[u8])> {
+        let single = self
+            .in_doubt
+            .iter()
+            .map(|prepared| (prepared.event().commit_id, prepared.payload()));
+        let batch = self
+            .in_doubt_batch
+            .iter()
+            .flat_map(|pending| pending.events.iter())
+            .map(|(event, _, payload)| (event.commit_id, payload.as_ref()));
+        single.chain(batch).collect()
     }
 }
 
@@ -301,6 +330,7 @@ impl<L: EventLog> Workspace<L> {
             case: Case::new(case_id).with_limits(self.limits),
             position: 0,
             in_doubt: None,
+            in_doubt_batch: None,
         }
     }
 
@@ -365,6 +395,9 @@ impl<L: EventLog> Workspace<L> {
         handle: &mut CaseHandle,
         meta: CommitMeta,
     ) -> Result<Receipt, CommitError> {
+        if handle.in_doubt_batch.is_some() {
+            return Err(CommitError::Log(BATCH_IN_DOUBT.into()));
+        }
         // An earlier attempt whose outcome is unknown is re-sent as it was (same commit id,
         // bytes and expected position) before anything else: it may have landed.
         let prepared = match handle.in_doubt.take() {
@@ -649,6 +682,10 @@ fn jitter(base: Duration, attempt: u32) -> Duration {
     grown / 2 + Duration::from_nanos(nanos % spread)
 }
 
+/// Why a handle with an atomic batch in doubt takes no other commit.
+const BATCH_IN_DOUBT: &str = "an atomic batch of this case is in doubt (its outcome was \
+     unknown): call commit_batches with no batches to resolve it first";
+
 impl Workspace<crate::JetStreamLog> {
     /// Commits several batches of mutations to one case in one round trip: each batch becomes
     /// its own event (one event per commit, each chained to the one before), and all are
@@ -656,13 +693,20 @@ impl Workspace<crate::JetStreamLog> {
     /// first carrying the case's expected position. For a hot case that would otherwise take
     /// one round trip per commit.
     ///
-    /// The handle must have nothing buffered and nothing in doubt. On any error it is
-    /// unchanged; after [`CommitError::Unavailable`] the outcome is unknown: reload the case.
+    /// The handle must have nothing buffered and no single commit in doubt. On any error it
+    /// is unchanged, except after [`CommitError::Unavailable`]: the outcome is unknown, and
+    /// the handle keeps the batch, as it was sent. Then call `commit_batches` with no batches:
+    /// it sends the same events again (same commit ids, same expected position) and returns
+    /// their receipts whether this attempt or the earlier one stored them, or
+    /// [`CommitError::Conflict`] when another writer's event is there instead (the batch did
+    /// not land). Until then the handle takes no other commit, so that a change is never
+    /// applied twice.
     ///
     /// # Errors
     /// [`CommitError::Validation`] for an invalid batch (by its index within that batch),
     /// [`CommitError::Conflict`], [`CommitError::TooLarge`], [`CommitError::Unavailable`],
-    /// [`CommitError::Log`] when the stream does not allow atomic batches.
+    /// [`CommitError::Log`] when the stream does not allow atomic batches, or when a batch is
+    /// in doubt and `batches` is not empty.
     pub async fn commit_batches(
         &self,
         handle: &mut CaseHandle,
@@ -673,53 +717,102 @@ impl Workspace<crate::JetStreamLog> {
                 "commit_batches needs a handle with nothing buffered and nothing in doubt".into(),
             ));
         }
-        let mut scratch =
+        let pending = match handle.in_doubt_batch.take() {
+            Some(pending) if batches.is_empty() => pending,
+            Some(pending) => {
+                handle.in_doubt_batch = Some(pending);
+                return Err(CommitError::Log(BATCH_IN_DOUBT.into()));
+            }
+            None => match self.prepare_batch(handle, batches)? {
+                Some(pending) => pending,
+                None => return Ok(Vec::new()),
+            },
+        };
+        match self.send_batch(handle.case.id(), &pending).await {
+            Ok(last) => {
+                let first_position = last + 1 - pending.events.len() as u64;
+                let receipts = pending
+                    .events
+                    .iter()
+                    .zip(first_position..)
+                    .map(|((event, hash, _), position)| Receipt::new(event, *hash, position))
+                    .collect();
+                handle.case = pending.after;
+                handle.position = last;
+                Ok(receipts)
+            }
+            Err(error @ CommitError::Unavailable(_)) => {
+                handle.in_doubt_batch = Some(pending);
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Prepares one chained event per batch on a copy of the handle's case; `None` for no
+    /// batches.
+    fn prepare_batch(
+        &self,
+        handle: &CaseHandle,
+        batches: Vec<Vec<wfstate_store::Mutation>>,
+    ) -> Result<Option<PendingBatch>, CommitError> {
+        let mut after =
             Case::from_parts(handle.case.state().clone(), handle.case.last_event_hash())
                 .with_limits(self.limits);
-        let mut prepared = Vec::with_capacity(batches.len());
+        let mut events = Vec::with_capacity(batches.len());
         for batch in batches {
             for mutation in batch {
-                scratch.buffer(mutation);
+                after.buffer(mutation);
             }
             let meta = CommitMeta {
                 commit_id: CommitId::generate(),
                 committed_at_ms: now_ms(),
                 writer: self.writer.clone(),
             };
-            let commit = scratch.prepare_commit(meta)?;
-            prepared.push((
+            let commit = after.prepare_commit(meta)?;
+            events.push((
                 commit.event().clone(),
                 commit.event_hash(),
                 commit.payload_bytes(),
             ));
-            scratch
+            after
                 .complete(commit)
                 .map_err(|e| CommitError::Log(e.to_string()))?;
         }
-        let Some((first, ..)) = prepared.first() else {
-            return Ok(Vec::new());
-        };
-        let first_id = first.commit_id;
-        let events: Vec<(CommitId, Bytes)> = prepared
+        Ok((!events.is_empty()).then_some(PendingBatch {
+            events,
+            after,
+            expected: handle.position,
+        }))
+    }
+
+    /// Publishes the batch and resolves the outcome to the position of its last event, or a
+    /// definite error.
+    async fn send_batch(
+        &self,
+        case_id: &CaseId,
+        pending: &PendingBatch,
+    ) -> Result<u64, CommitError> {
+        let events: Vec<(CommitId, Bytes)> = pending
+            .events
             .iter()
             .map(|(event, _, payload)| (event.commit_id, payload.clone()))
             .collect();
-        let case_id = handle.case.id().clone();
-        let expected = handle.position;
-        let count = events.len() as u64;
+        let first_id = events[0].0;
+        let (expected, count) = (pending.expected, events.len() as u64);
         let deadline = Instant::now() + self.retry.deadline;
         let mut attempt = 0;
-        let last = loop {
+        loop {
             attempt += 1;
-            let error = match self.log.append_batch(&case_id, &events, expected).await {
-                Ok(last) => break last,
+            let error = match self.log.append_batch(case_id, &events, expected).await {
+                Ok(last) => return Ok(last),
                 Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
-                    match self.after_conflict(&case_id, expected, first_id).await {
+                    match self.after_conflict(case_id, expected, first_id).await {
                         // Atomic: our first event there means the whole batch landed.
-                        AfterConflict::Ours(stored) => break stored.position + count - 1,
+                        AfterConflict::Ours(stored) => return Ok(stored.position + count - 1),
                         AfterConflict::Theirs(actual) => {
                             return Err(CommitError::Conflict {
-                                case: case_id,
+                                case: case_id.clone(),
                                 expected,
                                 actual,
                             });
@@ -729,19 +822,12 @@ impl Workspace<crate::JetStreamLog> {
                 }
                 Err(error) => error,
             };
-            let unknown =
-                format!("whether the batch of {count} events landed is unknown: reload the case");
+            let unknown = format!(
+                "whether the batch of {count} events landed is unknown: call commit_batches \
+                 with no batches on the same handle to resolve it"
+            );
             self.pause_or_give_up(error, attempt, deadline, &unknown)
                 .await?;
-        };
-        let first_position = last + 1 - count;
-        let receipts = prepared
-            .iter()
-            .zip(first_position..)
-            .map(|((event, hash, _), position)| Receipt::new(event, *hash, position))
-            .collect();
-        handle.case = scratch;
-        handle.position = last;
-        Ok(receipts)
+        }
     }
 }

@@ -648,6 +648,88 @@ async fn a_hot_case_commits_several_batches_in_one_atomic_round_trip() {
     assert_eq!(workspace.commit(&mut handle).await.unwrap().version, 12);
 }
 
+/// An atomic batch whose outcome is unknown stays in the handle, blocks other commits on it,
+/// and is resolved by sending the very same events again: stored once, whether the earlier
+/// attempt had landed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atomic_batch_in_doubt_is_resolved_and_never_applied_twice() {
+    let mut server = NatsServer::start().await;
+    let log = connect(&server, |config| {
+        config.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let quick = Workspace::new(log).with_retry(quick_retry());
+    let patient = quick.clone().with_retry(RetryPolicy {
+        deadline: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    });
+    let (mut handle, _) = quick
+        .create(case("doubt"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let batches = || vec![vec![Mutation::IncrementStepCount]; 3];
+
+    // Sent while the server is down.
+    server.stop().await;
+    let error = quick
+        .commit_batches(&mut handle, batches())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::Unavailable, "{error}");
+    assert_eq!(handle.in_doubt().len(), 3);
+    assert_eq!(handle.case().state().version, 1, "the state waits");
+    // Nothing else is committed on the handle while the batch is in doubt.
+    let refused = quick
+        .commit_batches(&mut handle, batches())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("in doubt"), "{refused}");
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let refused = quick.commit(&mut handle).await.unwrap_err();
+    assert!(refused.to_string().contains("in doubt"), "{refused}");
+    handle.case_mut().rollback();
+    server.restart().await;
+    let receipts = patient
+        .commit_batches(&mut handle, Vec::new())
+        .await
+        .unwrap();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [2, 3, 4]);
+    assert!(handle.in_doubt().is_empty());
+    assert_eq!(assert_chain(patient.log(), &case("doubt")).await.len(), 4);
+
+    // Again, and this time the earlier attempt had stored the batch (its answer lost): the
+    // events sent again are refused whole, and the stored ones are recognised as ours.
+    server.stop().await;
+    let error = quick
+        .commit_batches(&mut handle, batches())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::Unavailable, "{error}");
+    server.restart().await;
+    let pending: Vec<(CommitId, Bytes)> = handle
+        .in_doubt()
+        .into_iter()
+        .map(|(commit_id, payload)| (commit_id, Bytes::copy_from_slice(payload)))
+        .collect();
+    // (Refused if the client's buffered publish already stored it after the reconnect.)
+    let _ = patient
+        .log()
+        .append_batch(&case("doubt"), &pending, handle.position())
+        .await;
+    let receipts = patient
+        .commit_batches(&mut handle, Vec::new())
+        .await
+        .unwrap();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [5, 6, 7]);
+    let stored = assert_chain(patient.log(), &case("doubt")).await;
+    assert_eq!(stored.len(), 7, "each event stored once");
+    assert_eq!(handle.case().state().step_count, 6);
+    let loaded = patient.load(&case("doubt")).await.unwrap();
+    assert_eq!(loaded.case().state(), handle.case().state());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_atomic_batch_is_all_or_nothing() {
     let server = NatsServer::start().await;
