@@ -686,12 +686,13 @@ fn jitter(base: Duration, attempt: u32) -> Duration {
 const BATCH_IN_DOUBT: &str = "an atomic batch of this case is in doubt (its outcome was \
      unknown): call commit_batches with no batches to resolve it first";
 
-impl Workspace<crate::JetStreamLog> {
+impl<L: EventLog> Workspace<L> {
     /// Commits several batches of mutations to one case in one round trip: each batch becomes
     /// its own event (one event per commit, each chained to the one before), and all are
-    /// published as one atomic batch (nats-server 2.12+), stored together or not at all, the
-    /// first carrying the case's expected position. For a hot case that would otherwise take
-    /// one round trip per commit.
+    /// appended as one atomic batch ([`EventLog::append_batch`]: on JetStream an atomic batch
+    /// publish, nats-server 2.12+; on the embedded log one transaction), stored together or
+    /// not at all, the first carrying the case's expected position. For a hot case that would
+    /// otherwise take one round trip per commit.
     ///
     /// The handle must have nothing buffered and no single commit in doubt. On any error it
     /// is unchanged, except after [`CommitError::Unavailable`]: the outcome is unknown, and

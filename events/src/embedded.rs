@@ -53,11 +53,14 @@ impl EmbeddedConfig {
     }
 }
 
+/// One append for the writer thread: a single event, or an atomic batch of events of one case
+/// (stored together, contiguously, or not at all).
 struct AppendRequest {
     case: String,
-    commit_id: String,
     expected: u64,
-    payload: Bytes,
+    /// Commit ids and payloads, in order.
+    events: Vec<(String, Bytes)>,
+    /// For a batch: the position of its last event.
     reply: oneshot::Sender<Result<Appended, LogError>>,
 }
 
@@ -342,16 +345,33 @@ fn append_one(
     transaction: &rusqlite::Transaction<'_>,
     request: &AppendRequest,
 ) -> rusqlite::Result<Result<Appended, LogError>> {
-    let existing: Option<i64> = transaction
-        .prepare_cached("SELECT position FROM events WHERE commit_id = ?1")?
-        .query_row([&request.commit_id], |row| row.get(0))
-        .optional()?;
-    if let Some(position) = existing {
-        let position = u64::try_from(position).unwrap_or(0);
-        return Ok(Ok(Appended {
-            position,
-            duplicate: true,
-        }));
+    let mut stored = Vec::new();
+    for (commit_id, _) in &request.events {
+        let existing: Option<i64> = transaction
+            .prepare_cached("SELECT position FROM events WHERE commit_id = ?1")?
+            .query_row([commit_id], |row| row.get(0))
+            .optional()?;
+        if let Some(position) = existing {
+            stored.push(u64::try_from(position).unwrap_or(0));
+        }
+    }
+    match (stored.first(), request.events.len()) {
+        (Some(&position), 1) => {
+            return Ok(Ok(Appended {
+                position,
+                duplicate: true,
+            }));
+        }
+        // As JetStream refuses a batch holding commit ids it has: nothing of it is stored
+        // again, and the caller finds out by reading the case.
+        (Some(_), _) => {
+            return Ok(Err(LogError::TransientConflict(format!(
+                "{} of the batch's {} commit ids are already stored",
+                stored.len(),
+                request.events.len()
+            ))));
+        }
+        (None, _) => {}
     }
     let last: Option<(i64, i64)> = transaction
         .prepare_cached(
@@ -359,7 +379,7 @@ fn append_one(
         )?
         .query_row([&request.case], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let (last_position, last_version) = last.unwrap_or((0, 0));
+    let (last_position, mut version) = last.unwrap_or((0, 0));
     let last_position = u64::try_from(last_position).unwrap_or(0);
     if last_position != request.expected {
         return Ok(Err(LogError::Conflict {
@@ -367,21 +387,46 @@ fn append_one(
             actual: Some(last_position),
         }));
     }
-    transaction
-        .prepare_cached(
-            "INSERT INTO events (case_id, version, commit_id, payload) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            request.case,
-            last_version + 1,
-            request.commit_id,
-            request.payload.as_ref()
-        ])?;
+    for (commit_id, payload) in &request.events {
+        version += 1;
+        transaction
+            .prepare_cached(
+                "INSERT INTO events (case_id, version, commit_id, payload) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![request.case, version, commit_id, payload.as_ref()])?;
+    }
     let position = u64::try_from(transaction.last_insert_rowid()).unwrap_or(0);
     Ok(Ok(Appended {
         position,
         duplicate: false,
     }))
+}
+
+impl EmbeddedLog {
+    /// Hands one request to the writer thread and waits for its answer.
+    async fn submit(
+        &self,
+        case: &CaseId,
+        expected: u64,
+        events: Vec<(String, Bytes)>,
+    ) -> Result<Appended, LogError> {
+        for (_, payload) in &events {
+            LogError::check_size(payload, self.payload_size_max)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            case: case.to_string(),
+            expected,
+            events,
+            reply,
+        };
+        self.appends
+            .send(request)
+            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?
+    }
 }
 
 impl EventLog for EmbeddedLog {
@@ -392,21 +437,31 @@ impl EventLog for EmbeddedLog {
         expected_position: u64,
         payload: Bytes,
     ) -> Result<Appended, LogError> {
-        LogError::check_size(&payload, self.payload_size_max)?;
-        let (reply, answer) = oneshot::channel();
-        let request = AppendRequest {
-            case: case.to_string(),
-            commit_id: commit_id.to_string(),
-            expected: expected_position,
-            payload,
-            reply,
-        };
-        self.appends
-            .send(request)
-            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?
+        self.submit(
+            case,
+            expected_position,
+            vec![(commit_id.to_string(), payload)],
+        )
+        .await
+    }
+
+    async fn append_batch(
+        &self,
+        case: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<u64, LogError> {
+        if events.is_empty() {
+            return Err(LogError::Other(
+                "an atomic batch needs at least one event".into(),
+            ));
+        }
+        let events = events
+            .iter()
+            .map(|(commit_id, payload)| (commit_id.to_string(), payload.clone()))
+            .collect();
+        let appended = self.submit(case, expected_position, events).await?;
+        Ok(appended.position)
     }
 
     async fn last_event(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {

@@ -759,6 +759,15 @@ impl EventLog for JetStreamLog {
         })
     }
 
+    async fn append_batch(
+        &self,
+        case: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<u64, LogError> {
+        JetStreamLog::append_batch(self, case, events, expected_position).await
+    }
+
     async fn last_event(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
         self.direct_get(self.stream.direct_get_last_for_subject(self.subject(case)))
             .await

@@ -115,6 +115,17 @@ pub trait EventLog: Send + Sync + 'static {
         payload: Bytes,
     ) -> impl Future<Output = Result<Appended, LogError>> + Send;
 
+    /// Appends `events` (commit ids and payloads) as the case's next events, all of them,
+    /// contiguously, or none, if the case's last event is at `expected_position`; returns the
+    /// position of the last one. A batch holding a commit id the log already has is refused
+    /// whole ([`LogError::TransientConflict`]): read the case to see whether it landed.
+    fn append_batch(
+        &self,
+        case: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> impl Future<Output = Result<u64, LogError>> + Send;
+
     /// The case's last event, if it has any.
     fn last_event(
         &self,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use wfstate_events::{
     CommitError, CommitErrorKind, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig,
-    JetStreamLog, Workspace,
+    JetStreamLog, LogError, Workspace,
 };
 use wfstate_projector::{
     EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ProjectorError, ViewSource,
@@ -396,6 +396,74 @@ async fn long_replay(fixture: &impl Fixture) {
     );
 }
 
+/// Several commits in one atomic append: one event per batch, contiguous and chained, all or
+/// nothing; the same events sent again are refused whole.
+async fn atomic_batches(fixture: &impl Fixture) {
+    let log = fixture.log();
+    let workspace = Workspace::new(log.clone());
+    let (mut handle, _) = workspace
+        .create(case("hot"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let mut stale = workspace.load(&case("hot")).await.unwrap();
+    let batches = (1..=5)
+        .map(|n| vec![Mutation::set_key("n", n), Mutation::IncrementStepCount])
+        .collect();
+    let receipts = workspace
+        .commit_batches(&mut handle, batches)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [2, 3, 4, 5, 6]);
+    for pair in receipts.windows(2) {
+        assert_eq!(pair[1].prev_event_hash, pair[0].event_hash);
+    }
+    let loaded = workspace.load(&case("hot")).await.unwrap();
+    assert_eq!(loaded.case().state(), handle.case().state());
+    assert_eq!(loaded.position(), receipts[4].position);
+    let stored: Vec<_> = log
+        .history(&case("hot"), receipts[0].position - 1)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let positions: Vec<u64> = stored.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        receipts.iter().map(|r| r.position).collect::<Vec<_>>()
+    );
+    let before = log.last_position().await.unwrap();
+
+    // From a stale position: refused whole.
+    let error = workspace
+        .commit_batches(&mut stale, vec![vec![Mutation::IncrementStepCount]; 3])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CommitError::Conflict { expected: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(stale.case().state().version, 1, "the handle is unchanged");
+    // The same events again, as a retry after a lost answer would send them: refused whole.
+    let events: Vec<(CommitId, Bytes)> = stored
+        .iter()
+        .map(|e| (e.commit_id.unwrap(), e.payload.clone()))
+        .collect();
+    let again = log
+        .append_batch(&case("hot"), &events, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            LogError::TransientConflict(_) | LogError::Conflict { .. }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(log.last_position().await.unwrap(), before);
+}
+
 async fn invalid_ids_publish_nothing(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
     for bad in ["a.b", "*", ">", "", " ", "$JS", "\u{e9}", &"x".repeat(65)] {
@@ -440,6 +508,7 @@ conformance!(
     follow_from_a_position,
     projector_idempotence_and_quarantine,
     long_replay,
+    atomic_batches,
     invalid_ids_publish_nothing,
 );
 
