@@ -535,16 +535,9 @@ impl<L: EventLog> Workspace<L> {
                     }
                 }
                 Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
-                    match self.after_conflict(case_id, expected, commit_id).await {
-                        AfterConflict::Ours(stored) => return Ok(Resolved::Stored(stored)),
-                        AfterConflict::Theirs(actual) => {
-                            return Err(CommitError::Conflict {
-                                case: case_id.clone(),
-                                expected,
-                                actual,
-                            });
-                        }
-                        AfterConflict::Retry(error) => error,
+                    match self.after_conflict(case_id, expected, commit_id).await? {
+                        Ok(stored) => return Ok(Resolved::Stored(stored)),
+                        Err(retry) => retry,
                     }
                 }
                 Err(error) => error,
@@ -558,21 +551,27 @@ impl<L: EventLog> Workspace<L> {
         }
     }
 
-    /// After a sequence conflict: what the case holds right after the expected position.
+    /// After a sequence conflict, what the case holds right after the expected position: our
+    /// event (`Ok(Ok)`: an earlier attempt landed), nothing or a read error (`Ok(Err)`: try
+    /// again), or another writer's event ([`CommitError::Conflict`]).
     async fn after_conflict(
         &self,
         case_id: &CaseId,
         expected: u64,
         ours: CommitId,
-    ) -> AfterConflict {
+    ) -> Result<Result<StoredEvent, LogError>, CommitError> {
         match self.log.event_after(case_id, expected).await {
-            Ok(Some(stored)) if stored.commit_id == Some(ours) => AfterConflict::Ours(stored),
-            Ok(Some(stored)) => AfterConflict::Theirs(stored.position),
+            Ok(Some(stored)) if stored.commit_id == Some(ours) => Ok(Ok(stored)),
+            Ok(Some(stored)) => Err(CommitError::Conflict {
+                case: case_id.clone(),
+                expected,
+                actual: stored.position,
+            }),
             // Nothing after the expected position: the conflict was transient.
-            Ok(None) => {
-                AfterConflict::Retry(LogError::Unavailable("transient sequence conflict".into()))
-            }
-            Err(error) => AfterConflict::Retry(error),
+            Ok(None) => Ok(Err(LogError::Unavailable(
+                "transient sequence conflict".into(),
+            ))),
+            Err(error) => Ok(Err(error)),
         }
     }
 
@@ -631,16 +630,6 @@ impl<L: EventLog> Workspace<L> {
             }
         }
     }
-}
-
-/// What the case holds right after the expected position, after a sequence conflict.
-enum AfterConflict {
-    /// Our event: an earlier attempt landed.
-    Ours(StoredEvent),
-    /// Another writer's event, at this position.
-    Theirs(u64),
-    /// Nothing (a transient conflict) or a read error: try again.
-    Retry(LogError),
 }
 
 /// The outcome of an append.
@@ -808,17 +797,10 @@ impl<L: EventLog> Workspace<L> {
             let error = match self.log.append_batch(case_id, &events, expected).await {
                 Ok(last) => return Ok(last),
                 Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
-                    match self.after_conflict(case_id, expected, first_id).await {
+                    match self.after_conflict(case_id, expected, first_id).await? {
                         // Atomic: our first event there means the whole batch landed.
-                        AfterConflict::Ours(stored) => return Ok(stored.position + count - 1),
-                        AfterConflict::Theirs(actual) => {
-                            return Err(CommitError::Conflict {
-                                case: case_id.clone(),
-                                expected,
-                                actual,
-                            });
-                        }
-                        AfterConflict::Retry(error) => error,
+                        Ok(stored) => return Ok(stored.position + count - 1),
+                        Err(retry) => retry,
                     }
                 }
                 Err(error) => error,
