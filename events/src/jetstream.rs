@@ -490,24 +490,32 @@ impl JetStreamLog {
         Ok(Box::pin(messages.map(move |message| {
             let message =
                 message.map_err(|e| LogError::Unavailable(format!("reading events: {e}")))?;
-            let info = message
-                .info()
-                .map_err(|e| LogError::Other(format!("message info: {e}")))?;
-            let position = info.stream_sequence;
-            let commit_id = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get("Nats-Msg-Id"))
-                .map(async_nats::HeaderValue::as_str);
-            Ok(stored_event(
-                &prefix,
-                position,
-                &message.subject,
-                commit_id,
-                message.payload.clone(),
-            ))
+            consumed_event(&prefix, &message)
         })))
     }
+}
+
+/// The event a message delivered by a consumer carries: its position from the message's
+/// metadata, its commit id from `Nats-Msg-Id`, its case from its subject.
+///
+/// # Errors
+/// [`LogError::Other`] when the message has no JetStream metadata.
+pub fn consumed_event(prefix: &str, message: &jetstream::Message) -> Result<StoredEvent, LogError> {
+    let info = message
+        .info()
+        .map_err(|e| LogError::Other(format!("message info: {e}")))?;
+    let commit_id = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("Nats-Msg-Id"))
+        .map(async_nats::HeaderValue::as_str);
+    Ok(stored_event(
+        prefix,
+        info.stream_sequence,
+        &message.subject,
+        commit_id,
+        message.payload.clone(),
+    ))
 }
 
 /// The event a message from the stream carries, its case taken from its subject.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
-use wfstate_events::jetstream::stored_event;
+use wfstate_events::jetstream::consumed_event;
 use wfstate_events::{EventLog, JetStreamLog, StoredEvent};
 use wfstate_store::CaseId;
 
@@ -120,21 +120,7 @@ async fn receive(
     let mut received = Vec::with_capacity(batch);
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| unavailable("receiving events", e))?;
-        let info = message
-            .info()
-            .map_err(|e| ProjectorError::Other(format!("message info: {e}")))?;
-        let commit_id = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get("Nats-Msg-Id"))
-            .map(async_nats::HeaderValue::as_str);
-        let stored = stored_event(
-            &prefix,
-            info.stream_sequence,
-            &message.subject,
-            commit_id,
-            message.payload.clone(),
-        );
+        let stored = consumed_event(&prefix, &message)?;
         received.push((message, stored));
     }
     Ok(received)
