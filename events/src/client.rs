@@ -2,7 +2,7 @@
 //! resolving every retry to exactly one stored event.
 //!
 //! The protocol of one commit:
-//! 1. the case handle prepares the event (validate, apply to a copy, encode, hash);
+//! 1. the case handle prepares the event (validate, apply, encode, hash, undo);
 //! 2. the payload is appended with its commit id and the case's last position as the expected
 //!    position;
 //! 3. the outcome is resolved: an ack or a duplicate ack is done; a sequence conflict is

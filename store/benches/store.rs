@@ -1,5 +1,5 @@
 //! Micro costs of the commit path: validate + apply of a 10-mutation batch, event encode and
-//! decode, state hash, and a whole `prepare_commit`.
+//! decode, state hash, a whole `prepare_commit`, and prepare + complete.
 
 use std::hint::black_box;
 
@@ -99,6 +99,18 @@ fn benches(c: &mut Criterion) {
     c.bench_function("prepare_commit_step", |b| {
         b.iter(|| step_case.prepare_commit(meta()).expect("valid batch"));
     });
+    // The whole client-side commit of (1): buffer, prepare, and complete once appended.
+    let mut step = 1_u64;
+    c.bench_function("commit_step", |b| {
+        b.iter(|| {
+            step += 1;
+            step_case
+                .buffer(Mutation::set_key("step", step))
+                .buffer(Mutation::IncrementStepCount);
+            let prepared = step_case.prepare_commit(meta()).expect("valid batch");
+            step_case.complete(prepared).expect("fresh commit");
+        });
+    });
 
     let prepared = prepared_case.prepare_commit(meta()).expect("valid batch");
     let event = prepared.event().clone();
@@ -109,7 +121,8 @@ fn benches(c: &mut Criterion) {
         b.iter(|| Event::decode(black_box(&payload)).expect("valid payload"));
     });
     c.bench_function("event_hash", |b| b.iter(|| Hash::of(black_box(&payload))));
-    let state = prepared.state().clone();
+    prepared_case.complete(prepared).expect("fresh commit");
+    let state = prepared_case.state().clone();
     c.bench_function("state_hash", |b| b.iter(|| black_box(&state).hash()));
 
     // Replay's inner loop: decode, link and version checks, validate + apply, state hash,

@@ -1,7 +1,7 @@
 //! [`Case`]: a handle on one case's state with a buffer of pending mutations.
 //!
 //! The commit protocol is `buffer` (O(1)) → [`Case::prepare_commit`] (resolve closures,
-//! validate sequentially, apply to a copy, encode one event) → the caller appends the payload
+//! validate sequentially, apply, encode one event, undo) → the caller appends the payload
 //! durably → [`Case::complete`]. Until `complete`, the handle's state is unchanged; on any
 //! error the buffer is kept for the caller to fix or [`Case::rollback`].
 
@@ -9,7 +9,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::apply::{apply, apply_commit};
+use crate::apply::{Journal, Trial, apply, apply_commit, apply_commit_logged};
 use crate::event::{DecodeError, Event, SCHEMA_VERSION};
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId, TokenId};
@@ -155,7 +155,6 @@ pub struct PreparedCommit {
     event: Event,
     payload: Bytes,
     event_hash: Hash,
-    state: CaseState,
     buffered: usize,
 }
 
@@ -175,10 +174,6 @@ impl PreparedCommit {
     /// SHA-256 of the payload.
     pub fn event_hash(&self) -> Hash {
         self.event_hash
-    }
-    /// The state after the commit.
-    pub fn state(&self) -> &CaseState {
-        &self.state
     }
 }
 
@@ -282,12 +277,13 @@ impl Case {
         self.buffer.clear();
     }
 
-    /// Resolves, validates and applies the buffer to a copy of the state, and encodes the event.
-    /// The case is not changed: call [`Case::complete`] once the log has the payload.
+    /// Resolves, validates and applies the buffer, and encodes the event. The mutations are
+    /// tried on the case's own state and undone before this returns (also on error or panic),
+    /// so the case is not changed: call [`Case::complete`] once the log has the payload.
     ///
     /// # Errors
     /// [`PrepareError`]: every invalid mutation, or a limit exceeded.
-    pub fn prepare_commit(&self, meta: CommitMeta) -> Result<PreparedCommit, PrepareError> {
+    pub fn prepare_commit(&mut self, meta: CommitMeta) -> Result<PreparedCommit, PrepareError> {
         let limits = &self.limits;
         if self.buffer.len() > limits.batch_mutations_max {
             return Err(PrepareError::TooManyMutations {
@@ -302,13 +298,13 @@ impl Case {
                 limits.writer_length_max_bytes
             )));
         }
-        let mut state = self.state.clone();
+        let mut trial = Trial::new(&mut self.state);
         let mut mutations = Vec::with_capacity(self.buffer.len());
         let mut errors = Vec::new();
         for (index, pending) in self.buffer.iter().enumerate() {
-            let step = resolve(&state, pending).and_then(|mutation| {
-                check(&state, &mutation, limits)?;
-                apply(&mut state, &mutation, meta.committed_at_ms);
+            let step = resolve(trial.state(), pending).and_then(|mutation| {
+                check(trial.state(), &mutation, limits)?;
+                trial.apply(&mutation, meta.committed_at_ms);
                 Ok(mutation)
             });
             match step {
@@ -323,7 +319,8 @@ impl Case {
         if !errors.is_empty() {
             return Err(ValidationErrors(errors).into());
         }
-        apply_commit(&mut state, meta.committed_at_ms);
+        trial.apply_commit(meta.committed_at_ms);
+        let state = trial.state();
         let event = Event {
             schema: SCHEMA_VERSION,
             commit_id: meta.commit_id,
@@ -335,6 +332,7 @@ impl Case {
             state_hash: state.hash(),
             prev_event_hash: self.last_event_hash,
         };
+        drop(trial);
         let payload = Bytes::from(event.encode());
         if payload.len() > limits.event_size_max_bytes {
             return Err(PrepareError::TooLarge {
@@ -347,30 +345,40 @@ impl Case {
             event,
             payload,
             event_hash,
-            state,
             buffered: self.buffer.len(),
         })
     }
 
-    /// Takes the prepared commit as the case's new state once the log acknowledged it, and
-    /// drops the buffered mutations it was made of.
+    /// Applies the prepared commit to the case once the log acknowledged it, and drops the
+    /// buffered mutations it was made of.
     ///
     /// # Errors
     /// [`StaleCommit`] when it was prepared against another version; nothing changes.
     pub fn complete(&mut self, prepared: PreparedCommit) -> Result<(), StaleCommit> {
-        let follows = prepared.event.version == self.state.version + 1
-            && prepared.event.prev_event_hash == self.last_event_hash
-            && prepared.event.case_id == self.state.case_id;
+        let PreparedCommit {
+            event,
+            event_hash,
+            buffered,
+            ..
+        } = prepared;
+        let follows = event.version == self.state.version + 1
+            && event.prev_event_hash == self.last_event_hash
+            && event.case_id == self.state.case_id;
         if !follows {
             return Err(StaleCommit {
-                prepared: prepared.event.version,
+                prepared: event.version,
                 current: self.state.version,
             });
         }
-        self.state = prepared.state;
-        self.last_event_hash = prepared.event_hash;
-        self.buffer
-            .drain(..prepared.buffered.min(self.buffer.len()));
+        // The same mutations on the same state (same version, same last event) as when the
+        // commit was prepared: they were validated then, and reach the same state again.
+        for mutation in &event.mutations {
+            apply(&mut self.state, mutation, event.committed_at_ms);
+        }
+        apply_commit(&mut self.state, event.committed_at_ms);
+        debug_assert_eq!(self.state.hash(), event.state_hash);
+        self.last_event_hash = event_hash;
+        self.buffer.drain(..buffered.min(self.buffer.len()));
         Ok(())
     }
 
@@ -401,24 +409,25 @@ impl Case {
     /// its version, links to its last event, validates, and reaches the committed state hash.
     /// Replay never runs user code: closures were resolved to data before the event was made.
     ///
-    /// The event is applied to a copy of the state, so that the case is unchanged on error.
-    /// Readers that give up on the first bad event fold without that copy: [`Case::fold`].
+    /// The event is tried on the case's state and undone on error, so that the case is
+    /// unchanged. Readers that give up on the first bad event fold without keeping what to
+    /// undo: [`Case::fold`].
     ///
     /// # Errors
     /// [`FoldError`]; the case is unchanged.
     pub fn apply_event(&mut self, event: &Event, event_hash: Hash) -> Result<(), FoldError> {
         self.check_follows(event)?;
-        let mut state = self.state.clone();
-        apply_checked(&mut state, event)?;
-        self.state = state;
+        let mut trial = Trial::new(&mut self.state);
+        let (state, journal) = trial.parts();
+        apply_checked(state, event, journal)?;
+        trial.keep();
         self.last_event_hash = event_hash;
         Ok(())
     }
 
     /// Decodes a stored payload and folds it into the case like [`Case::apply_payload`], but
-    /// in place, without the copy of the state that keeps a case unchanged on error: on error
-    /// the case is gone. For readers that stop at the first bad event (replay, audit), where
-    /// that copy is a large share of the cost of every event.
+    /// without the journal that keeps a case unchanged on error: on error the case is gone.
+    /// For readers that stop at the first bad event (replay, audit).
     ///
     /// # Errors
     /// [`FoldError`], with the case dropped.
@@ -428,14 +437,14 @@ impl Case {
         Ok((case, event))
     }
 
-    /// Folds a decoded event in place, like [`Case::apply_event`] but without its copy of the
-    /// state (see [`Case::fold`]).
+    /// Folds a decoded event like [`Case::apply_event`] but without its journal (see
+    /// [`Case::fold`]).
     ///
     /// # Errors
     /// [`FoldError`], with the case dropped.
     pub fn fold_event(mut self, event: &Event, event_hash: Hash) -> Result<Case, FoldError> {
         self.check_follows(event)?;
-        apply_checked(&mut self.state, event)?;
+        apply_checked(&mut self.state, event, &mut ())?;
         self.last_event_hash = event_hash;
         Ok(self)
     }
@@ -466,17 +475,22 @@ impl Case {
 }
 
 /// Applies the event's mutations and the commit to `state`, and checks the state hash the
-/// writer committed. On error `state` is partly changed.
-fn apply_checked(state: &mut CaseState, event: &Event) -> Result<(), FoldError> {
+/// writer committed. On error `state` is partly changed, as `journal` records.
+fn apply_checked(
+    state: &mut CaseState,
+    event: &Event,
+    journal: &mut impl Journal,
+) -> Result<(), FoldError> {
     // What the writer validated under its own limits is replayed whatever ours are.
-    crate::validate::apply_batch(
+    crate::validate::apply_batch_logged(
         state,
         &event.mutations,
         event.committed_at_ms,
         &Limits::unbounded(),
+        journal,
     )
     .map_err(FoldError::Invalid)?;
-    apply_commit(state, event.committed_at_ms);
+    apply_commit_logged(state, event.committed_at_ms, journal);
     let actual = state.hash();
     if actual != event.state_hash {
         return Err(FoldError::StateHashMismatch {

@@ -13,8 +13,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use crate::{
-    Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Map, Mutation, PrepareError,
-    ScopeId, TokenId, TokenStatus, TokenUpdate, Value,
+    Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Event, FoldError, Hash, Map,
+    Mutation, PrepareError, ScopeId, TokenId, TokenStatus, TokenUpdate, Value,
 };
 
 fn runner(name: &str, cases: u32) -> TestRunner {
@@ -369,10 +369,11 @@ fn run_against_model(batches: &[Vec<Mutation>]) -> Result<(Vec<Vec<u8>>, Case), 
                     rejected.is_empty(),
                     "accepted a batch the model rejects at {rejected:?}"
                 );
-                prop_assert_eq!(Model::of(prepared.state()), next.clone().sorted());
-                prop_assert_eq!(prepared.state().check_invariants(), Ok(()));
+                prop_assert_eq!(case.state(), &before, "prepare leaves the case unchanged");
                 payloads.push(prepared.payload().to_vec());
                 case.complete(prepared).unwrap();
+                prop_assert_eq!(Model::of(case.state()), next.clone().sorted());
+                prop_assert_eq!(case.state().check_invariants(), Ok(()));
                 model = next;
             }
             Err(PrepareError::Invalid(errors)) => {
@@ -393,6 +394,32 @@ fn random_batches_match_the_reference_model() {
     runner("random_batches_match_the_reference_model", 400)
         .run(&batches(), |batches| {
             run_against_model(&batches).map(|_| ())
+        })
+        .unwrap();
+}
+
+#[test]
+fn an_event_that_fails_its_state_hash_is_undone_whole() {
+    runner("an_event_that_fails_its_state_hash_is_undone_whole", 200)
+        .run(&batches(), |batches| {
+            let (payloads, writer) = run_against_model(&batches)?;
+            let mut case = Case::new(CaseId::new("prop").unwrap());
+            for payload in &payloads {
+                // Every mutation of the event applies; only the final hash check fails, so
+                // everything it changed must be put back.
+                let mut forged = Event::decode(payload).unwrap();
+                forged.state_hash = Hash::of(b"forged");
+                let before = case.state().clone();
+                let refused = case.apply_payload(&forged.encode());
+                prop_assert!(
+                    matches!(refused, Err(FoldError::StateHashMismatch { .. })),
+                    "{refused:?}"
+                );
+                prop_assert_eq!(case.state(), &before);
+                case.apply_payload(payload).unwrap();
+            }
+            prop_assert_eq!(case.state(), writer.state());
+            Ok(())
         })
         .unwrap();
 }

@@ -2,13 +2,13 @@
 //!
 //! A batch is validated **sequentially**: each mutation is checked against the state as the
 //! earlier mutations of the same batch leave it, and every error of the batch is collected.
-//! [`apply_batch`] does both in one pass over a copy of the state.
+//! [`apply_batch`] does both in one pass.
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::apply::apply;
+use crate::apply::{Journal, apply_logged};
 use crate::id::{ScopeId, TokenId};
 use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
@@ -387,10 +387,21 @@ pub fn apply_batch(
     committed_at_ms: u64,
     limits: &Limits,
 ) -> Result<(), ValidationErrors> {
+    apply_batch_logged(state, mutations, committed_at_ms, limits, &mut ())
+}
+
+/// [`apply_batch`], recording what it changes in `journal`.
+pub(crate) fn apply_batch_logged(
+    state: &mut CaseState,
+    mutations: &[Mutation],
+    committed_at_ms: u64,
+    limits: &Limits,
+    journal: &mut impl Journal,
+) -> Result<(), ValidationErrors> {
     let mut errors = Vec::new();
     for (index, mutation) in mutations.iter().enumerate() {
         match check(state, mutation, limits) {
-            Ok(()) => apply(state, mutation, committed_at_ms),
+            Ok(()) => apply_logged(state, mutation, committed_at_ms, journal),
             Err(reason) => errors.push(ValidationError {
                 index,
                 kind: mutation.kind(),

@@ -192,7 +192,7 @@ async fn lost_acknowledgement_retry(fixture: &impl Fixture) {
     let (mut handle, _) = workspace.create(case("lost"), []).await.unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let meta = meta();
-    let prepared = handle.case().prepare_commit(meta.clone()).unwrap();
+    let prepared = handle.case_mut().prepare_commit(meta.clone()).unwrap();
     // The append lands; its acknowledgement never reaches the writer.
     let landed = fixture
         .log()

@@ -244,7 +244,7 @@ async fn a_lost_acknowledgement_is_resolved_to_one_event() {
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let meta = meta();
     // The first attempt lands, but its ack never reaches the writer.
-    let prepared = handle.case().prepare_commit(meta.clone()).unwrap();
+    let prepared = handle.case_mut().prepare_commit(meta.clone()).unwrap();
     let raw = publish_raw(
         workspace.log(),
         "lost",
@@ -278,7 +278,7 @@ async fn a_lost_acknowledgement_after_the_duplicate_window_is_resolved_too() {
         .unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let meta = meta();
-    let prepared = handle.case().prepare_commit(meta.clone()).unwrap();
+    let prepared = handle.case_mut().prepare_commit(meta.clone()).unwrap();
     let raw = publish_raw(
         workspace.log(),
         "late",
@@ -301,7 +301,7 @@ async fn a_lost_acknowledgement_after_the_duplicate_window_is_resolved_too() {
         committed_at_ms: 1,
         ..meta_with_id()
     };
-    let prepared = handle.case().prepare_commit(first.clone()).unwrap();
+    let prepared = handle.case_mut().prepare_commit(first.clone()).unwrap();
     let raw = publish_raw(
         workspace.log(),
         "late",
