@@ -612,6 +612,21 @@ fn failed_commit_keeps_version_state_and_buffer() {
 }
 
 #[test]
+fn a_closure_that_panics_leaves_the_case_as_it_was() {
+    let mut case = nested_case();
+    let before = case.state().clone();
+    case.buffer(Mutation::set_key("fine", 1))
+        .buffer(Mutation::IncrementStepCount)
+        .update_ctx(|_| panic!("a closure of the caller's fails"));
+    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        case.prepare_commit(meta(9))
+    }));
+    assert!(prepared.is_err(), "the panic reaches the caller");
+    assert_eq!(case.state(), &before, "what was tried before it is undone");
+    assert_eq!(case.buffered(), 3);
+}
+
+#[test]
 fn limits_are_clear_errors() {
     let mut case = new_case().with_limits(crate::Limits {
         batch_mutations_max: 2,
