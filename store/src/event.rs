@@ -171,7 +171,11 @@ impl Event {
     /// # Errors
     /// [`DecodeError`] naming what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-        let wire: WireEvent = match ciborium::from_reader(bytes) {
+        // Text up to the scratch's size is read through it, longer text in chunks: ids, keys
+        // and short values fit, and a smaller scratch is cheaper to set up than ciborium's
+        // default of 4 KiB, once per event on every replay.
+        let mut scratch = [0_u8; 256];
+        let wire: WireEvent = match ciborium::de::from_reader_with_buffer(bytes, &mut scratch) {
             Ok(wire) => wire,
             Err(error) => {
                 // A newer schema may not fit the current shape: name its version rather than
@@ -254,6 +258,18 @@ mod tests {
             let event = sample(version);
             assert_eq!(Event::decode(&event.encode()), Ok(event));
         }
+    }
+
+    #[test]
+    fn text_and_bytes_longer_than_the_scratch_round_trip() {
+        let long_text = "é".repeat(3000);
+        let mut event = sample(2);
+        event.writer = "w".repeat(300);
+        event.mutations.push(Mutation::set_key("text", long_text.as_str()));
+        event.mutations.push(Mutation::SetMetadata {
+            value: Value::Bytes(vec![7; 5000]),
+        });
+        assert_eq!(Event::decode(&event.encode()), Ok(event));
     }
 
     #[test]
