@@ -417,7 +417,8 @@ impl JetStreamLog {
     /// The subject of a case.
     pub fn subject(&self, case: &CaseId) -> String {
         // Once per commit: plain appends, without the formatting machinery.
-        let mut subject = String::with_capacity(self.subject_prefix.len() + 1 + case.as_str().len());
+        let mut subject =
+            String::with_capacity(self.subject_prefix.len() + 1 + case.as_str().len());
         subject.push_str(&self.subject_prefix);
         subject.push('.');
         subject.push_str(case.as_str());

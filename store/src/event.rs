@@ -265,7 +265,9 @@ mod tests {
         let long_text = "é".repeat(3000);
         let mut event = sample(2);
         event.writer = "w".repeat(300);
-        event.mutations.push(Mutation::set_key("text", long_text.as_str()));
+        event
+            .mutations
+            .push(Mutation::set_key("text", long_text.as_str()));
         event.mutations.push(Mutation::SetMetadata {
             value: Value::Bytes(vec![7; 5000]),
         });

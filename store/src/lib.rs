@@ -32,6 +32,7 @@
 //! ```
 
 pub mod apply;
+mod canonical;
 pub mod case;
 pub mod event;
 pub mod hash;

@@ -14,7 +14,8 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use crate::{
     Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Event, FoldError, Hash, Map,
-    Mutation, PrepareError, ScopeId, TokenId, TokenStatus, TokenUpdate, Value,
+    Mutation, PrepareError, Scope, ScopeId, ScopeStatus, Token, TokenId, TokenStatus, TokenUpdate,
+    Value,
 };
 
 fn runner(name: &str, cases: u32) -> TestRunner {
@@ -519,6 +520,120 @@ fn state_hash_ignores_insertion_order() {
                 backward.ctx.insert(key, value);
             }
             prop_assert_eq!(forward.hash(), backward.hash());
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Values for encoding: every float class and every integer header width, at its edges.
+fn encoding_value() -> impl Strategy<Value = Value> {
+    let edges: Vec<i128> = vec![
+        0,
+        23,
+        24,
+        255,
+        256,
+        65_535,
+        65_536,
+        u32::MAX.into(),
+        i128::from(u32::MAX) + 1,
+        u64::MAX.into(),
+        -1,
+        -24,
+        -25,
+        -256,
+        -257,
+        -65_537,
+        i64::MIN.into(),
+        i128::from(i64::MIN) + 1,
+    ];
+    let leaf = prop_oneof![
+        value(),
+        prop::sample::select(edges).prop_map(Value::Integer),
+        any::<f64>().prop_map(Value::Float),
+        any::<f32>().prop_map(|float| Value::Float(float.into())),
+        prop::sample::select(vec![
+            0.0,
+            -0.0,
+            0.5,
+            1.5,
+            65_504.0,
+            1e-7,
+            f64::NAN,
+            f64::INFINITY
+        ])
+        .prop_map(Value::Float),
+        "\\PC{20,30}".prop_map(Value::from),
+        prop::collection::vec(any::<u8>(), 250..260).prop_map(Value::Bytes),
+    ];
+    leaf.prop_recursive(2, 12, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            prop::collection::btree_map("\\PC{0,3}", inner, 0..3).prop_map(Value::Map),
+        ]
+    })
+}
+
+fn encoding_state() -> impl Strategy<Value = CaseState> {
+    let status = prop::sample::select(vec![
+        CaseStatus::Running,
+        CaseStatus::Done,
+        CaseStatus::Failed,
+        CaseStatus::Cancelled,
+    ]);
+    let scope = (any::<u64>(), scope_id(), scope_id(), any::<bool>()).prop_map(
+        |(entered_at_ms, id, parent, cancelled)| Scope {
+            entered_at_ms,
+            id,
+            parent,
+            status: if cancelled {
+                ScopeStatus::Cancelled
+            } else {
+                ScopeStatus::Active
+            },
+        },
+    );
+    let token = ("[a-z]{1,30}", any::<u64>(), scope_id(), encoding_value()).prop_map(
+        |(id, ip, scope, value)| Token {
+            id: TokenId::new(id).unwrap(),
+            ip,
+            scope,
+            status: TokenStatus::Complete,
+            value,
+        },
+    );
+    (
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        prop::collection::btree_map("\\PC{1,30}", encoding_value(), 0..30),
+        encoding_value(),
+        prop::collection::vec(scope, 0..4),
+        prop::collection::vec(token, 0..30),
+        status,
+    )
+        .prop_map(|(numbers, ctx, metadata, scopes, tokens, status)| {
+            let mut state = CaseState::new(CaseId::new("c").unwrap());
+            (state.created_at_ms, state.last_commit_at_ms) = (numbers.0, numbers.1);
+            (state.step_count, state.version) = (numbers.2, numbers.3);
+            state.ctx = ctx;
+            state.metadata = metadata;
+            state.status = status;
+            state
+                .scopes
+                .extend(scopes.into_iter().map(|s| (s.id.clone(), s)));
+            state
+                .tokens
+                .extend(tokens.into_iter().map(|t| (t.id.clone(), t)));
+            state
+        })
+}
+
+#[test]
+fn the_canonical_encoding_is_ciboriums_byte_for_byte() {
+    runner("the_canonical_encoding_is_ciboriums_byte_for_byte", 300)
+        .run(&encoding_state(), |state| {
+            let mut reference = Vec::new();
+            ciborium::into_writer(&state, &mut reference).unwrap();
+            prop_assert_eq!(state.canonical_bytes(), reference);
             Ok(())
         })
         .unwrap();

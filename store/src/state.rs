@@ -208,9 +208,7 @@ impl CaseState {
     }
 
     fn write_canonical(&self, bytes: &mut Vec<u8>) {
-        // Writing to a Vec cannot fail, and every part of a state has a CBOR encoding: an
-        // error here is a bug, not a condition to handle.
-        ciborium::into_writer(self, bytes).expect("a case state always encodes");
+        crate::canonical::write_state(self, bytes);
     }
 
     /// SHA-256 of the canonical encoding: the `state_hash` of events and receipts.

@@ -1,0 +1,163 @@
+//! The canonical CBOR encoding of a case state, written straight into a buffer.
+//!
+//! `state_hash` is computed for every commit and checked for every folded event, so this
+//! encoding is on the hot path of writers, the projector, replay and audit. Through serde,
+//! ciborium spends most of its time dispatching per item; here each part is written with its
+//! minimal CBOR header directly. The bytes are exactly those of ciborium's encoding of the
+//! state's serde form, which stays the reference: a property test compares the two on random
+//! states, floats and integer edges included. Floats, rare in a state, are written by ciborium
+//! itself (shortest exact width).
+
+use std::collections::BTreeMap;
+
+use crate::state::{CaseState, Scope, Token};
+use crate::value::{Map, Value};
+
+const UNSIGNED: u8 = 0;
+const NEGATIVE: u8 = 1 << 5;
+const BYTES: u8 = 2 << 5;
+const TEXT: u8 = 3 << 5;
+const ARRAY: u8 = 4 << 5;
+const MAP: u8 = 5 << 5;
+const FALSE: u8 = 0xf4;
+const TRUE: u8 = 0xf5;
+const NULL: u8 = 0xf6;
+
+/// Appends the canonical encoding of `state` to `out`.
+pub(crate) fn write_state(state: &CaseState, out: &mut Vec<u8>) {
+    header(out, MAP, 10);
+    text(out, "case_id");
+    text(out, state.case_id.as_str());
+    text(out, "created_at_ms");
+    header(out, UNSIGNED, state.created_at_ms);
+    text(out, "ctx");
+    map(out, &state.ctx);
+    text(out, "last_commit_at_ms");
+    header(out, UNSIGNED, state.last_commit_at_ms);
+    text(out, "metadata");
+    value(out, &state.metadata);
+    text(out, "scopes");
+    entries(out, &state.scopes, |out, id, scope| {
+        text(out, id.as_str());
+        write_scope(out, scope);
+    });
+    text(out, "status");
+    text(out, state.status.as_str());
+    text(out, "step_count");
+    header(out, UNSIGNED, state.step_count);
+    text(out, "tokens");
+    entries(out, &state.tokens, |out, id, token| {
+        text(out, id.as_str());
+        write_token(out, token);
+    });
+    text(out, "version");
+    header(out, UNSIGNED, state.version);
+}
+
+fn write_scope(out: &mut Vec<u8>, scope: &Scope) {
+    header(out, MAP, 4);
+    text(out, "entered_at_ms");
+    header(out, UNSIGNED, scope.entered_at_ms);
+    text(out, "id");
+    text(out, scope.id.as_str());
+    text(out, "parent");
+    text(out, scope.parent.as_str());
+    text(out, "status");
+    text(out, scope.status.as_str());
+}
+
+fn write_token(out: &mut Vec<u8>, token: &Token) {
+    header(out, MAP, 5);
+    text(out, "id");
+    text(out, token.id.as_str());
+    text(out, "ip");
+    header(out, UNSIGNED, token.ip);
+    text(out, "scope");
+    text(out, token.scope.as_str());
+    text(out, "status");
+    text(out, token.status.as_str());
+    text(out, "value");
+    value(out, &token.value);
+}
+
+fn entries<K, V>(
+    out: &mut Vec<u8>,
+    entries: &BTreeMap<K, V>,
+    mut entry: impl FnMut(&mut Vec<u8>, &K, &V),
+) {
+    header(out, MAP, entries.len() as u64);
+    for (key, value) in entries {
+        entry(out, key, value);
+    }
+}
+
+fn map(out: &mut Vec<u8>, map: &Map) {
+    entries(out, map, |out, key, item| {
+        text(out, key);
+        value(out, item);
+    });
+}
+
+fn value(out: &mut Vec<u8>, item: &Value) {
+    match item {
+        Value::Null => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Integer(integer) => {
+            if let Ok(unsigned) = u64::try_from(*integer) {
+                header(out, UNSIGNED, unsigned);
+            } else {
+                // CBOR stores a negative n as -1 - n; a Value's integers end at i64::MIN.
+                let below = u64::try_from(-1 - *integer)
+                    .expect("a Value's integers are within i64::MIN..=u64::MAX");
+                header(out, NEGATIVE, below);
+            }
+        }
+        Value::Float(float) => {
+            ciborium::into_writer(float, &mut *out).expect("a float always encodes");
+        }
+        Value::Text(string) => text(out, string),
+        Value::Bytes(bytes) => {
+            header(out, BYTES, bytes.len() as u64);
+            out.extend_from_slice(bytes);
+        }
+        Value::Array(items) => {
+            header(out, ARRAY, items.len() as u64);
+            for item in items {
+                value(out, item);
+            }
+        }
+        Value::Map(entries) => map(out, entries),
+    }
+}
+
+fn text(out: &mut Vec<u8>, string: &str) {
+    header(out, TEXT, string.len() as u64);
+    out.extend_from_slice(string.as_bytes());
+}
+
+/// A header in its shortest form: the major type with the argument in the same byte below
+/// 24, else in the next 1, 2, 4 or 8 bytes (big-endian).
+fn header(out: &mut Vec<u8>, major: u8, argument: u64) {
+    const FOLLOWS_1: u8 = 0x18;
+    const FOLLOWS_2: u8 = 0x19;
+    const FOLLOWS_4: u8 = 0x1a;
+    const FOLLOWS_8: u8 = 0x1b;
+    let bytes = argument.to_be_bytes();
+    match argument {
+        0..0x18 => out.push(major | bytes[7]),
+        0x18..=0xff => out.extend_from_slice(&[major | FOLLOWS_1, bytes[7]]),
+        0x100..=0xffff => {
+            out.push(major | FOLLOWS_2);
+            out.extend_from_slice(&bytes[6..]);
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(major | FOLLOWS_4);
+            out.extend_from_slice(&bytes[4..]);
+        }
+        _ => {
+            out.push(major | FOLLOWS_8);
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
