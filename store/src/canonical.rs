@@ -1,15 +1,18 @@
-//! The canonical CBOR encoding of a case state, written straight into a buffer.
+//! The CBOR encodings of a case state (canonical, what `state_hash` covers) and of an event,
+//! written straight into a buffer.
 //!
-//! `state_hash` is computed for every commit and checked for every folded event, so this
-//! encoding is on the hot path of writers, the projector, replay and audit. Through serde,
-//! ciborium spends most of its time dispatching per item; here each part is written with its
-//! minimal CBOR header directly. The bytes are exactly those of ciborium's encoding of the
-//! state's serde form, which stays the reference: a property test compares the two on random
-//! states, floats and integer edges included. Floats, rare in a state, are written by ciborium
-//! itself (shortest exact width).
+//! Both are on the hot path: every commit encodes an event and hashes its state, and every
+//! folded event (projector, replay, audit) hashes the state again. Through serde, ciborium
+//! spends most of its time dispatching per item; here each part is written with its minimal
+//! CBOR header directly. The bytes are exactly those of ciborium's encoding of the serde
+//! forms, which stay the reference: property tests compare the two on random states and
+//! events, floats and integer edges included. Floats, rare in a state, are written by
+//! ciborium itself (shortest exact width).
 
 use std::collections::BTreeMap;
 
+use crate::event::Event;
+use crate::mutation::{Mutation, TokenUpdate};
 use crate::state::{CaseState, Scope, Token};
 use crate::value::{Map, Value};
 
@@ -52,6 +55,153 @@ pub(crate) fn write_state(state: &CaseState, out: &mut Vec<u8>) {
     });
     text(out, "version");
     header(out, UNSIGNED, state.version);
+}
+
+/// Appends the encoding of `event` (the serde form of [`Event`]) to `out`.
+pub(crate) fn write_event(event: &Event, out: &mut Vec<u8>) {
+    let mut commit_id = [0; uuid::fmt::Hyphenated::LENGTH];
+    header(out, MAP, 9);
+    text(out, "schema");
+    header(out, UNSIGNED, event.schema);
+    text(out, "commit_id");
+    text(
+        out,
+        event
+            .commit_id
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut commit_id),
+    );
+    text(out, "case_id");
+    text(out, event.case_id.as_str());
+    text(out, "version");
+    header(out, UNSIGNED, event.version);
+    text(out, "mutations");
+    header(out, ARRAY, event.mutations.len() as u64);
+    for mutation in &event.mutations {
+        write_mutation(out, mutation);
+    }
+    text(out, "committed_at_ms");
+    header(out, UNSIGNED, event.committed_at_ms);
+    text(out, "writer");
+    text(out, &event.writer);
+    text(out, "state_hash");
+    bytes(out, &event.state_hash.0);
+    text(out, "prev_event_hash");
+    bytes(out, &event.prev_event_hash.0);
+}
+
+/// A mutation as serde writes it: a map tagged by `op` first, then the variant's fields in
+/// declared order, without the ones serde skips when empty.
+fn write_mutation(out: &mut Vec<u8>, mutation: &Mutation) {
+    let op = |out: &mut Vec<u8>, fields: usize| {
+        header(out, MAP, 1 + fields as u64);
+        text(out, "op");
+        text(out, mutation.kind());
+    };
+    match mutation {
+        Mutation::SetCtx { ctx } => {
+            op(out, 1);
+            text(out, "ctx");
+            value(out, ctx);
+        }
+        Mutation::PatchCtx { set, remove } => {
+            op(
+                out,
+                usize::from(!set.is_empty()) + usize::from(!remove.is_empty()),
+            );
+            if !set.is_empty() {
+                text(out, "set");
+                map(out, set);
+            }
+            if !remove.is_empty() {
+                text(out, "remove");
+                header(out, ARRAY, remove.len() as u64);
+                for key in remove {
+                    text(out, key);
+                }
+            }
+        }
+        Mutation::AddToken {
+            id,
+            ip,
+            scope,
+            value: token_value,
+        } => {
+            op(out, 4);
+            text(out, "id");
+            text(out, id.as_str());
+            text(out, "ip");
+            header(out, UNSIGNED, *ip);
+            text(out, "scope");
+            text(out, scope.as_str());
+            text(out, "value");
+            value(out, token_value);
+        }
+        Mutation::RemoveToken { id } => {
+            op(out, 1);
+            text(out, "id");
+            text(out, id.as_str());
+        }
+        Mutation::UpdateToken(update) => write_token_update(out, mutation, update),
+        Mutation::EnterScope { id, parent } => {
+            op(out, 2);
+            text(out, "id");
+            text(out, id.as_str());
+            text(out, "parent");
+            text(out, parent.as_str());
+        }
+        Mutation::ExitScope { id } | Mutation::CancelScope { id } => {
+            op(out, 1);
+            text(out, "id");
+            text(out, id.as_str());
+        }
+        Mutation::IncrementStepCount => op(out, 0),
+        Mutation::SetMetadata { value: metadata } => {
+            op(out, 1);
+            text(out, "value");
+            value(out, metadata);
+        }
+        Mutation::SetCaseStatus { status } => {
+            op(out, 1);
+            text(out, "status");
+            text(out, status.as_str());
+        }
+    }
+}
+
+fn write_token_update(out: &mut Vec<u8>, mutation: &Mutation, update: &TokenUpdate) {
+    let given = [
+        update.ip.is_some(),
+        update.scope.is_some(),
+        update.value.is_some(),
+        update.status.is_some(),
+    ];
+    header(
+        out,
+        MAP,
+        2 + given.iter().filter(|&&given| given).count() as u64,
+    );
+    text(out, "op");
+    text(out, mutation.kind());
+    text(out, "id");
+    text(out, update.id.as_str());
+    if let Some(ip) = update.ip {
+        text(out, "ip");
+        header(out, UNSIGNED, ip);
+    }
+    if let Some(scope) = &update.scope {
+        text(out, "scope");
+        text(out, scope.as_str());
+    }
+    if let Some(token_value) = &update.value {
+        text(out, "value");
+        value(out, token_value);
+    }
+    if let Some(status) = update.status {
+        text(out, "status");
+        text(out, status.as_str());
+    }
 }
 
 fn write_scope(out: &mut Vec<u8>, scope: &Scope) {
@@ -117,10 +267,7 @@ fn value(out: &mut Vec<u8>, item: &Value) {
             ciborium::into_writer(float, &mut *out).expect("a float always encodes");
         }
         Value::Text(string) => text(out, string),
-        Value::Bytes(bytes) => {
-            header(out, BYTES, bytes.len() as u64);
-            out.extend_from_slice(bytes);
-        }
+        Value::Bytes(items) => bytes(out, items),
         Value::Array(items) => {
             header(out, ARRAY, items.len() as u64);
             for item in items {
@@ -129,6 +276,11 @@ fn value(out: &mut Vec<u8>, item: &Value) {
         }
         Value::Map(entries) => map(out, entries),
     }
+}
+
+fn bytes(out: &mut Vec<u8>, items: &[u8]) {
+    header(out, BYTES, items.len() as u64);
+    out.extend_from_slice(items);
 }
 
 fn text(out: &mut Vec<u8>, string: &str) {

@@ -161,7 +161,7 @@ impl Event {
         // Room for the fixed fields (about 200 bytes) and a few mutations, so that most events
         // are written without growing the buffer.
         let mut bytes = Vec::with_capacity(512);
-        ciborium::into_writer(self, &mut bytes).expect("an event always encodes into a Vec");
+        crate::canonical::write_event(self, &mut bytes);
         bytes
     }
 

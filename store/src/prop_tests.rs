@@ -593,15 +593,20 @@ fn encoding_state() -> impl Strategy<Value = CaseState> {
             },
         },
     );
-    let token = ("[a-z]{1,30}", any::<u64>(), scope_id(), encoding_value()).prop_map(
-        |(id, ip, scope, value)| Token {
+    let token = (
+        "[a-z]{1,30}",
+        any::<u64>(),
+        scope_id(),
+        token_status(),
+        encoding_value(),
+    )
+        .prop_map(|(id, ip, scope, status, value)| Token {
             id: TokenId::new(id).unwrap(),
             ip,
             scope,
-            status: TokenStatus::Complete,
+            status,
             value,
-        },
-    );
+        });
     (
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         prop::collection::btree_map("\\PC{1,30}", encoding_value(), 0..30),
@@ -634,6 +639,35 @@ fn the_canonical_encoding_is_ciboriums_byte_for_byte() {
             let mut reference = Vec::new();
             ciborium::into_writer(&state, &mut reference).unwrap();
             prop_assert_eq!(state.canonical_bytes(), reference);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_event_encoding_is_ciboriums_byte_for_byte() {
+    let event = (
+        prop::collection::vec(mutation(), 0..20),
+        (any::<u64>(), any::<u64>()),
+        "\\PC{0,40}",
+        (any::<[u8; 32]>(), any::<[u8; 32]>()),
+    )
+        .prop_map(|(mutations, (version, at), writer, (state, prev))| Event {
+            schema: crate::SCHEMA_VERSION,
+            commit_id: CommitId::generate(),
+            case_id: CaseId::new("c-1").unwrap(),
+            version,
+            mutations,
+            committed_at_ms: at,
+            writer,
+            state_hash: Hash(state),
+            prev_event_hash: Hash(prev),
+        });
+    runner("the_event_encoding_is_ciboriums_byte_for_byte", 300)
+        .run(&event, |event| {
+            let mut reference = Vec::new();
+            ciborium::into_writer(&event, &mut reference).unwrap();
+            prop_assert_eq!(event.encode(), reference);
             Ok(())
         })
         .unwrap();
