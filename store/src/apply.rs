@@ -74,15 +74,15 @@ impl Journal for Vec<Undo> {
 /// state (a hash, an event). [`Trial::keep`] keeps the changes instead.
 pub(crate) struct Trial<'a> {
     state: &'a mut CaseState,
-    journal: Vec<Undo>,
+    journal: &'a mut Vec<Undo>,
 }
 
 impl<'a> Trial<'a> {
-    pub(crate) fn new(state: &'a mut CaseState) -> Self {
-        Trial {
-            state,
-            journal: Vec::new(),
-        }
+    /// A trial on `state`, recording into `journal` (empty; kept by the caller so that its
+    /// room is reused from one trial to the next).
+    pub(crate) fn new(state: &'a mut CaseState, journal: &'a mut Vec<Undo>) -> Self {
+        debug_assert!(journal.is_empty(), "a trial starts with an empty journal");
+        Trial { state, journal }
     }
 
     /// The tried state.
@@ -92,29 +92,36 @@ impl<'a> Trial<'a> {
 
     /// Applies a mutation that `check` accepted against [`Trial::state`].
     pub(crate) fn apply(&mut self, mutation: &Mutation, committed_at_ms: u64) {
-        apply_logged(self.state, mutation, committed_at_ms, &mut self.journal);
+        apply_logged(self.state, mutation, committed_at_ms, self.journal);
     }
 
     /// Applies the commit's bookkeeping.
     pub(crate) fn apply_commit(&mut self, committed_at_ms: u64) {
-        apply_commit_logged(self.state, committed_at_ms, &mut self.journal);
+        apply_commit_logged(self.state, committed_at_ms, self.journal);
     }
 
     /// The tried state and the journal its changes go to.
     pub(crate) fn parts(&mut self) -> (&mut CaseState, &mut Vec<Undo>) {
-        (self.state, &mut self.journal)
+        (self.state, self.journal)
     }
 
     /// Keeps the changes.
-    pub(crate) fn keep(mut self) {
+    pub(crate) fn keep(self) {
         self.journal.clear();
     }
 }
+
+/// Journal entries whose room a case keeps between trials; a larger journal (a batch that
+/// cancelled a scope of many tokens) is given back.
+const JOURNAL_ROOM_KEPT: usize = 64;
 
 impl Drop for Trial<'_> {
     fn drop(&mut self) {
         for undo in self.journal.drain(..).rev() {
             revert(self.state, undo);
+        }
+        if self.journal.capacity() > JOURNAL_ROOM_KEPT {
+            *self.journal = Vec::new();
         }
     }
 }

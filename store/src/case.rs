@@ -9,7 +9,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::apply::{Journal, Trial, apply, apply_commit, apply_commit_logged};
+use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged};
 use crate::event::{DecodeError, Event, SCHEMA_VERSION};
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId, TokenId};
@@ -183,6 +183,8 @@ pub struct Case {
     last_event_hash: Hash,
     buffer: Vec<Pending>,
     limits: Limits,
+    /// What a trial of a batch changed; empty between calls, kept for its room.
+    journal: Vec<Undo>,
 }
 
 impl fmt::Debug for Case {
@@ -208,6 +210,7 @@ impl Case {
             last_event_hash,
             buffer: Vec::new(),
             limits: Limits::default(),
+            journal: Vec::new(),
         }
     }
 
@@ -298,7 +301,7 @@ impl Case {
                 limits.writer_length_max_bytes
             )));
         }
-        let mut trial = Trial::new(&mut self.state);
+        let mut trial = Trial::new(&mut self.state, &mut self.journal);
         let mut mutations = Vec::with_capacity(self.buffer.len());
         let mut errors = Vec::new();
         for (index, pending) in self.buffer.iter().enumerate() {
@@ -417,7 +420,7 @@ impl Case {
     /// [`FoldError`]; the case is unchanged.
     pub fn apply_event(&mut self, event: &Event, event_hash: Hash) -> Result<(), FoldError> {
         self.check_follows(event)?;
-        let mut trial = Trial::new(&mut self.state);
+        let mut trial = Trial::new(&mut self.state, &mut self.journal);
         let (state, journal) = trial.parts();
         apply_checked(state, event, journal)?;
         trial.keep();

@@ -354,8 +354,11 @@ impl Mutation {
 
     /// A `patch_ctx` mutation that sets one key.
     pub fn set_key(key: impl Into<String>, value: impl Into<Value>) -> Self {
+        // One insert: `Map::from([..])` would sort and bulk-build through a temporary Vec.
+        let mut set = Map::new();
+        set.insert(key.into(), value.into());
         Mutation::PatchCtx {
-            set: Map::from([(key.into(), value.into())]),
+            set,
             remove: Vec::new(),
         }
     }
