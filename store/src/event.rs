@@ -66,16 +66,16 @@ pub enum DecodeError {
 /// The wire form: every field optional, so that the schema is checked before anything else
 /// and a missing field is named. Unknown keys are ignored.
 #[derive(Default)]
-struct WireEvent {
-    schema: Option<u64>,
-    commit_id: Option<CommitId>,
-    case_id: Option<CaseId>,
-    version: Option<u64>,
-    mutations: Option<Vec<Mutation>>,
-    committed_at_ms: Option<u64>,
-    writer: Option<String>,
-    state_hash: Option<Hash>,
-    prev_event_hash: Option<Hash>,
+pub(crate) struct WireEvent {
+    pub(crate) schema: Option<u64>,
+    pub(crate) commit_id: Option<CommitId>,
+    pub(crate) case_id: Option<CaseId>,
+    pub(crate) version: Option<u64>,
+    pub(crate) mutations: Option<Vec<Mutation>>,
+    pub(crate) committed_at_ms: Option<u64>,
+    pub(crate) writer: Option<String>,
+    pub(crate) state_hash: Option<Hash>,
+    pub(crate) prev_event_hash: Option<Hash>,
 }
 
 // Written out rather than derived: the derived form reads every field as an `Option`, and
@@ -148,6 +148,27 @@ struct SchemaOnly {
     schema: Option<u64>,
 }
 
+/// The event's fields through serde and ciborium, which accept every valid CBOR form and
+/// name what is wrong with an invalid one.
+fn wire_by_serde(bytes: &[u8]) -> Result<WireEvent, DecodeError> {
+    // Text up to the scratch's size is read through it, longer text in chunks: ids, keys and
+    // short values fit, and a smaller scratch is cheaper to set up than ciborium's default of
+    // 4 KiB.
+    let mut scratch = [0_u8; 256];
+    ciborium::de::from_reader_with_buffer(bytes, &mut scratch).map_err(|error| {
+        // A newer schema may not fit the current shape: name its version rather than the
+        // first field that failed to decode.
+        if let Ok(SchemaOnly {
+            schema: Some(found),
+        }) = ciborium::from_reader(bytes)
+            && found != SCHEMA_VERSION
+        {
+            return DecodeError::UnknownSchema { found };
+        }
+        DecodeError::Malformed(error.to_string())
+    })
+}
+
 fn required<T>(field: Option<T>, name: &'static str) -> Result<T, DecodeError> {
     field.ok_or(DecodeError::MissingField(name))
 }
@@ -171,25 +192,22 @@ impl Event {
     /// # Errors
     /// [`DecodeError`] naming what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-        // Text up to the scratch's size is read through it, longer text in chunks: ids, keys
-        // and short values fit, and a smaller scratch is cheaper to set up than ciborium's
-        // default of 4 KiB, once per event on every replay.
-        let mut scratch = [0_u8; 256];
-        let wire: WireEvent = match ciborium::de::from_reader_with_buffer(bytes, &mut scratch) {
-            Ok(wire) => wire,
-            Err(error) => {
-                // A newer schema may not fit the current shape: name its version rather than
-                // the first field that failed to decode.
-                if let Ok(SchemaOnly {
-                    schema: Some(found),
-                }) = ciborium::from_reader(bytes)
-                    && found != SCHEMA_VERSION
-                {
-                    return Err(DecodeError::UnknownSchema { found });
-                }
-                return Err(DecodeError::Malformed(error.to_string()));
-            }
+        // The form writers write is read directly; anything else, and every error, goes
+        // through serde.
+        let wire = match crate::reader::read_event(bytes) {
+            Some(wire) => wire,
+            None => wire_by_serde(bytes)?,
         };
+        Event::from_wire(wire)
+    }
+
+    /// [`Event::decode`] through serde only: the reference the direct reader is held to.
+    #[cfg(test)]
+    pub(crate) fn decode_by_serde(bytes: &[u8]) -> Result<Event, DecodeError> {
+        Event::from_wire(wire_by_serde(bytes)?)
+    }
+
+    fn from_wire(wire: WireEvent) -> Result<Event, DecodeError> {
         let schema = required(wire.schema, "schema")?;
         if schema != SCHEMA_VERSION {
             return Err(DecodeError::UnknownSchema { found: schema });

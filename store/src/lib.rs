@@ -39,6 +39,7 @@ pub mod hash;
 pub mod id;
 pub mod limits;
 pub mod mutation;
+mod reader;
 pub mod receipt;
 pub mod state;
 pub mod validate;

@@ -123,17 +123,17 @@ impl TokenUpdate {
 /// decoder of an internally tagged enum buffers every mutation first, which doubled the cost
 /// of decoding an event).
 #[derive(Default)]
-struct Fields {
-    op: Option<Op>,
-    ctx: Option<Value>,
-    set: Option<Map>,
-    remove: Option<Vec<String>>,
-    id: Option<String>,
-    ip: Option<u64>,
-    scope: Option<String>,
-    value: Option<Value>,
-    parent: Option<String>,
-    status: Option<String>,
+pub(crate) struct Fields {
+    pub(crate) op: Option<Op>,
+    pub(crate) ctx: Option<Value>,
+    pub(crate) set: Option<Map>,
+    pub(crate) remove: Option<Vec<String>>,
+    pub(crate) id: Option<String>,
+    pub(crate) ip: Option<u64>,
+    pub(crate) scope: Option<String>,
+    pub(crate) value: Option<Value>,
+    pub(crate) parent: Option<String>,
+    pub(crate) status: Option<String>,
 }
 
 /// A required field.
@@ -176,7 +176,7 @@ enum Field {
 /// The `op` tag.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Op {
+pub(crate) enum Op {
     SetCtx,
     PatchCtx,
     AddToken,
@@ -208,7 +208,7 @@ impl Fields {
         .filter_map(|(name, present)| present.then_some(name))
     }
 
-    fn build<E: de::Error>(mut self) -> Result<Mutation, E> {
+    pub(crate) fn build<E: de::Error>(mut self) -> Result<Mutation, E> {
         let op = self.op.take().ok_or_else(|| E::missing_field("op"))?;
         let allowed: &[&str] = match op {
             Op::SetCtx => &["ctx"],
