@@ -53,7 +53,7 @@ impl Default for ProjectorConfig {
             name: "wfstate-projector".into(),
             views_bucket: "WFSTATE_VIEWS".into(),
             quarantine_bucket: "WFSTATE_QUARANTINE".into(),
-            batch: 2048,
+            batch: 4096,
             ack_wait: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(250),
             stop_before_ack: false,
