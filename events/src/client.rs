@@ -510,6 +510,8 @@ impl<L: EventLog> Workspace<L> {
         let payload = prepared.payload_bytes();
         let deadline = Instant::now() + self.retry.deadline;
         let mut attempt = 0;
+        // The futures of the rare paths (a duplicate, a conflict, a retry) are boxed, so that
+        // the future of every commit, moved into place at each call, stays small.
         loop {
             attempt += 1;
             let outcome = self
@@ -525,7 +527,7 @@ impl<L: EventLog> Workspace<L> {
                 Ok(appended) => {
                     // The log had this commit id already: read what it stored, which an earlier
                     // attempt may have written with other bytes.
-                    match self.log.event_at(appended.position).await {
+                    match Box::pin(self.log.event_at(appended.position)).await {
                         Ok(Some(stored)) => return Ok(Resolved::Stored(stored)),
                         Ok(None) => LogError::Other(format!(
                             "duplicate ack for position {} but no event there",
@@ -535,7 +537,7 @@ impl<L: EventLog> Workspace<L> {
                     }
                 }
                 Err(LogError::Conflict { .. } | LogError::TransientConflict(_)) => {
-                    match self.after_conflict(case_id, expected, commit_id).await? {
+                    match Box::pin(self.after_conflict(case_id, expected, commit_id)).await? {
                         Ok(stored) => return Ok(Resolved::Stored(stored)),
                         Err(retry) => retry,
                     }
@@ -546,8 +548,7 @@ impl<L: EventLog> Workspace<L> {
             let unknown = format!(
                 "the outcome of commit {commit_id} is unknown: commit the same handle again to resolve it"
             );
-            self.pause_or_give_up(error, attempt, deadline, &unknown)
-                .await?;
+            Box::pin(self.pause_or_give_up(error, attempt, deadline, &unknown)).await?;
         }
     }
 
