@@ -29,62 +29,47 @@ const NULL: u8 = 0xf6;
 /// Appends the canonical encoding of `state` to `out`.
 pub(crate) fn write_state(state: &CaseState, out: &mut Vec<u8>) {
     header(out, MAP, 10);
-    text(out, "case_id");
-    text(out, state.case_id.as_str());
-    text(out, "created_at_ms");
-    header(out, UNSIGNED, state.created_at_ms);
+    text_field(out, "case_id", state.case_id.as_str());
+    unsigned_field(out, "created_at_ms", state.created_at_ms);
     text(out, "ctx");
     map(out, &state.ctx);
-    text(out, "last_commit_at_ms");
-    header(out, UNSIGNED, state.last_commit_at_ms);
-    text(out, "metadata");
-    value(out, &state.metadata);
+    unsigned_field(out, "last_commit_at_ms", state.last_commit_at_ms);
+    value_field(out, "metadata", &state.metadata);
     text(out, "scopes");
     entries(out, &state.scopes, |out, id, scope| {
         text(out, id.as_str());
         write_scope(out, scope);
     });
-    text(out, "status");
-    text(out, state.status.as_str());
-    text(out, "step_count");
-    header(out, UNSIGNED, state.step_count);
+    text_field(out, "status", state.status.as_str());
+    unsigned_field(out, "step_count", state.step_count);
     text(out, "tokens");
     entries(out, &state.tokens, |out, id, token| {
         text(out, id.as_str());
         write_token(out, token);
     });
-    text(out, "version");
-    header(out, UNSIGNED, state.version);
+    unsigned_field(out, "version", state.version);
 }
 
 /// Appends the encoding of `event` (the serde form of [`Event`]) to `out`.
 pub(crate) fn write_event(event: &Event, out: &mut Vec<u8>) {
     let mut commit_id = [0; uuid::fmt::Hyphenated::LENGTH];
+    let commit_id = event
+        .commit_id
+        .as_uuid()
+        .hyphenated()
+        .encode_lower(&mut commit_id);
     header(out, MAP, 9);
-    text(out, "schema");
-    header(out, UNSIGNED, event.schema);
-    text(out, "commit_id");
-    text(
-        out,
-        event
-            .commit_id
-            .as_uuid()
-            .hyphenated()
-            .encode_lower(&mut commit_id),
-    );
-    text(out, "case_id");
-    text(out, event.case_id.as_str());
-    text(out, "version");
-    header(out, UNSIGNED, event.version);
+    unsigned_field(out, "schema", event.schema);
+    text_field(out, "commit_id", commit_id);
+    text_field(out, "case_id", event.case_id.as_str());
+    unsigned_field(out, "version", event.version);
     text(out, "mutations");
     header(out, ARRAY, event.mutations.len() as u64);
     for mutation in &event.mutations {
         write_mutation(out, mutation);
     }
-    text(out, "committed_at_ms");
-    header(out, UNSIGNED, event.committed_at_ms);
-    text(out, "writer");
-    text(out, &event.writer);
+    unsigned_field(out, "committed_at_ms", event.committed_at_ms);
+    text_field(out, "writer", &event.writer);
     text(out, "state_hash");
     bytes(out, &event.state_hash.0);
     text(out, "prev_event_hash");
@@ -96,14 +81,12 @@ pub(crate) fn write_event(event: &Event, out: &mut Vec<u8>) {
 fn write_mutation(out: &mut Vec<u8>, mutation: &Mutation) {
     let op = |out: &mut Vec<u8>, fields: usize| {
         header(out, MAP, 1 + fields as u64);
-        text(out, "op");
-        text(out, mutation.kind());
+        text_field(out, "op", mutation.kind());
     };
     match mutation {
         Mutation::SetCtx { ctx } => {
             op(out, 1);
-            text(out, "ctx");
-            value(out, ctx);
+            value_field(out, "ctx", ctx);
         }
         Mutation::PatchCtx { set, remove } => {
             op(
@@ -129,43 +112,33 @@ fn write_mutation(out: &mut Vec<u8>, mutation: &Mutation) {
             value: token_value,
         } => {
             op(out, 4);
-            text(out, "id");
-            text(out, id.as_str());
-            text(out, "ip");
-            header(out, UNSIGNED, *ip);
-            text(out, "scope");
-            text(out, scope.as_str());
-            text(out, "value");
-            value(out, token_value);
+            text_field(out, "id", id.as_str());
+            unsigned_field(out, "ip", *ip);
+            text_field(out, "scope", scope.as_str());
+            value_field(out, "value", token_value);
         }
         Mutation::RemoveToken { id } => {
             op(out, 1);
-            text(out, "id");
-            text(out, id.as_str());
+            text_field(out, "id", id.as_str());
         }
         Mutation::UpdateToken(update) => write_token_update(out, mutation, update),
         Mutation::EnterScope { id, parent } => {
             op(out, 2);
-            text(out, "id");
-            text(out, id.as_str());
-            text(out, "parent");
-            text(out, parent.as_str());
+            text_field(out, "id", id.as_str());
+            text_field(out, "parent", parent.as_str());
         }
         Mutation::ExitScope { id } | Mutation::CancelScope { id } => {
             op(out, 1);
-            text(out, "id");
-            text(out, id.as_str());
+            text_field(out, "id", id.as_str());
         }
         Mutation::IncrementStepCount => op(out, 0),
         Mutation::SetMetadata { value: metadata } => {
             op(out, 1);
-            text(out, "value");
-            value(out, metadata);
+            value_field(out, "value", metadata);
         }
         Mutation::SetCaseStatus { status } => {
             op(out, 1);
-            text(out, "status");
-            text(out, status.as_str());
+            text_field(out, "status", status.as_str());
         }
     }
 }
@@ -182,52 +155,37 @@ fn write_token_update(out: &mut Vec<u8>, mutation: &Mutation, update: &TokenUpda
         MAP,
         2 + given.iter().filter(|&&given| given).count() as u64,
     );
-    text(out, "op");
-    text(out, mutation.kind());
-    text(out, "id");
-    text(out, update.id.as_str());
+    text_field(out, "op", mutation.kind());
+    text_field(out, "id", update.id.as_str());
     if let Some(ip) = update.ip {
-        text(out, "ip");
-        header(out, UNSIGNED, ip);
+        unsigned_field(out, "ip", ip);
     }
     if let Some(scope) = &update.scope {
-        text(out, "scope");
-        text(out, scope.as_str());
+        text_field(out, "scope", scope.as_str());
     }
     if let Some(token_value) = &update.value {
-        text(out, "value");
-        value(out, token_value);
+        value_field(out, "value", token_value);
     }
     if let Some(status) = update.status {
-        text(out, "status");
-        text(out, status.as_str());
+        text_field(out, "status", status.as_str());
     }
 }
 
 fn write_scope(out: &mut Vec<u8>, scope: &Scope) {
     header(out, MAP, 4);
-    text(out, "entered_at_ms");
-    header(out, UNSIGNED, scope.entered_at_ms);
-    text(out, "id");
-    text(out, scope.id.as_str());
-    text(out, "parent");
-    text(out, scope.parent.as_str());
-    text(out, "status");
-    text(out, scope.status.as_str());
+    unsigned_field(out, "entered_at_ms", scope.entered_at_ms);
+    text_field(out, "id", scope.id.as_str());
+    text_field(out, "parent", scope.parent.as_str());
+    text_field(out, "status", scope.status.as_str());
 }
 
 fn write_token(out: &mut Vec<u8>, token: &Token) {
     header(out, MAP, 5);
-    text(out, "id");
-    text(out, token.id.as_str());
-    text(out, "ip");
-    header(out, UNSIGNED, token.ip);
-    text(out, "scope");
-    text(out, token.scope.as_str());
-    text(out, "status");
-    text(out, token.status.as_str());
-    text(out, "value");
-    value(out, &token.value);
+    text_field(out, "id", token.id.as_str());
+    unsigned_field(out, "ip", token.ip);
+    text_field(out, "scope", token.scope.as_str());
+    text_field(out, "status", token.status.as_str());
+    value_field(out, "value", &token.value);
 }
 
 fn entries<K, V>(
@@ -276,6 +234,24 @@ fn value(out: &mut Vec<u8>, item: &Value) {
         }
         Value::Map(entries) => map(out, entries),
     }
+}
+
+/// A map entry with a text value.
+fn text_field(out: &mut Vec<u8>, name: &str, string: &str) {
+    text(out, name);
+    text(out, string);
+}
+
+/// A map entry with a [`Value`].
+fn value_field(out: &mut Vec<u8>, name: &str, item: &Value) {
+    text(out, name);
+    value(out, item);
+}
+
+/// A map entry with an unsigned integer value.
+fn unsigned_field(out: &mut Vec<u8>, name: &str, integer: u64) {
+    text(out, name);
+    header(out, UNSIGNED, integer);
 }
 
 fn bytes(out: &mut Vec<u8>, items: &[u8]) {
