@@ -3,8 +3,8 @@
 //! is a bug and stops the process with an `assert!`.
 //!
 //! Apply can keep a journal of what it changed (the old values it replaced), so that a batch
-//! can be tried on the state itself and undone ([`Trial`]) instead of applied to a copy: the
-//! cost of a commit then follows the size of its mutations, not the size of the case.
+//! can be tried on the state itself and undone instead of applied to a copy: the cost of a
+//! commit then follows the size of its mutations, not the size of the case.
 
 use std::mem;
 
