@@ -432,7 +432,7 @@ impl JetStreamLog {
             &message.subject,
             message
                 .headers
-                .get("Nats-Msg-Id")
+                .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(async_nats::HeaderValue::as_str),
             message.payload.clone(),
         )
@@ -513,7 +513,7 @@ pub fn consumed_event(prefix: &str, message: &jetstream::Message) -> Result<Stor
     let commit_id = message
         .headers
         .as_ref()
-        .and_then(|headers| headers.get("Nats-Msg-Id"))
+        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
         .map(async_nats::HeaderValue::as_str);
     Ok(stored_event(
         prefix,
