@@ -9,9 +9,11 @@
 //! events, floats and integer edges included. Floats, rare in a state, are written by
 //! ciborium itself (shortest exact width).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::event::Event;
+use crate::hash::Hash;
 use crate::mutation::{Mutation, TokenUpdate};
 use crate::state::{CaseState, Scope, Token};
 use crate::value::{Map, Value};
@@ -25,6 +27,28 @@ const MAP: u8 = 5 << 5;
 const FALSE: u8 = 0xf4;
 const TRUE: u8 = 0xf5;
 const NULL: u8 = 0xf6;
+
+/// The room for encodings a thread keeps between state hashes; one of a larger state is given
+/// back.
+const HASH_BUFFER_KEPT: usize = 64 * 1024;
+
+/// SHA-256 of the canonical encoding of `state`. Every commit and every folded event hashes a
+/// state: the encoding goes to a buffer the thread keeps (warm in cache, no allocation) rather
+/// than to a new one each time.
+pub(crate) fn state_hash(state: &CaseState) -> Hash {
+    thread_local! {
+        static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        write_state(state, buffer);
+        let hash = Hash::of(buffer);
+        if buffer.capacity() > HASH_BUFFER_KEPT {
+            *buffer = Vec::new();
+        }
+        hash
+    })
+}
 
 /// Appends the canonical encoding of `state` to `out`.
 pub(crate) fn write_state(state: &CaseState, out: &mut Vec<u8>) {

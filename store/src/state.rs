@@ -203,17 +203,13 @@ impl CaseState {
     /// The canonical CBOR encoding of the state (what [`CaseState::hash`] covers).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(256);
-        self.write_canonical(&mut bytes);
+        crate::canonical::write_state(self, &mut bytes);
         bytes
-    }
-
-    fn write_canonical(&self, bytes: &mut Vec<u8>) {
-        crate::canonical::write_state(self, bytes);
     }
 
     /// SHA-256 of the canonical encoding: the `state_hash` of events and receipts.
     pub fn hash(&self) -> Hash {
-        Hash::of(&self.canonical_bytes())
+        crate::canonical::state_hash(self)
     }
 
     /// The ids of the scope's direct child scopes (the root is not its own child).
