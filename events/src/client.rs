@@ -156,7 +156,7 @@ impl From<PrepareError> for CommitError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The longest a commit keeps retrying an unavailable log before it reports
-    /// [`CommitError::Unavailable`].
+    /// [`CommitError::Unavailable`], counted from its first failed attempt.
     pub deadline: Duration,
     /// The first pause between retries; it doubles up to `backoff_max`.
     pub backoff_min: Duration,
@@ -398,18 +398,57 @@ impl<L: EventLog> Workspace<L> {
         if handle.in_doubt_batch.is_some() {
             return Err(CommitError::Log(BATCH_IN_DOUBT.into()));
         }
-        // An earlier attempt whose outcome is unknown is re-sent as it was (same commit id,
-        // bytes and expected position) before anything else: it may have landed.
-        let prepared = match handle.in_doubt.take() {
-            Some(prepared) => prepared,
-            None => handle.case.prepare_commit(meta)?,
-        };
         let case_id = handle.case.id().clone();
         let expected = handle.position;
-        match self.append_resolved(&case_id, &prepared, expected).await {
+        // An earlier attempt whose outcome is unknown is re-sent as it was (same commit id,
+        // bytes and expected position) before anything else: it may have landed.
+        if let Some(prepared) = handle.in_doubt.take() {
+            let outcome = self
+                .append_resolved(
+                    &case_id,
+                    prepared.event().commit_id,
+                    prepared.payload_bytes(),
+                    expected,
+                )
+                .await;
+            return Self::settle(handle, prepared, outcome);
+        }
+        // The batch is applied to the case on trial while its event is appended: kept when
+        // the log has it, undone on any other outcome (and if this future is dropped).
+        let tentative = handle.case.try_commit(meta)?;
+        let outcome = self
+            .append_resolved(
+                &case_id,
+                tentative.commit_id(),
+                tentative.payload_bytes(),
+                expected,
+            )
+            .await;
+        match outcome {
+            Ok(Resolved::Ours { position }) => {
+                let receipt = tentative.receipt(position);
+                tentative.keep();
+                handle.position = position;
+                Ok(receipt)
+            }
+            outcome => {
+                let prepared = tentative.into_prepared();
+                Self::settle(handle, prepared, outcome)
+            }
+        }
+    }
+
+    /// Ends a commit from its prepared event and the outcome of its append: the handle takes
+    /// the stored event, keeps the event in doubt (outcome unknown), or stays as it was.
+    fn settle(
+        handle: &mut CaseHandle,
+        prepared: PreparedCommit,
+        outcome: Result<Resolved, CommitError>,
+    ) -> Result<Receipt, CommitError> {
+        match outcome {
             Ok(resolved) => Self::adopt(handle, prepared, &resolved),
-            Err(CommitError::Conflict { .. }) if expected == 0 => {
-                Err(CommitError::CaseExists(case_id))
+            Err(CommitError::Conflict { .. }) if handle.position == 0 => {
+                Err(CommitError::CaseExists(handle.case.id().clone()))
             }
             Err(error @ CommitError::Unavailable(_)) => {
                 handle.in_doubt = Some(prepared);
@@ -503,12 +542,12 @@ impl<L: EventLog> Workspace<L> {
     async fn append_resolved(
         &self,
         case_id: &CaseId,
-        prepared: &PreparedCommit,
+        commit_id: CommitId,
+        payload: Bytes,
         expected: u64,
     ) -> Result<Resolved, CommitError> {
-        let commit_id = prepared.event().commit_id;
-        let payload = prepared.payload_bytes();
-        let deadline = Instant::now() + self.retry.deadline;
+        // Set at the first failed attempt: a commit that succeeds at once reads no clock for it.
+        let mut deadline = None;
         let mut attempt = 0;
         // The futures of the rare paths (a duplicate, a conflict, a retry) are boxed, so that
         // the future of every commit, moved into place at each call, stays small.
@@ -548,6 +587,7 @@ impl<L: EventLog> Workspace<L> {
             let unknown = format!(
                 "the outcome of commit {commit_id} is unknown: commit the same handle again to resolve it"
             );
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.retry.deadline);
             Box::pin(self.pause_or_give_up(error, attempt, deadline, &unknown)).await?;
         }
     }
@@ -791,7 +831,7 @@ impl<L: EventLog> Workspace<L> {
             .collect();
         let first_id = events[0].0;
         let (expected, count) = (pending.expected, events.len() as u64);
-        let deadline = Instant::now() + self.retry.deadline;
+        let mut deadline = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -810,6 +850,7 @@ impl<L: EventLog> Workspace<L> {
                 "whether the batch of {count} events landed is unknown: call commit_batches \
                  with no batches on the same handle to resolve it"
             );
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.retry.deadline);
             self.pause_or_give_up(error, attempt, deadline, &unknown)
                 .await?;
         }

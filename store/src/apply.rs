@@ -109,6 +109,12 @@ impl<'a> Trial<'a> {
     pub(crate) fn keep(self) {
         self.journal.clear();
     }
+
+    /// Leaves the changes and their journal in place, for the caller to undo later with
+    /// [`undo`] or to keep with [`forget`].
+    pub(crate) fn hold(self) {
+        std::mem::forget(self);
+    }
 }
 
 /// Journal entries whose room a case keeps between trials; a larger journal (a batch that
@@ -117,12 +123,23 @@ const JOURNAL_ROOM_KEPT: usize = 64;
 
 impl Drop for Trial<'_> {
     fn drop(&mut self) {
-        for undo in self.journal.drain(..).rev() {
-            revert(self.state, undo);
-        }
-        if self.journal.capacity() > JOURNAL_ROOM_KEPT {
-            *self.journal = Vec::new();
-        }
+        undo(self.state, self.journal);
+    }
+}
+
+/// Puts back every change `journal` recorded on `state`, newest first, and empties it.
+pub(crate) fn undo(state: &mut CaseState, journal: &mut Vec<Undo>) {
+    for undo in journal.drain(..).rev() {
+        revert(state, undo);
+    }
+    forget(journal);
+}
+
+/// Keeps the changes `journal` recorded: empties it, keeping its room unless it grew large.
+pub(crate) fn forget(journal: &mut Vec<Undo>) {
+    journal.clear();
+    if journal.capacity() > JOURNAL_ROOM_KEPT {
+        *journal = Vec::new();
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::event::Event;
 use crate::hash::Hash;
+use crate::id::{CaseId, CommitId};
 use crate::mutation::{Mutation, TokenUpdate};
 use crate::state::{CaseState, Scope, Token};
 use crate::value::{Map, Value};
@@ -76,28 +77,60 @@ pub(crate) fn write_state(state: &CaseState, out: &mut Vec<u8>) {
 
 /// Appends the encoding of `event` (the serde form of [`Event`]) to `out`.
 pub(crate) fn write_event(event: &Event, out: &mut Vec<u8>) {
+    let head = EventHead {
+        schema: event.schema,
+        commit_id: event.commit_id,
+        case_id: &event.case_id,
+        version: event.version,
+        committed_at_ms: event.committed_at_ms,
+        writer: &event.writer,
+        state_hash: event.state_hash,
+        prev_event_hash: event.prev_event_hash,
+    };
+    write_event_parts(&head, event.mutations.iter(), out);
+}
+
+/// The fields of an event besides its mutations, borrowed.
+pub(crate) struct EventHead<'a> {
+    pub(crate) schema: u64,
+    pub(crate) commit_id: CommitId,
+    pub(crate) case_id: &'a CaseId,
+    pub(crate) version: u64,
+    pub(crate) committed_at_ms: u64,
+    pub(crate) writer: &'a str,
+    pub(crate) state_hash: Hash,
+    pub(crate) prev_event_hash: Hash,
+}
+
+/// Appends the encoding of the event made of `head` and `mutations`: the bytes of
+/// [`write_event`] without an [`Event`] to own the mutations.
+pub(crate) fn write_event_parts<'m>(
+    head: &EventHead<'_>,
+    mutations: impl ExactSizeIterator<Item = &'m Mutation>,
+    out: &mut Vec<u8>,
+) {
     let mut commit_id = [0; uuid::fmt::Hyphenated::LENGTH];
-    let commit_id = event
+    let commit_id = head
         .commit_id
         .as_uuid()
         .hyphenated()
         .encode_lower(&mut commit_id);
     header(out, MAP, 9);
-    unsigned_field(out, "schema", event.schema);
+    unsigned_field(out, "schema", head.schema);
     text_field(out, "commit_id", commit_id);
-    text_field(out, "case_id", event.case_id.as_str());
-    unsigned_field(out, "version", event.version);
+    text_field(out, "case_id", head.case_id.as_str());
+    unsigned_field(out, "version", head.version);
     text(out, "mutations");
-    header(out, ARRAY, event.mutations.len() as u64);
-    for mutation in &event.mutations {
+    header(out, ARRAY, mutations.len() as u64);
+    for mutation in mutations {
         write_mutation(out, mutation);
     }
-    unsigned_field(out, "committed_at_ms", event.committed_at_ms);
-    text_field(out, "writer", &event.writer);
+    unsigned_field(out, "committed_at_ms", head.committed_at_ms);
+    text_field(out, "writer", head.writer);
     text(out, "state_hash");
-    bytes(out, &event.state_hash.0);
+    bytes(out, &head.state_hash.0);
     text(out, "prev_event_hash");
-    bytes(out, &event.prev_event_hash.0);
+    bytes(out, &head.prev_event_hash.0);
 }
 
 /// A mutation as serde writes it: a map tagged by `op` first, then the variant's fields in

@@ -1,20 +1,24 @@
 //! [`Case`]: a handle on one case's state with a buffer of pending mutations.
 //!
-//! The commit protocol is `buffer` (O(1)) → [`Case::prepare_commit`] (resolve closures,
-//! validate sequentially, apply, encode one event, undo) → the caller appends the payload
-//! durably → [`Case::complete`]. Until `complete`, the handle's state is unchanged; on any
-//! error the buffer is kept for the caller to fix or [`Case::rollback`].
+//! The commit protocol is `buffer` (O(1)) → [`Case::try_commit`] (resolve closures, validate
+//! sequentially, apply on trial, encode one event) → the caller appends the payload durably →
+//! [`Tentative::keep`]; dropping the [`Tentative`] instead undoes the trial. Or in two steps:
+//! [`Case::prepare_commit`] (the same, undone at once) → append → [`Case::complete`]. Until the
+//! commit is kept or completed, the handle's state is unchanged; on any error the buffer is
+//! kept for the caller to fix or [`Case::rollback`].
 
 use std::fmt;
 
 use bytes::Bytes;
 
-use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged};
+use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged, forget, undo};
+use crate::canonical::{EventHead, write_event_parts};
 use crate::event::{DecodeError, Event, SCHEMA_VERSION};
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId, TokenId};
 use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
+use crate::receipt::Receipt;
 use crate::state::{CaseState, Token};
 use crate::validate::{Reason, ValidationError, ValidationErrors, check};
 use crate::value::Map;
@@ -177,6 +181,122 @@ impl PreparedCommit {
     }
 }
 
+/// A batch applied to its case on trial while its event is appended ([`Case::try_commit`]).
+/// [`Tentative::keep`] makes it the case's; dropping it (an error, a cancelled future, a
+/// panic) puts the case back as it was, buffer included.
+#[must_use = "dropping a tentative commit undoes it"]
+pub struct Tentative<'a> {
+    case: &'a mut Case,
+    payload: Bytes,
+    event_hash: Hash,
+    state_hash: Hash,
+    meta: CommitMeta,
+    /// What the batch's closures resolved to, in buffer order.
+    resolved: Vec<Mutation>,
+    buffered: usize,
+}
+
+impl fmt::Debug for Tentative<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tentative")
+            .field("case_id", &self.case.state.case_id)
+            .field("version", &self.case.state.version)
+            .field("commit_id", &self.meta.commit_id)
+            .field("event_hash", &self.event_hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tentative<'_> {
+    /// The exact bytes to append.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    /// The exact bytes to append, shared (no copy).
+    pub fn payload_bytes(&self) -> Bytes {
+        self.payload.clone()
+    }
+    /// The commit's idempotency key.
+    pub fn commit_id(&self) -> CommitId {
+        self.meta.commit_id
+    }
+    /// SHA-256 of the payload.
+    pub fn event_hash(&self) -> Hash {
+        self.event_hash
+    }
+    /// The state the commit leaves.
+    pub fn state(&self) -> &CaseState {
+        &self.case.state
+    }
+    /// The commit's receipt, once the log stored the payload at `position`.
+    pub fn receipt(&self, position: u64) -> Receipt {
+        Receipt {
+            commit_id: self.meta.commit_id,
+            case_id: self.case.state.case_id.clone(),
+            version: self.case.state.version,
+            position,
+            mutation_count: self.buffered,
+            event_hash: self.event_hash,
+            prev_event_hash: self.case.last_event_hash,
+            state_hash: self.state_hash,
+            committed_at_ms: self.meta.committed_at_ms,
+        }
+    }
+
+    /// Makes the commit the case's, once the log has the payload, and drops the buffered
+    /// mutations it was made of.
+    pub fn keep(self) {
+        let case = &mut *self.case;
+        forget(&mut case.journal);
+        case.last_event_hash = self.event_hash;
+        case.buffer.drain(..self.buffered);
+    }
+
+    /// Puts the case back as it was and returns the commit as a [`PreparedCommit`], to
+    /// [`Case::complete`] later (an append whose outcome is not known yet).
+    pub fn into_prepared(mut self) -> PreparedCommit {
+        let resolved = std::mem::take(&mut self.resolved);
+        let case = &*self.case;
+        let event = Event {
+            schema: SCHEMA_VERSION,
+            commit_id: self.meta.commit_id,
+            case_id: case.state.case_id.clone(),
+            version: case.state.version,
+            mutations: batch(&case.buffer, &resolved).cloned().collect(),
+            committed_at_ms: self.meta.committed_at_ms,
+            writer: std::mem::take(&mut self.meta.writer),
+            state_hash: self.state_hash,
+            prev_event_hash: case.last_event_hash,
+        };
+        PreparedCommit {
+            event,
+            payload: std::mem::take(&mut self.payload),
+            event_hash: self.event_hash,
+            buffered: self.buffered,
+        }
+    }
+}
+
+impl Drop for Tentative<'_> {
+    fn drop(&mut self) {
+        undo(&mut self.case.state, &mut self.case.journal);
+    }
+}
+
+/// The mutations of a batch: the buffered ones where they lie, the closures' from `resolved`.
+fn batch<'a>(
+    buffer: &'a [Pending],
+    resolved: &'a [Mutation],
+) -> impl ExactSizeIterator<Item = &'a Mutation> {
+    let mut closures = resolved.iter();
+    buffer.iter().map(move |pending| match pending {
+        Pending::Mutation(mutation) => mutation,
+        Pending::UpdateCtx(_) | Pending::UpdateToken(..) => closures
+            .next()
+            .expect("a batch resolves each of its closures once"),
+    })
+}
+
 /// One case: its state, the hash of its last event, and a buffer of pending mutations.
 pub struct Case {
     state: CaseState,
@@ -287,10 +407,28 @@ impl Case {
     /// # Errors
     /// [`PrepareError`]: every invalid mutation, or a limit exceeded.
     pub fn prepare_commit(&mut self, meta: CommitMeta) -> Result<PreparedCommit, PrepareError> {
-        let limits = &self.limits;
-        if self.buffer.len() > limits.batch_mutations_max {
+        Ok(self.try_commit(meta)?.into_prepared())
+    }
+
+    /// Resolves, validates and applies the buffer, and encodes the event, like
+    /// [`Case::prepare_commit`], but leaves the mutations applied for as long as the returned
+    /// [`Tentative`] lives: [`Tentative::keep`] once the log has the payload, or drop it to
+    /// put the case back as it was. The borrow keeps anyone from reading the tried state as
+    /// the case's own, and a commit that succeeds applies its mutations once, not twice.
+    ///
+    /// # Errors
+    /// [`PrepareError`]: every invalid mutation, or a limit exceeded; the case is unchanged.
+    pub fn try_commit(&mut self, meta: CommitMeta) -> Result<Tentative<'_>, PrepareError> {
+        let Case {
+            state,
+            last_event_hash,
+            buffer,
+            limits,
+            journal,
+        } = self;
+        if buffer.len() > limits.batch_mutations_max {
             return Err(PrepareError::TooManyMutations {
-                count: self.buffer.len(),
+                count: buffer.len(),
                 limit: limits.batch_mutations_max,
             });
         }
@@ -301,54 +439,69 @@ impl Case {
                 limits.writer_length_max_bytes
             )));
         }
-        let mut trial = Trial::new(&mut self.state, &mut self.journal);
-        let mut mutations = Vec::with_capacity(self.buffer.len());
+        let mut trial = Trial::new(state, journal);
+        // Buffered mutations are checked and applied where they lie; only what closures
+        // resolve to is kept aside, in buffer order, for the event.
+        let mut resolved = Vec::new();
         let mut errors = Vec::new();
-        for (index, pending) in self.buffer.iter().enumerate() {
-            let step = resolve(trial.state(), pending).and_then(|mutation| {
-                check(trial.state(), &mutation, limits)?;
-                trial.apply(&mutation, meta.committed_at_ms);
-                Ok(mutation)
-            });
-            match step {
-                Ok(mutation) => mutations.push(mutation),
-                Err(reason) => errors.push(ValidationError {
+        for (index, pending) in buffer.iter().enumerate() {
+            let step = match pending {
+                Pending::Mutation(mutation) => check(trial.state(), mutation, limits).map(|()| {
+                    trial.apply(mutation, meta.committed_at_ms);
+                }),
+                closure => resolve(trial.state(), closure).and_then(|mutation| {
+                    check(trial.state(), &mutation, limits)?;
+                    trial.apply(&mutation, meta.committed_at_ms);
+                    resolved.push(mutation);
+                    Ok(())
+                }),
+            };
+            if let Err(reason) = step {
+                errors.push(ValidationError {
                     index,
                     kind: pending.kind(),
                     reason,
-                }),
+                });
             }
         }
         if !errors.is_empty() {
             return Err(ValidationErrors(errors).into());
         }
         trial.apply_commit(meta.committed_at_ms);
-        let state = trial.state();
-        let event = Event {
+        let tried = trial.state();
+        let head = EventHead {
             schema: SCHEMA_VERSION,
             commit_id: meta.commit_id,
-            case_id: state.case_id.clone(),
-            version: state.version,
-            mutations,
+            case_id: &tried.case_id,
+            version: tried.version,
             committed_at_ms: meta.committed_at_ms,
-            writer: meta.writer,
-            state_hash: state.hash(),
-            prev_event_hash: self.last_event_hash,
+            writer: &meta.writer,
+            state_hash: tried.hash(),
+            prev_event_hash: *last_event_hash,
         };
-        drop(trial);
-        let payload = Bytes::from(event.encode());
+        let state_hash = head.state_hash;
+        // Room for the fixed fields (about 200 bytes) and a few mutations, so that most events
+        // are written without growing the buffer.
+        let mut payload = Vec::with_capacity(512);
+        write_event_parts(&head, batch(buffer, &resolved), &mut payload);
         if payload.len() > limits.event_size_max_bytes {
             return Err(PrepareError::TooLarge {
                 size: payload.len(),
                 limit: limits.event_size_max_bytes,
             });
         }
+        let payload = Bytes::from(payload);
         let event_hash = Hash::of(&payload);
-        Ok(PreparedCommit {
-            event,
+        // From here the tentative undoes the trial when it is dropped.
+        trial.hold();
+        Ok(Tentative {
+            buffered: self.buffer.len(),
+            case: self,
             payload,
             event_hash,
-            buffered: self.buffer.len(),
+            state_hash,
+            meta,
+            resolved,
         })
     }
 

@@ -51,7 +51,7 @@ mod rules_tests;
 #[cfg(test)]
 mod prop_tests;
 
-pub use case::{Case, CommitMeta, FoldError, PrepareError, PreparedCommit, StaleCommit};
+pub use case::{Case, CommitMeta, FoldError, PrepareError, PreparedCommit, StaleCommit, Tentative};
 pub use event::{DecodeError, Event, SCHEMA_VERSION};
 pub use hash::Hash;
 pub use id::{CaseId, CommitId, IdError, ScopeId, TokenId};

@@ -14,8 +14,8 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use crate::{
     Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Event, FoldError, Hash, Map,
-    Mutation, PrepareError, Scope, ScopeId, ScopeStatus, Token, TokenId, TokenStatus, TokenUpdate,
-    Value,
+    Mutation, PrepareError, Receipt, Scope, ScopeId, ScopeStatus, Token, TokenId, TokenStatus,
+    TokenUpdate, Value,
 };
 
 fn runner(name: &str, cases: u32) -> TestRunner {
@@ -349,9 +349,11 @@ fn meta(at: u64) -> CommitMeta {
 }
 
 /// Runs `batches` against a case and the model, checking they agree; returns the payloads of
-/// the accepted commits and the final case.
+/// the accepted commits and the final case. A second case takes the same batches through
+/// [`Case::try_commit`] (dropped once, then kept) and must stay equal to the first.
 fn run_against_model(batches: &[Vec<Mutation>]) -> Result<(Vec<Vec<u8>>, Case), TestCaseError> {
     let mut case = Case::new(CaseId::new("prop").unwrap());
+    let mut tried = Case::new(CaseId::new("prop").unwrap());
     let mut model = Model::new();
     let mut payloads = Vec::new();
     for (n, batch) in batches.iter().enumerate() {
@@ -362,17 +364,34 @@ fn run_against_model(batches: &[Vec<Mutation>]) -> Result<(Vec<Vec<u8>>, Case), 
             .collect();
         for mutation in batch {
             case.buffer(mutation.clone());
+            tried.buffer(mutation.clone());
         }
         let before = case.state().clone();
-        match case.prepare_commit(meta(at)) {
+        let meta = meta(at);
+        match case.prepare_commit(meta.clone()) {
             Ok(prepared) => {
                 prop_assert!(
                     rejected.is_empty(),
                     "accepted a batch the model rejects at {rejected:?}"
                 );
                 prop_assert_eq!(case.state(), &before, "prepare leaves the case unchanged");
+                let undone = tried.try_commit(meta.clone()).unwrap().into_prepared();
+                prop_assert_eq!(undone.event(), prepared.event());
+                prop_assert_eq!(undone.payload(), prepared.payload());
+                prop_assert_eq!(tried.state(), &before, "a dropped tentative is undone");
+                prop_assert_eq!(tried.buffered(), batch.len());
+                let tentative = tried.try_commit(meta).unwrap();
+                prop_assert_eq!(tentative.payload(), prepared.payload());
+                prop_assert_eq!(
+                    tentative.receipt(7),
+                    Receipt::new(prepared.event(), prepared.event_hash(), 7)
+                );
+                tentative.keep();
                 payloads.push(prepared.payload().to_vec());
                 case.complete(prepared).unwrap();
+                prop_assert_eq!(tried.state(), case.state(), "keep applies the batch once");
+                prop_assert_eq!(tried.last_event_hash(), case.last_event_hash());
+                prop_assert_eq!(tried.buffered(), 0);
                 prop_assert_eq!(Model::of(case.state()), next.clone().sorted());
                 prop_assert_eq!(case.state().check_invariants(), Ok(()));
                 model = next;
@@ -382,7 +401,11 @@ fn run_against_model(batches: &[Vec<Mutation>]) -> Result<(Vec<Vec<u8>>, Case), 
                 prop_assert_eq!(indexes, rejected);
                 prop_assert_eq!(case.state(), &before);
                 prop_assert_eq!(case.buffered(), batch.len());
+                let refused = tried.try_commit(meta).map(|_| ()).unwrap_err();
+                prop_assert_eq!(refused, PrepareError::Invalid(errors));
+                prop_assert_eq!(tried.state(), &before);
                 case.rollback();
+                tried.rollback();
             }
             Err(other) => return Err(TestCaseError::fail(format!("unexpected {other}"))),
         }

@@ -897,3 +897,51 @@ fn fold_detects_dropped_reordered_forged_and_foreign_events() {
     assert!(case.apply_payload(&payloads[2]).is_err());
     assert_eq!(case.state(), &before);
 }
+
+#[test]
+fn a_tentative_commit_writes_the_prepared_event_and_applies_it_once() {
+    let fill = |case: &mut Case| {
+        case.buffer(Mutation::set_key("n", 1))
+            .update_ctx(|ctx| {
+                if let Some(Value::Integer(n)) = ctx.get_mut("n") {
+                    *n += 1;
+                }
+            })
+            .buffer(Mutation::add_token(
+                tid("t1"),
+                0,
+                ScopeId::root(),
+                Value::Null,
+            ))
+            .update_token(tid("t1"), |token| token.ip = 3);
+    };
+    let (mut prepared_case, mut tried) = (new_case(), new_case());
+    fill(&mut prepared_case);
+    fill(&mut tried);
+    let meta = meta(1000);
+    let prepared = prepared_case.prepare_commit(meta.clone()).unwrap();
+
+    // Dropped: the case and its buffer are as they were.
+    let tentative = tried.try_commit(meta.clone()).unwrap();
+    assert_eq!(
+        tentative.state().version,
+        1,
+        "the batch is applied on trial"
+    );
+    assert_eq!(tentative.payload(), prepared.payload());
+    drop(tentative);
+    assert_eq!(tried.state(), prepared_case.state());
+    assert_eq!(tried.buffered(), 4);
+
+    // Kept: the state the prepared event leaves, the closures resolved once.
+    let tentative = tried.try_commit(meta).unwrap();
+    assert_eq!(tentative.payload(), prepared.payload());
+    assert_eq!(tentative.event_hash(), prepared.event_hash());
+    tentative.keep();
+    prepared_case.complete(prepared).unwrap();
+    assert_eq!(tried.state(), prepared_case.state());
+    assert_eq!(tried.state().ctx.get("n"), Some(&Value::Integer(2)));
+    assert_eq!(tried.state().tokens[&tid("t1")].ip, 3);
+    assert_eq!(tried.last_event_hash(), prepared_case.last_event_hash());
+    assert_eq!(tried.buffered(), 0);
+}

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use wfstate_events::{
     CommitError, CommitErrorKind, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig,
     JetStreamLog, LogError, Workspace,
@@ -144,6 +144,18 @@ async fn commit_and_receipt(fixture: &impl Fixture) {
         workspace.load(&case("none")).await.unwrap_err().kind(),
         CommitErrorKind::CaseNotFound
     );
+
+    // A commit whose future is dropped before the log answers leaves the handle as it was:
+    // the batch it applied on trial is undone and stays buffered.
+    handle.case_mut().buffer(Mutation::set_key("b", 2));
+    let before = handle.case().state().clone();
+    match workspace.commit(&mut handle).now_or_never() {
+        None => {
+            assert_eq!(handle.case().state(), &before);
+            assert_eq!(handle.case().buffered(), 1);
+        }
+        Some(receipt) => assert_eq!(receipt.unwrap().version, 3),
+    }
 }
 
 async fn dedup(fixture: &impl Fixture) {
@@ -159,6 +171,8 @@ async fn dedup(fixture: &impl Fixture) {
         .unwrap();
     let again = workspace.commit_with_meta(&mut b, meta).await.unwrap();
     assert_eq!(first, again);
+    assert_eq!(b.case().state(), a.case().state());
+    assert_eq!(b.case().buffered(), 0);
     assert_eq!(fixture.log().last_position().await.unwrap(), 1);
 }
 
@@ -178,6 +192,9 @@ async fn conflict_between_two_writers(fixture: &impl Fixture) {
         matches!(lost, CommitError::Conflict { expected: 1, .. }),
         "{lost:?}"
     );
+    assert_eq!(b.case().state().version, 1, "the lost commit is undone");
+    assert_eq!(b.case().state().step_count, 0);
+    assert_eq!(b.case().buffered(), 1, "and its batch kept");
     let transacted = workspace
         .transact(&case("race"), |case| {
             case.buffer(Mutation::IncrementStepCount);
