@@ -402,7 +402,9 @@ impl<L: EventLog> Workspace<L> {
         let expected = handle.position;
         // An earlier attempt whose outcome is unknown is re-sent as it was (same commit id,
         // bytes and expected position) before anything else: it may have landed.
-        if let Some(prepared) = handle.in_doubt.take() {
+        if handle.in_doubt.is_some()
+            && let Some(prepared) = handle.in_doubt.take()
+        {
             let outcome = self
                 .append_resolved(
                     &case_id,
@@ -553,10 +555,11 @@ impl<L: EventLog> Workspace<L> {
         // the future of every commit, moved into place at each call, stays small.
         loop {
             attempt += 1;
-            let outcome = self
-                .log
-                .append(case_id, commit_id, expected, payload.clone())
-                .await;
+            let outcome = Box::pin(
+                self.log
+                    .append(case_id, commit_id, expected, payload.clone()),
+            )
+            .await;
             let error = match outcome {
                 Ok(appended) if !appended.duplicate => {
                     return Ok(Resolved::Ours {
