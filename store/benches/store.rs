@@ -99,9 +99,20 @@ fn benches(c: &mut Criterion) {
     c.bench_function("prepare_commit_step", |b| {
         b.iter(|| step_case.prepare_commit(meta()).expect("valid batch"));
     });
-    // The whole client-side commit of (1): buffer, prepare, and complete once appended.
+    // The whole client-side commit of (1), as `Workspace::commit` does it: buffer, apply on
+    // trial and encode, and keep once appended.
     let mut step = 1_u64;
     c.bench_function("commit_step", |b| {
+        b.iter(|| {
+            step += 1;
+            step_case
+                .buffer(Mutation::set_key("step", step))
+                .buffer(Mutation::IncrementStepCount);
+            step_case.try_commit(meta()).expect("valid batch").keep();
+        });
+    });
+    // The same in two steps (prepare, then complete): the mutations are applied twice.
+    c.bench_function("commit_step_prepared", |b| {
         b.iter(|| {
             step += 1;
             step_case
