@@ -402,9 +402,7 @@ impl<L: EventLog> Workspace<L> {
         let expected = handle.position;
         // An earlier attempt whose outcome is unknown is re-sent as it was (same commit id,
         // bytes and expected position) before anything else: it may have landed.
-        if handle.in_doubt.is_some()
-            && let Some(prepared) = handle.in_doubt.take()
-        {
+        if let Some(prepared) = handle.in_doubt.take() {
             let outcome = self
                 .append_resolved(
                     &case_id,
@@ -551,8 +549,8 @@ impl<L: EventLog> Workspace<L> {
         // Set at the first failed attempt: a commit that succeeds at once reads no clock for it.
         let mut deadline = None;
         let mut attempt = 0;
-        // The futures of the rare paths (a duplicate, a conflict, a retry) are boxed, so that
-        // the future of every commit, moved into place at each call, stays small.
+        // The append's future and those of the rare paths (a duplicate, a conflict, a retry)
+        // are boxed: the commit's own future stays small, and no call moves them into place.
         loop {
             attempt += 1;
             let outcome = Box::pin(
