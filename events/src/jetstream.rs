@@ -162,6 +162,16 @@ fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
     Some((next()?, next()?, next()?))
 }
 
+/// Whether a connection failed in its TLS handshake (a certificate not trusted, one the server
+/// requires and did not get): retrying cannot cure that. async-nats reports most of these as
+/// an I/O error whose cause is invalid data, which is how the TLS layer reports them.
+fn is_tls_failure(error: &async_nats::ConnectError) -> bool {
+    matches!(error.kind(), async_nats::ConnectErrorKind::Tls)
+        || std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+}
+
 /// The last "Permissions Violation" the server reported on this connection. The server answers
 /// a forbidden publish with an asynchronous error, not a reply, so a request that then times
 /// out is matched against it.
@@ -260,6 +270,9 @@ impl JetStreamLog {
                 }
                 async_nats::ConnectErrorKind::ServerParse => {
                     LogError::Config(format!("{}: {e}", config.urls))
+                }
+                _ if is_tls_failure(&e) => {
+                    LogError::Config(format!("TLS with {} failed: {e}", config.urls))
                 }
                 _ => LogError::Unavailable(format!("cannot connect to {}: {e}", config.urls)),
             })?;

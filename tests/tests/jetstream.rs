@@ -1,6 +1,7 @@
 //! Guards the JetStream commit path against a real nats-server: receipts, replay to the
 //! writer's state, dedup, racing writers, lost acknowledgements inside and outside the dedup
-//! window, invalid ids, oversized events, a stopped and a restarted server.
+//! window, invalid ids, oversized events, a stopped and a restarted server, credentials
+//! (user and password, token, nkey) and TLS with client certificates.
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers stop the test at the first setup error"
@@ -568,6 +569,144 @@ async fn credentials_are_used_and_bad_ones_are_permission_denied() {
         .create(case("tokened"), [Mutation::set_key("k", 1)])
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_seed_file_authenticates_and_a_stranger_key_is_permission_denied() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{ users = [ {{ nkey: {} }} ] }}",
+        user.public_key()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, stranger) = (dir.path().join("user.nk"), dir.path().join("stranger.nk"));
+    std::fs::write(&ours, user.seed().unwrap()).unwrap();
+    std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let mut config = JetStreamConfig::new(server.url());
+    config.connect_timeout = Duration::from_secs(2);
+
+    config.auth = wfstate_events::Auth::NkeyFile(stranger);
+    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(matches!(error, LogError::PermissionDenied(_)), "{error:?}");
+
+    config.auth = wfstate_events::Auth::NkeyFile(dir.path().join("missing.nk"));
+    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(&error, LogError::Config(message) if message.contains("missing.nk")),
+        "{error:?}"
+    );
+
+    config.auth = wfstate_events::Auth::NkeyFile(ours);
+    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
+    workspace
+        .create(case("nkeyed"), [Mutation::set_key("k", 1)])
+        .await
+        .unwrap();
+}
+
+/// Runs `openssl` in `dir`; the TLS test needs the command (the CI script installs it).
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("the TLS test runs openssl, which did not start ({e}): install openssl")
+        });
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A CA, and a server and a client certificate it signed (P-256 keys, valid for a day).
+fn certificates(dir: &std::path::Path) {
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subject = ["-days", "1", "-subj", "/CN=wfstate test CA"];
+    let ca = [
+        &["req", "-x509", "-keyout", "ca.key", "-out", "ca.pem"][..],
+        &new_key,
+        &subject,
+    ];
+    openssl(dir, &ca.concat());
+    for (name, extensions) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let file = |suffix: &str| format!("{name}.{suffix}");
+        std::fs::write(dir.join(file("ext")), extensions).unwrap();
+        let subject = format!("/CN=wfstate test {name}");
+        let (key, csr) = (file("key"), file("csr"));
+        let request = [
+            &["req", "-keyout", &key, "-out", &csr, "-subj", &subject][..],
+            &new_key,
+        ];
+        openssl(dir, &request.concat());
+        let (pem, ext) = (file("pem"), file("ext"));
+        openssl(
+            dir,
+            &[
+                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-out", &pem,
+                "-days", "1", "-extfile", &ext,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_connects_and_an_untrusted_server_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let file = |name: &str| dir.path().join(name);
+    // The server presents its certificate and requires one from the client.
+    let server = NatsServer::start_with_config(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
+        file("server.pem"),
+        file("server.key"),
+        file("ca.pem")
+    ));
+    let mut config = JetStreamConfig::new(server.url());
+    config.connect_timeout = Duration::from_secs(2);
+
+    // Without the CA the server's certificate is not trusted.
+    config.tls.cert = Some(file("client.pem"));
+    config.tls.key = Some(file("client.key"));
+    let untrusted = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(&untrusted, LogError::Config(message) if message.contains("UnknownIssuer")),
+        "{untrusted:?}"
+    );
+
+    // Without a client certificate the server refuses the connection.
+    config.tls = wfstate_events::Tls {
+        ca: Some(file("ca.pem")),
+        ..wfstate_events::Tls::default()
+    };
+    let refused = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(&refused, LogError::Config(message) if message.contains("CertificateRequired")),
+        "{refused:?}"
+    );
+
+    // A certificate without its key is a configuration error, before any connection.
+    config.tls.cert = Some(file("client.pem"));
+    let half = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(matches!(half, LogError::Config(_)), "{half:?}");
+
+    config.tls.key = Some(file("client.key"));
+    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
+    let (_, receipt) = workspace
+        .create(case("over-tls"), [Mutation::set_key("k", 1)])
+        .await
+        .unwrap();
+    assert_eq!(receipt.version, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
