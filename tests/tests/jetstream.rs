@@ -1,7 +1,7 @@
 //! Guards the JetStream commit path against a real nats-server: receipts, replay to the
 //! writer's state, dedup, racing writers, lost acknowledgements inside and outside the dedup
 //! window, invalid ids, oversized events, a stopped and a restarted server, credentials
-//! (user and password, token, nkey) and TLS with client certificates.
+//! (user and password, token, nkey, creds file) and TLS with client certificates.
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers stop the test at the first setup error"
@@ -602,6 +602,113 @@ async fn an_nkey_seed_file_authenticates_and_a_stranger_key_is_permission_denied
         .create(case("nkeyed"), [Mutation::set_key("k", 1)])
         .await
         .unwrap();
+}
+
+/// A JWT of the NATS decentralised auth, signed by `issuer`: `nats` holds the entity's claims.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let encode = |json: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    };
+    let header = encode(&serde_json::json!({"typ": "JWT", "alg": "ed25519-nkey"}));
+    let claims = encode(&serde_json::json!({
+        "jti": CommitId::generate().to_string(),
+        "iat": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    }));
+    let signed = format!("{header}.{claims}");
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{signature}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_authenticates_and_one_signed_by_an_unknown_account_is_refused() {
+    let (operator, account, user) = (
+        nkeys::KeyPair::new_operator(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_user(),
+    );
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "wfstate-test",
+        &serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "writers",
+        &serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let user_claims = serde_json::json!({
+        "type": "user", "version": 2, "pub": {}, "sub": {},
+        "subs": -1, "data": -1, "payload": -1,
+    });
+    // JetStream needs a system account besides the one the user belongs to.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        &serde_json::json!({"type": "account", "version": 2}),
+    );
+    let server = NatsServer::start_with_config(&format!(
+        "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\n\
+         resolver_preload: {{ {system}: {system_jwt}, {account}: {account_jwt} }}\n",
+        system = system.public_key(),
+        account = account.public_key(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    // A creds file: the user's JWT, signed by `signer`, and the user's seed.
+    let creds = |name: &str, signer: &nkeys::KeyPair| {
+        let path = dir.path().join(name);
+        let user_jwt = jwt(signer, &user.public_key(), "writer", &user_claims);
+        let seed = user.seed().unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let mut config = JetStreamConfig::new(server.url());
+    config.connect_timeout = Duration::from_secs(2);
+
+    // Signed by an account the operator never signed: refused.
+    let stranger = nkeys::KeyPair::new_account();
+    config.auth = wfstate_events::Auth::CredsFile(creds("stranger.creds", &stranger));
+    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(matches!(error, LogError::PermissionDenied(_)), "{error:?}");
+
+    config.auth = wfstate_events::Auth::CredsFile(dir.path().join("missing.creds"));
+    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(&error, LogError::Config(message) if message.contains("missing.creds")),
+        "{error:?}"
+    );
+
+    config.auth = wfstate_events::Auth::CredsFile(creds("writer.creds", &account));
+    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
+    let (_, receipt) = workspace
+        .create(case("credentialed"), [Mutation::set_key("k", 1)])
+        .await
+        .unwrap();
+    assert_eq!(receipt.version, 1);
 }
 
 /// Runs `openssl` in `dir`; the TLS test needs the command (the CI script installs it).
