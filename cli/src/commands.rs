@@ -9,8 +9,7 @@ use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::Workspace;
 use wfstate_projector::{
-    AuditReport, Projector, ViewSource, audit_all, audit_case, audit_follow, export, import,
-    replay, verify,
+    Projector, ViewSource, audit_all, audit_case, audit_follow, export, import, replay, verify,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Value};
 
@@ -28,19 +27,6 @@ fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
         print_json(&receipt_json(receipt));
     } else {
         println!("{}", receipt_text(receipt));
-    }
-}
-
-fn print_transfer(done: &str, direction: &str, file: &Path, report: &AuditReport, json: bool) {
-    if json {
-        print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
-    } else {
-        println!(
-            "{done} {} events of {} cases {direction} {}, every chain verified",
-            report.events,
-            report.cases,
-            file.display()
-        );
     }
 }
 
@@ -101,12 +87,40 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
         Command::Verify { all, cases } => verify_cases(log, all, &cases, json).await,
         Command::Export { file } => {
             let report = export(log, &file).await?;
-            print_transfer("exported", "to", &file, &report, json);
+            if json {
+                print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
+            } else {
+                println!(
+                    "exported {} events of {} cases to {}, every chain verified",
+                    report.events,
+                    report.cases,
+                    file.display()
+                );
+            }
             Ok(0)
         }
         Command::Import { file } => {
-            let report = import(log, &file).await?;
-            print_transfer("imported", "from", &file, &report, json);
+            let imported = import(log, &file).await?;
+            let report = &imported.report;
+            if json {
+                print_json(&json!({
+                    "file": file,
+                    "cases": report.cases,
+                    "events": report.events,
+                    "appended": imported.appended,
+                    "already_there": imported.already_there,
+                }));
+            } else {
+                println!(
+                    "imported {} events of {} cases from {} ({} appended, {} already there), \
+                     every chain verified",
+                    report.events,
+                    report.cases,
+                    file.display(),
+                    imported.appended,
+                    imported.already_there
+                );
+            }
             Ok(0)
         }
         Command::Demo(args) => crate::demo::run(log, &args, json).await,

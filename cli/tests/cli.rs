@@ -297,10 +297,17 @@ fn embedded_walkthrough_errors_and_demo() {
     let imported = wfstate(&fresh, None, &["import", file.to_str().unwrap()], "");
     assert_eq!(imported.code, 0, "{}", imported.stderr);
     assert_eq!(wfstate(&fresh, None, &["verify", "order-42"], "").code, 0);
-    assert_eq!(
-        wfstate(&fresh, None, &["import", file.to_str().unwrap()], "").code,
-        3
-    );
+    // Run again, the import finds every event there and writes nothing.
+    let again = wfstate(&fresh, None, &["import", file.to_str().unwrap()], "");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("(0 appended, "), "{}", again.stdout);
+    // Into a store holding another history of one of the file's cases, it is refused.
+    let other = dir.path().join("other");
+    let created = wfstate(&other, None, &["create", "--id", "order-42"], "");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let refused = wfstate(&other, None, &["import", file.to_str().unwrap()], "");
+    assert_eq!(refused.code, 3, "{}", refused.stdout);
+    assert!(refused.stderr.contains("order-42"), "{}", refused.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,7 @@ pub use embedded::EmbeddedProjector;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use replay::{Mismatch, Replayed, replay, verify};
-pub use transfer::{TransferError, export, import};
+pub use transfer::{Imported, TransferError, export, import};
 pub use view::{Quarantine, View};
 
 /// What can go wrong projecting, replaying or auditing.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use wfstate_events::{EventLog, StoredEvent};
-use wfstate_store::{CaseId, Event};
+use wfstate_store::{CaseId, Event, Hash};
 
 use crate::ProjectorError;
 use crate::audit::{AuditReport, Auditor};
@@ -74,8 +74,11 @@ pub enum TransferError {
     /// A chain in the file (or the exported log) does not verify; nothing was imported.
     #[error("{} broken link(s), the first at position {} of case {} ({}): {}; nothing was written", .0.problems.len(), .0.problems[0].position, .0.problems[0].case_key, .0.problems[0].code, .0.problems[0].detail)]
     Broken(AuditReport),
-    /// The target log already has events of a case in the file; nothing was imported.
-    #[error("the target already holds case {0}; import into a log without it")]
+    /// The target log holds events of a case in the file that are not the start of the
+    /// file's history of that case; nothing was imported.
+    #[error(
+        "the target holds other events of case {0} than the file's; import into a log without it"
+    )]
     CaseExists(String),
     /// The log failed.
     #[error(transparent)]
@@ -179,14 +182,38 @@ impl Reader {
     }
 }
 
-/// Imports an export file into `log`. A first pass verifies every chain in the file and that
-/// the target holds none of its cases; only then are the events appended, each case's in
-/// order, with their original commit ids.
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The file's cases and events, every chain verified.
+    pub report: AuditReport,
+    /// Events appended to the log.
+    pub appended: u64,
+    /// Events the log already held (an import resumed after an interruption, or run again).
+    pub already_there: u64,
+}
+
+/// Where a case of the file stands in the target log: the version, payload hash and position
+/// of its last event there.
+struct Present {
+    version: u64,
+    event_hash: Hash,
+    position: u64,
+    /// Whether the file's event at `version` is that very event.
+    matched: bool,
+}
+
+/// Imports an export file into `log`, each case's events in order with their original commit
+/// ids. Before anything is written, every chain in the file is verified, and every case the
+/// log already holds is checked to hold the start of the file's history of that case (its
+/// last event there is the file's event at the same version; the chains make the rest equal).
+/// Such a case goes on from where it stands, so an import cut short can be run again and
+/// completes it, and an import run twice writes nothing.
 ///
 /// # Errors
 /// [`TransferError::Broken`] or [`TransferError::CaseExists`] (nothing written); file and
 /// log errors.
-pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, TransferError> {
+pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, TransferError> {
     let mut reader = Reader::open(path)?;
     let mut auditor = Auditor::new();
     let mut cases = HashSet::new();
@@ -198,31 +225,76 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
     if !report.is_clean() {
         return Err(TransferError::Broken(report));
     }
-    for case in &cases {
+    let mut present = HashMap::new();
+    for case in cases {
         let case_id =
             CaseId::new(case.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
-        if log
+        let last = log
             .last_event(&case_id)
             .await
-            .map_err(ProjectorError::from)?
-            .is_some()
-        {
+            .map_err(ProjectorError::from)?;
+        if let Some(last) = last {
+            let event = Event::decode(&last.payload)
+                .map_err(|_| TransferError::CaseExists(case.clone()))?;
+            let standing = Present {
+                version: event.version,
+                event_hash: Hash::of(&last.payload),
+                position: last.position,
+                matched: false,
+            };
+            present.insert(case, standing);
+        }
+    }
+    if !present.is_empty() {
+        let mut reader = Reader::open(path)?;
+        while let Some(stored) = reader.next()? {
+            if let Some(standing) = present.get_mut(&stored.case_id)
+                && !standing.matched
+                && file_version(&stored)? == standing.version
+            {
+                standing.matched = Hash::of(&stored.payload) == standing.event_hash;
+            }
+        }
+        if let Some((case, _)) = present.iter().find(|(_, standing)| !standing.matched) {
             return Err(TransferError::CaseExists(case.clone()));
         }
     }
     let mut reader = Reader::open(path)?;
-    let mut positions: HashMap<String, u64> = HashMap::new();
+    let mut positions: HashMap<String, u64> = present
+        .iter()
+        .map(|(case, standing)| (case.clone(), standing.position))
+        .collect();
+    let (mut appended, mut already_there) = (0, 0);
     while let Some(stored) = reader.next()? {
-        let case_id = CaseId::new(stored.case_id.as_str())
-            .map_err(|e| TransferError::BadFile(e.to_string()))?;
         let event =
             Event::decode(&stored.payload).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        if present
+            .get(&stored.case_id)
+            .is_some_and(|standing| event.version <= standing.version)
+        {
+            already_there += 1;
+            continue;
+        }
+        let case_id = CaseId::new(stored.case_id.as_str())
+            .map_err(|e| TransferError::BadFile(e.to_string()))?;
         let expected = positions.get(&stored.case_id).copied().unwrap_or(0);
-        let appended = log
+        let stored_at = log
             .append(&case_id, event.commit_id, expected, stored.payload)
             .await
             .map_err(ProjectorError::from)?;
-        positions.insert(stored.case_id, appended.position);
+        positions.insert(stored.case_id, stored_at.position);
+        appended += 1;
     }
-    Ok(report)
+    Ok(Imported {
+        report,
+        appended,
+        already_there,
+    })
+}
+
+/// The version of an event of a verified file.
+fn file_version(stored: &StoredEvent) -> Result<u64, TransferError> {
+    Event::decode(&stored.payload)
+        .map(|event| event.version)
+        .map_err(|e| TransferError::BadFile(e.to_string()))
 }

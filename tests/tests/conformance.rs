@@ -527,6 +527,7 @@ conformance!(
     long_replay,
     atomic_batches,
     invalid_ids_publish_nothing,
+    import_resumes_where_it_stopped,
 );
 
 /// Writes a few cases with a realistic mix of commits.
@@ -606,13 +607,72 @@ async fn export_from_one_backend_and_import_into_the_other() {
     import(&back.log(), &back_file).await.unwrap();
     assert_eq!(receipts(&back.log()).await, receipts(&source.log()).await);
 
-    // Importing twice is refused before anything is written.
-    let again = import(&back.log(), &back_file).await.unwrap_err();
-    assert!(
-        matches!(again, wfstate_projector::TransferError::CaseExists(_)),
-        "{again}"
-    );
+    // Importing twice writes nothing.
+    let again = import(&back.log(), &back_file).await.unwrap();
+    assert_eq!((again.appended, again.already_there), (0, 36));
     assert_eq!(back.log().last_position().await.unwrap(), 36);
+}
+
+/// The items of a CBOR sequence (an export file: its header, then one record per event).
+fn cbor_items(path: &std::path::Path) -> Vec<ciborium::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut input = bytes.as_slice();
+    let mut items = Vec::new();
+    while !input.is_empty() {
+        items.push(ciborium::from_reader::<ciborium::Value, _>(&mut input).unwrap());
+    }
+    items
+}
+
+fn write_items(path: &std::path::Path, items: &[ciborium::Value]) {
+    let mut bytes = Vec::new();
+    for item in items {
+        ciborium::into_writer(item, &mut bytes).unwrap();
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+async fn import_resumes_where_it_stopped(fixture: &impl Fixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.cbor");
+    let source = Embedded::start().await;
+    populate(source.log()).await;
+    export(&source.log(), &file).await.unwrap();
+
+    // An import cut short: the target holds the first 20 events, case x5 stopped after 5 of
+    // its 6.
+    let cut = dir.path().join("cut.cbor");
+    write_items(&cut, &cbor_items(&file)[..21]);
+    let first = import(&fixture.log(), &cut).await.unwrap();
+    assert_eq!((first.appended, first.already_there), (20, 0));
+
+    let resumed = import(&fixture.log(), &file).await.unwrap();
+    assert_eq!((resumed.appended, resumed.already_there), (16, 20));
+    assert_eq!(
+        receipts(&fixture.log()).await,
+        receipts(&source.log()).await
+    );
+    let again = import(&fixture.log(), &file).await.unwrap();
+    assert_eq!((again.appended, again.already_there), (0, 36));
+
+    // A file whose history of case x3 is another one than the target's is refused before
+    // anything is written, its new case y included.
+    let elsewhere = Embedded::start().await;
+    let workspace = Workspace::new(elsewhere.log());
+    for id in ["x3", "y"] {
+        workspace
+            .create(case(id), [Mutation::set_key("elsewhere", 1)])
+            .await
+            .unwrap();
+    }
+    let other = dir.path().join("other.cbor");
+    export(&elsewhere.log(), &other).await.unwrap();
+    let refused = import(&fixture.log(), &other).await.unwrap_err();
+    assert!(
+        matches!(&refused, wfstate_projector::TransferError::CaseExists(id) if id == "x3"),
+        "{refused}"
+    );
+    assert_eq!(fixture.log().last_position().await.unwrap(), 36);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,12 +685,7 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
 
     // Alter case x1's first event (position 2: another clock, re-encoded): the file is
     // still well-formed CBOR.
-    let bytes = std::fs::read(&file).unwrap();
-    let mut input = bytes.as_slice();
-    let mut items = Vec::new();
-    while !input.is_empty() {
-        items.push(ciborium::from_reader::<ciborium::Value, _>(&mut input).unwrap());
-    }
+    let mut items = cbor_items(&file);
     let record = items[2].as_map_mut().unwrap();
     let payload = record
         .iter_mut()
@@ -640,11 +695,7 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
     assert_eq!((event.case_id.as_str(), event.version), ("x1", 1));
     event.committed_at_ms += 1;
     payload.1 = ciborium::Value::Bytes(event.encode());
-    let mut altered = Vec::new();
-    for item in &items {
-        ciborium::into_writer(item, &mut altered).unwrap();
-    }
-    std::fs::write(&file, altered).unwrap();
+    write_items(&file, &items);
 
     let target = Embedded::start().await;
     let error = import(&target.log(), &file).await.unwrap_err();
