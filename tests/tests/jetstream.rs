@@ -582,26 +582,43 @@ async fn an_nkey_seed_file_authenticates_and_a_stranger_key_is_permission_denied
     let (ours, stranger) = (dir.path().join("user.nk"), dir.path().join("stranger.nk"));
     std::fs::write(&ours, user.seed().unwrap()).unwrap();
     std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let missing = dir.path().join("missing.nk");
+    check_auth(
+        &server,
+        [stranger, missing, ours].map(wfstate_events::Auth::NkeyFile),
+    )
+    .await;
+}
+
+/// Connects to `server` with three credentials of one kind: one the server does not know
+/// (refused: permission denied), a file that does not exist (a configuration error naming
+/// it), and the right one, which then commits.
+async fn check_auth(server: &NatsServer, [stranger, missing, good]: [wfstate_events::Auth; 3]) {
     let mut config = JetStreamConfig::new(server.url());
     config.connect_timeout = Duration::from_secs(2);
-
-    config.auth = wfstate_events::Auth::NkeyFile(stranger);
+    config.auth = stranger;
     let error = JetStreamLog::connect(&config).await.unwrap_err();
     assert!(matches!(error, LogError::PermissionDenied(_)), "{error:?}");
 
-    config.auth = wfstate_events::Auth::NkeyFile(dir.path().join("missing.nk"));
+    let (wfstate_events::Auth::NkeyFile(path) | wfstate_events::Auth::CredsFile(path)) = &missing
+    else {
+        panic!("a credential file, not {missing:?}")
+    };
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    config.auth = missing;
     let error = JetStreamLog::connect(&config).await.unwrap_err();
     assert!(
-        matches!(&error, LogError::Config(message) if message.contains("missing.nk")),
+        matches!(&error, LogError::Config(message) if message.contains(&name)),
         "{error:?}"
     );
 
-    config.auth = wfstate_events::Auth::NkeyFile(ours);
+    config.auth = good;
     let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    workspace
-        .create(case("nkeyed"), [Mutation::set_key("k", 1)])
+    let (_, receipt) = workspace
+        .create(case("authenticated"), [Mutation::set_key("k", 1)])
         .await
         .unwrap();
+    assert_eq!(receipt.version, 1);
 }
 
 /// A JWT of the NATS decentralised auth, signed by `issuer`: `nats` holds the entity's claims.
@@ -686,29 +703,15 @@ async fn a_creds_file_authenticates_and_one_signed_by_an_unknown_account_is_refu
         .unwrap();
         path
     };
-    let mut config = JetStreamConfig::new(server.url());
-    config.connect_timeout = Duration::from_secs(2);
-
-    // Signed by an account the operator never signed: refused.
-    let stranger = nkeys::KeyPair::new_account();
-    config.auth = wfstate_events::Auth::CredsFile(creds("stranger.creds", &stranger));
-    let error = JetStreamLog::connect(&config).await.unwrap_err();
-    assert!(matches!(error, LogError::PermissionDenied(_)), "{error:?}");
-
-    config.auth = wfstate_events::Auth::CredsFile(dir.path().join("missing.creds"));
-    let error = JetStreamLog::connect(&config).await.unwrap_err();
-    assert!(
-        matches!(&error, LogError::Config(message) if message.contains("missing.creds")),
-        "{error:?}"
-    );
-
-    config.auth = wfstate_events::Auth::CredsFile(creds("writer.creds", &account));
-    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    let (_, receipt) = workspace
-        .create(case("credentialed"), [Mutation::set_key("k", 1)])
-        .await
-        .unwrap();
-    assert_eq!(receipt.version, 1);
+    // The stranger's JWT is signed by an account the operator never signed.
+    let stranger = creds("stranger.creds", &nkeys::KeyPair::new_account());
+    let missing = dir.path().join("missing.creds");
+    let good = creds("writer.creds", &account);
+    check_auth(
+        &server,
+        [stranger, missing, good].map(wfstate_events::Auth::CredsFile),
+    )
+    .await;
 }
 
 /// Runs `openssl` in `dir`; the TLS test needs the command (the CI script installs it).
