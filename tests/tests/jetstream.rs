@@ -555,20 +555,12 @@ async fn credentials_are_used_and_bad_ones_are_permission_denied() {
         user: "writer".into(),
         password: "s3cret".into(),
     };
-    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    workspace
-        .create(case("authed"), [Mutation::set_key("k", 1)])
-        .await
-        .unwrap();
+    commit_through(&config, "authed").await;
 
     let token_server = NatsServer::start_with_config("authorization { token: t0ken }");
     let mut config = JetStreamConfig::new(token_server.url());
     config.auth = wfstate_events::Auth::Token("t0ken".into());
-    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    workspace
-        .create(case("tokened"), [Mutation::set_key("k", 1)])
-        .await
-        .unwrap();
+    commit_through(&config, "tokened").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,9 +605,14 @@ async fn check_auth(server: &NatsServer, [stranger, missing, good]: [wfstate_eve
     );
 
     config.auth = good;
-    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
+    commit_through(&config, "authenticated").await;
+}
+
+/// Connects with `config` and creates a case: the connection works end to end.
+async fn commit_through(config: &JetStreamConfig, id: &str) {
+    let workspace = Workspace::new(JetStreamLog::connect(config).await.unwrap());
     let (_, receipt) = workspace
-        .create(case("authenticated"), [Mutation::set_key("k", 1)])
+        .create(case(id), [Mutation::set_key("k", 1)])
         .await
         .unwrap();
     assert_eq!(receipt.version, 1);
@@ -811,12 +808,7 @@ async fn tls_with_a_client_certificate_connects_and_an_untrusted_server_is_refus
     assert!(matches!(half, LogError::Config(_)), "{half:?}");
 
     config.tls.key = Some(file("client.key"));
-    let workspace = Workspace::new(JetStreamLog::connect(&config).await.unwrap());
-    let (_, receipt) = workspace
-        .create(case("over-tls"), [Mutation::set_key("k", 1)])
-        .await
-        .unwrap();
-    assert_eq!(receipt.version, 1);
+    commit_through(&config, "over-tls").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
