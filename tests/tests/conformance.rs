@@ -1,7 +1,7 @@
 //! One conformance suite, written once and run against both backends (JetStream on a real
 //! nats-server, and the embedded SQLite log): commit and receipt, dedup, conflicts, lost-ack
 //! retries, history, follow, projector idempotence and quarantine, invalid ids; plus export
-//! and import between the backends.
+//! and import between the backends, and the client's answer to a transient sequence conflict.
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers stop the test at the first setup error"
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use wfstate_events::{
     CommitError, CommitErrorKind, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig,
-    JetStreamLog, LogError, Workspace,
+    JetStreamLog, LogError, StoredEvent, Workspace,
 };
 use wfstate_projector::{
     EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ProjectorError, ViewSource,
@@ -735,4 +735,128 @@ async fn embedded_follow_sees_events_written_by_another_process() {
         (event.position, event.case_id.as_str()),
         (receipt.position, "elsewhere")
     );
+}
+
+/// A log that answers appends with the transient sequence conflict servers send around a
+/// leader change (err 10164) while `transient` is above zero, having stored the event first
+/// (`stored_first`) or not.
+#[derive(Clone)]
+struct Flaky<L> {
+    inner: L,
+    transient: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    stored_first: bool,
+}
+
+impl<L: EventLog + Clone> EventLog for Flaky<L> {
+    async fn append(
+        &self,
+        case: &CaseId,
+        commit_id: CommitId,
+        expected_position: u64,
+        payload: Bytes,
+    ) -> Result<wfstate_events::Appended, LogError> {
+        let transient = self
+            .transient
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |left| left.checked_sub(1),
+            )
+            .is_ok();
+        if !transient {
+            return self
+                .inner
+                .append(case, commit_id, expected_position, payload)
+                .await;
+        }
+        if self.stored_first {
+            self.inner
+                .append(case, commit_id, expected_position, payload)
+                .await?;
+        }
+        Err(LogError::TransientConflict(
+            "wrong last sequence (10164)".into(),
+        ))
+    }
+
+    async fn append_batch(
+        &self,
+        case: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<u64, LogError> {
+        self.inner
+            .append_batch(case, events, expected_position)
+            .await
+    }
+
+    async fn last_event(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        self.inner.last_event(case).await
+    }
+
+    async fn event_after(
+        &self,
+        case: &CaseId,
+        position: u64,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        self.inner.event_after(case, position).await
+    }
+
+    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
+        self.inner.event_at(position).await
+    }
+
+    async fn history(
+        &self,
+        case: &CaseId,
+        after_position: u64,
+    ) -> Result<wfstate_events::EventStream, LogError> {
+        self.inner.history(case, after_position).await
+    }
+
+    async fn follow(&self, after_position: u64) -> Result<wfstate_events::EventStream, LogError> {
+        self.inner.follow(after_position).await
+    }
+
+    async fn last_position(&self) -> Result<u64, LogError> {
+        self.inner.last_position().await
+    }
+
+    fn payload_size_max(&self) -> usize {
+        self.inner.payload_size_max()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_sequence_conflict_is_resolved_by_reading_the_case() {
+    for stored_first in [false, true] {
+        let target = Embedded::start().await;
+        let log = Flaky {
+            inner: target.log(),
+            transient: std::sync::Arc::default(),
+            stored_first,
+        };
+        let workspace = Workspace::new(log.clone()).with_retry(wfstate_events::RetryPolicy {
+            backoff_min: Duration::from_millis(1),
+            ..wfstate_events::RetryPolicy::default()
+        });
+        let (mut handle, _) = workspace
+            .create(case("leader-change"), [Mutation::set_key("n", 0)])
+            .await
+            .unwrap();
+        // Two answers in a row: stored, the first one is ours when the case is read; not
+        // stored, the case has nothing after the expected position and the append is retried.
+        log.transient.store(2, std::sync::atomic::Ordering::SeqCst);
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        let receipt = workspace.commit(&mut handle).await.unwrap();
+        assert_eq!(receipt.version, 2, "stored first: {stored_first}");
+        assert_eq!(
+            target.log().last_position().await.unwrap(),
+            2,
+            "stored once"
+        );
+        let transient_left = log.transient.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(transient_left, if stored_first { 1 } else { 0 });
+        assert_eq!(handle.case().state().step_count, 1);
+    }
 }
