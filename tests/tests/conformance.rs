@@ -855,8 +855,9 @@ async fn a_transient_sequence_conflict_is_resolved_by_reading_the_case() {
             2,
             "stored once"
         );
+        // Stored: the case was read after the first answer. Not stored: both answers were used.
         let transient_left = log.transient.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(transient_left, if stored_first { 1 } else { 0 });
+        assert_eq!(transient_left, u32::from(stored_first));
         assert_eq!(handle.case().state().step_count, 1);
     }
 }
