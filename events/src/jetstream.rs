@@ -24,6 +24,9 @@ pub const SERVER_VERSION_MIN: (u64, u64, u64) = (2, 12, 0);
 
 /// The `Wfstate-Schema` header of every event, written out once.
 const SCHEMA_HEADER: &str = "1";
+/// The names of the headers every event carries besides the ids, built once.
+const CONTENT_TYPE: async_nats::HeaderName = async_nats::HeaderName::from_static("Content-Type");
+const SCHEMA: async_nats::HeaderName = async_nats::HeaderName::from_static("Wfstate-Schema");
 const _: () = assert!(
     SCHEMA_VERSION == 1,
     "SCHEMA_HEADER must spell SCHEMA_VERSION"
@@ -371,9 +374,12 @@ impl JetStreamLog {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
-            headers.insert("Nats-Msg-Id", commit_id.to_string().as_str());
-            headers.insert("Content-Type", "application/cbor");
-            headers.insert("Wfstate-Schema", SCHEMA_HEADER);
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                commit_id.encode(&mut [0; CommitId::TEXT_LENGTH]),
+            );
+            headers.insert(CONTENT_TYPE, "application/cbor");
+            headers.insert(SCHEMA, SCHEMA_HEADER);
             if index == 0 {
                 headers.insert(
                     "Nats-Expected-Last-Subject-Sequence",
@@ -758,10 +764,10 @@ impl EventLog for JetStreamLog {
         let size = payload.len();
         let message = jetstream::message::PublishMessage::build()
             .payload(payload)
-            .message_id(commit_id.to_string())
+            .message_id(commit_id.encode(&mut [0; CommitId::TEXT_LENGTH]))
             .expected_last_subject_sequence(expected_position)
-            .header("Content-Type", "application/cbor")
-            .header("Wfstate-Schema", SCHEMA_HEADER);
+            .header(CONTENT_TYPE, "application/cbor")
+            .header(SCHEMA, SCHEMA_HEADER);
         let subject = async_nats::Subject::from(self.subject(case));
         let refine = |error: LogError| match error {
             LogError::TooLarge { .. } => LogError::TooLarge {

@@ -109,12 +109,8 @@ pub(crate) fn write_event_parts<'m>(
     mutations: impl ExactSizeIterator<Item = &'m Mutation>,
     out: &mut Vec<u8>,
 ) {
-    let mut commit_id = [0; uuid::fmt::Hyphenated::LENGTH];
-    let commit_id = head
-        .commit_id
-        .as_uuid()
-        .hyphenated()
-        .encode_lower(&mut commit_id);
+    let mut commit_id = [0; CommitId::TEXT_LENGTH];
+    let commit_id = head.commit_id.encode(&mut commit_id);
     header(out, MAP, 9);
     unsigned_field(out, "schema", head.schema);
     text_field(out, "commit_id", commit_id);

@@ -253,6 +253,15 @@ impl CommitId {
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }
+
+    /// The length of the text form.
+    pub const TEXT_LENGTH: usize = uuid::fmt::Hyphenated::LENGTH;
+
+    /// The text form (hyphenated, lower case: the payload's `commit_id`, the `Nats-Msg-Id`
+    /// header), written into `buffer` instead of a new string.
+    pub fn encode<'b>(&self, buffer: &'b mut [u8; CommitId::TEXT_LENGTH]) -> &'b str {
+        self.0.hyphenated().encode_lower(buffer)
+    }
 }
 
 impl From<uuid::Uuid> for CommitId {
