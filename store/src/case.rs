@@ -29,6 +29,11 @@ type TokenClosure = Box<dyn Fn(&mut Token) + Send + Sync>;
 /// One buffered change: plain data, or a closure resolved into data at commit time.
 enum Pending {
     Mutation(Mutation),
+    Closure(Closure),
+}
+
+/// A change computed at commit time, against the state the batch has reached.
+enum Closure {
     UpdateCtx(CtxClosure),
     UpdateToken(TokenId, TokenClosure),
 }
@@ -37,8 +42,8 @@ impl Pending {
     fn kind(&self) -> &'static str {
         match self {
             Pending::Mutation(mutation) => mutation.kind(),
-            Pending::UpdateCtx(_) => "patch_ctx",
-            Pending::UpdateToken(..) => "update_token",
+            Pending::Closure(Closure::UpdateCtx(_)) => "patch_ctx",
+            Pending::Closure(Closure::UpdateToken(..)) => "update_token",
         }
     }
 }
@@ -291,7 +296,7 @@ fn batch<'a>(
     let mut closures = resolved.iter();
     buffer.iter().map(move |pending| match pending {
         Pending::Mutation(mutation) => mutation,
-        Pending::UpdateCtx(_) | Pending::UpdateToken(..) => closures
+        Pending::Closure(_) => closures
             .next()
             .expect("a batch resolves each of its closures once"),
     })
@@ -380,7 +385,8 @@ impl Case {
     /// Buffers a change of the ctx computed at commit time, against the ctx as the earlier
     /// mutations of the batch leave it. It is stored as the `patch_ctx` it resolves to.
     pub fn update_ctx(&mut self, change: impl Fn(&mut Map) + Send + Sync + 'static) -> &mut Self {
-        self.buffer.push(Pending::UpdateCtx(Box::new(change)));
+        self.buffer
+            .push(Pending::Closure(Closure::UpdateCtx(Box::new(change))));
         self
     }
 
@@ -391,7 +397,8 @@ impl Case {
         id: TokenId,
         change: impl Fn(&mut Token) + Send + Sync + 'static,
     ) -> &mut Self {
-        self.buffer.push(Pending::UpdateToken(id, Box::new(change)));
+        self.buffer
+            .push(Pending::Closure(Closure::UpdateToken(id, Box::new(change))));
         self
     }
 
@@ -449,7 +456,7 @@ impl Case {
                 Pending::Mutation(mutation) => check(trial.state(), mutation, limits).map(|()| {
                     trial.apply(mutation, meta.committed_at_ms);
                 }),
-                closure => resolve(trial.state(), closure).and_then(|mutation| {
+                Pending::Closure(closure) => resolve(trial.state(), closure).and_then(|mutation| {
                     check(trial.state(), &mutation, limits)?;
                     trial.apply(&mutation, meta.committed_at_ms);
                     resolved.push(mutation);
@@ -657,11 +664,10 @@ fn apply_checked(
     Ok(())
 }
 
-/// Turns a buffered change into data, running a closure against the current working state.
-fn resolve(state: &CaseState, pending: &Pending) -> Result<Mutation, Reason> {
-    match pending {
-        Pending::Mutation(mutation) => Ok(mutation.clone()),
-        Pending::UpdateCtx(change) => {
+/// Turns a buffered closure into data, running it against the current working state.
+fn resolve(state: &CaseState, closure: &Closure) -> Result<Mutation, Reason> {
+    match closure {
+        Closure::UpdateCtx(change) => {
             let mut ctx = state.ctx.clone();
             change(&mut ctx);
             let remove = state
@@ -676,7 +682,7 @@ fn resolve(state: &CaseState, pending: &Pending) -> Result<Mutation, Reason> {
                 .collect();
             Ok(Mutation::PatchCtx { set, remove })
         }
-        Pending::UpdateToken(id, change) => {
+        Closure::UpdateToken(id, change) => {
             let before = state
                 .tokens
                 .get(id)
