@@ -205,8 +205,7 @@ pub struct CommitId(uuid::Uuid);
 
 impl Serialize for CommitId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut text))
+        serializer.serialize_str(self.encode(&mut [0; CommitId::TEXT_LENGTH]))
     }
 }
 
@@ -280,7 +279,7 @@ impl FromStr for CommitId {
     type Err = IdError;
     fn from_str(id: &str) -> Result<Self, IdError> {
         // Only the hyphenated form: the id is compared as text with `Nats-Msg-Id` headers.
-        if id.len() != uuid::fmt::Hyphenated::LENGTH {
+        if id.len() != CommitId::TEXT_LENGTH {
             return Err(IdError::NotUuid { id: id.to_owned() });
         }
         uuid::Uuid::try_parse(id)
