@@ -79,11 +79,10 @@ pub async fn open(args: &StoreArgs) -> Result<Store, CliError> {
     };
     let mut config = JetStreamConfig::new(urls.clone());
     config.auth = auth(args)?;
-    config.tls = Tls {
-        ca: args.tls_ca.clone(),
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-    };
+    config.tls = Tls::default();
+    config.tls.ca.clone_from(&args.tls_ca);
+    config.tls.cert.clone_from(&args.tls_cert);
+    config.tls.key.clone_from(&args.tls_key);
     config.connect_timeout = Duration::from_secs(args.timeout.max(1));
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
     Ok(Store::JetStream(Box::new(

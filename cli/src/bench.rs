@@ -547,7 +547,7 @@ async fn hot_case(
                 })
                 .collect();
             let begun = Instant::now();
-            workspace.commit_batches(&mut handle, batches).await?;
+            workspace.commit_many(&mut handle, batches).await?;
             latencies.push(begun.elapsed());
         }
         Ok::<_, wfstate_events::CommitError>(latencies)

@@ -1,16 +1,20 @@
 //! [`CliError`]: an exit code and the lines to print, built from the libraries' typed errors.
+//!
+//! Exit codes separate what the user must fix (2: input, ids, paths, files, credentials,
+//! configuration) from what may pass if tried again later (4), a failed check (1) and a lost
+//! race (3).
 
-use wfstate_events::{CommitError, CommitErrorKind, LogError};
+use wfstate_events::{CommitError, CommitErrorKind, LogError, LogErrorKind};
 use wfstate_projector::{ProjectorError, TransferError};
 use wfstate_store::IdError;
 
 /// Exit code: a check failed.
 pub const CHECK_FAILED: u8 = 1;
-/// Exit code: bad input.
+/// Exit code: bad input or configuration.
 pub const BAD_INPUT: u8 = 2;
 /// Exit code: conflict.
 pub const CONFLICT: u8 = 3;
-/// Exit code: backend unavailable.
+/// Exit code: try again later (the backend is unavailable, or a commit's outcome is unknown).
 pub const UNAVAILABLE: u8 = 4;
 
 /// A failure of a command: its exit code and message lines.
@@ -32,6 +36,25 @@ impl CliError {
         CliError::new(BAD_INPUT, message)
     }
 
+    /// One line: the error, then the causes behind it.
+    fn with_causes(code: u8, error: &dyn std::error::Error) -> Self {
+        let mut line = error.to_string();
+        let mut causes = Vec::new();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            // A cause whose words the message already holds adds nothing.
+            if !line.contains(&text) {
+                causes.push(text);
+            }
+            next = cause.source();
+        }
+        if !causes.is_empty() {
+            line = format!("{line} (cause: {})", causes.join(": "));
+        }
+        CliError::new(code, line)
+    }
+
     pub fn print(&self) {
         for line in &self.lines {
             eprintln!("wfstate: {line}");
@@ -39,17 +62,29 @@ impl CliError {
     }
 }
 
+/// The exit code of a failure of the event log or of the view store.
+fn log_code(kind: LogErrorKind) -> u8 {
+    match kind {
+        LogErrorKind::Unavailable | LogErrorKind::TimedOut | LogErrorKind::Unexpected => {
+            UNAVAILABLE
+        }
+        // Too large, permissions, configuration, a full disk, a damaged file: for the user to
+        // fix before trying again.
+        _ => BAD_INPUT,
+    }
+}
+
 impl From<CommitError> for CliError {
     fn from(error: CommitError) -> Self {
         let code = match error.kind() {
             CommitErrorKind::Conflict | CommitErrorKind::CaseExists => CONFLICT,
-            CommitErrorKind::Unavailable
-            | CommitErrorKind::PermissionDenied
-            | CommitErrorKind::Log => UNAVAILABLE,
-            CommitErrorKind::Decode => CHECK_FAILED,
+            CommitErrorKind::InDoubt
+            | CommitErrorKind::Unavailable
+            | CommitErrorKind::Unexpected => UNAVAILABLE,
+            CommitErrorKind::Corrupted if error.log_error().is_none() => CHECK_FAILED,
             _ => BAD_INPUT,
         };
-        if let CommitError::Validation(errors) = &error {
+        if let Some(errors) = error.validation_errors() {
             let mut lines = vec![format!(
                 "{} invalid mutation(s); nothing was committed:",
                 errors.0.len()
@@ -57,29 +92,28 @@ impl From<CommitError> for CliError {
             lines.extend(errors.0.iter().map(ToString::to_string));
             return CliError { code, lines };
         }
-        CliError::new(code, error.to_string())
+        CliError::with_causes(code, &error)
     }
 }
 
 impl From<LogError> for CliError {
     fn from(error: LogError) -> Self {
-        let code = match error {
-            LogError::Conflict { .. } => CONFLICT,
-            LogError::TooLarge { .. } => BAD_INPUT,
-            _ => UNAVAILABLE,
-        };
-        CliError::new(code, error.to_string())
+        CliError::with_causes(log_code(error.kind()), &error)
+    }
+}
+
+fn projector_code(error: &ProjectorError) -> u8 {
+    match error {
+        ProjectorError::Log(log) => log_code(log.kind()),
+        ProjectorError::CaseNotFound(_) => BAD_INPUT,
+        ProjectorError::BadEvent { .. } | ProjectorError::BadView { .. } => CHECK_FAILED,
+        _ => UNAVAILABLE,
     }
 }
 
 impl From<ProjectorError> for CliError {
     fn from(error: ProjectorError) -> Self {
-        let code = match error {
-            ProjectorError::CaseNotFound(_) => BAD_INPUT,
-            ProjectorError::BadEvent { .. } | ProjectorError::BadView { .. } => CHECK_FAILED,
-            _ => UNAVAILABLE,
-        };
-        CliError::new(code, error.to_string())
+        CliError::with_causes(projector_code(&error), &error)
     }
 }
 
@@ -87,11 +121,11 @@ impl From<TransferError> for CliError {
     fn from(error: TransferError) -> Self {
         let code = match &error {
             TransferError::Broken(_) => CHECK_FAILED,
-            TransferError::Log(_) => UNAVAILABLE,
+            TransferError::Log(error) => projector_code(error),
             TransferError::CaseExists(_) => CONFLICT,
             _ => BAD_INPUT,
         };
-        CliError::new(code, error.to_string())
+        CliError::with_causes(code, &error)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The event log of wfstate: the [`EventLog`] trait, the JetStream backend and the commit
-//! client ([`Workspace`]) that turns a case's buffered mutations into exactly one stored event.
+//! The event log of wfstate: the [`EventLog`] trait, the JetStream and embedded backends and
+//! the commit client ([`Workspace`]) that turns a case's buffered mutations into exactly one
+//! stored event.
 //!
 //! ```no_run
 //! use wfstate_events::{JetStreamConfig, JetStreamLog, Workspace};
@@ -17,12 +18,14 @@
 //! # }
 //! ```
 
-pub mod client;
-pub mod embedded;
-pub mod jetstream;
-pub mod log;
+mod client;
+mod embedded;
+mod error;
+mod jetstream;
+mod log;
 
-pub use client::{CaseHandle, CommitError, CommitErrorKind, RetryPolicy, Transacted, Workspace};
-pub use embedded::{EmbeddedConfig, EmbeddedLog};
-pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, Tls};
-pub use log::{Appended, EventLog, EventStream, LogError, StoredEvent};
+pub use client::{CaseHandle, RetryPolicy, Transacted, Workspace};
+pub use embedded::{DATABASE_FILE, EmbeddedConfig, EmbeddedLog, SCHEMA_VERSION};
+pub use error::{BoxError, CommitError, CommitErrorKind, LogError, LogErrorKind, Misuse};
+pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, SERVER_VERSION_MIN, Tls, consumed_event};
+pub use log::{AppendOutcome, EventLog, EventStream, StoredEvent};

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use futures::Stream;
 use wfstate_store::{CaseId, CommitId};
 
+use crate::error::LogError;
+
 /// One event as stored in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -24,80 +26,46 @@ pub struct StoredEvent {
     pub payload: Bytes,
 }
 
-/// A successful append.
+/// The log's answer to an append: the protocol's normal outcomes, as values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Where the event is stored.
-    pub position: u64,
-    /// The log already had an event with this commit id (stored by an earlier attempt).
-    pub duplicate: bool,
+#[must_use]
+pub enum AppendOutcome {
+    /// The event is stored at `position` (for a multi-event append: its last event's).
+    Appended {
+        /// Where the event is stored.
+        position: u64,
+    },
+    /// The log already had an event with this commit id, stored by an earlier attempt (for a
+    /// multi-event append: one of its commit ids), and stored nothing now. `position` is
+    /// where that event is, when the log says.
+    Duplicate {
+        /// The stored event's position, when known.
+        position: Option<u64>,
+    },
+    /// The case's last event is not at the expected position; nothing was stored. `actual`
+    /// is the case's last position when the log reports it (on a replicated stream the
+    /// server may not know it yet): read the case to tell another writer's event from an
+    /// earlier attempt of this one.
+    Conflict {
+        /// The case's last position, when known.
+        actual: Option<u64>,
+    },
+}
+
+impl AppendOutcome {
+    /// Where the event with this commit id is stored, when the log said: the position of an
+    /// append or of the duplicate it found; `None` for a conflict.
+    pub fn stored_at(&self) -> Option<u64> {
+        match *self {
+            AppendOutcome::Appended { position } => Some(position),
+            AppendOutcome::Duplicate { position } => position,
+            AppendOutcome::Conflict { .. } => None,
+        }
+    }
 }
 
 /// A stream of events, in position order.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StoredEvent, LogError>> + Send>>;
-
-/// What can go wrong in a backend.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogError {
-    /// The case's last event is not at the expected position. `actual` is the case's last
-    /// position when the log reports it.
-    #[error("conflict: expected the case's last event at position {expected}, found {actual:?}")]
-    Conflict {
-        /// The position the append expected.
-        expected: u64,
-        /// The case's last position, when known.
-        actual: Option<u64>,
-    },
-    /// The log answered with a conflict that may be transient (a leader change): the same
-    /// append can be resolved by reading the case.
-    #[error("the log reported a possibly transient sequence conflict: {0}")]
-    TransientConflict(String),
-    /// The log cannot be reached or did not answer in time; the outcome of a write is unknown.
-    #[error("the event log is unavailable: {0}")]
-    Unavailable(String),
-    /// The event is larger than the log accepts.
-    #[error("the event is {size} bytes, over the log's limit of {limit}")]
-    TooLarge {
-        /// The payload size.
-        size: usize,
-        /// The log's limit.
-        limit: usize,
-    },
-    /// The credentials in use may not do this.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The log or its stream is configured in a way this store refuses.
-    #[error("unusable event log configuration: {0}")]
-    Config(String),
-    /// Anything else the log reported.
-    #[error("event log error: {0}")]
-    Other(String),
-}
-
-impl LogError {
-    /// Refuses a payload over `limit` bytes, before anything is sent.
-    ///
-    /// # Errors
-    /// [`LogError::TooLarge`] with the size and the limit.
-    pub fn check_size(payload: &[u8], limit: usize) -> Result<(), LogError> {
-        if payload.len() > limit {
-            return Err(LogError::TooLarge {
-                size: payload.len(),
-                limit,
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether the same request may succeed if sent again.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            LogError::Unavailable(_) | LogError::TransientConflict(_)
-        )
-    }
-}
 
 /// An append-only, durable log of case events.
 ///
@@ -113,18 +81,19 @@ pub trait EventLog: Send + Sync + 'static {
         commit_id: CommitId,
         expected_position: u64,
         payload: Bytes,
-    ) -> impl Future<Output = Result<Appended, LogError>> + Send;
+    ) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
 
-    /// Appends `events` (commit ids and payloads) as the case's next events, all of them,
-    /// contiguously, or none, if the case's last event is at `expected_position`; returns the
-    /// position of the last one. A batch holding a commit id the log already has is refused
-    /// whole ([`LogError::TransientConflict`]): read the case to see whether it landed.
-    fn append_batch(
+    /// Appends `events` (commit ids and payloads) as the case's next events in one round
+    /// trip, all of them, contiguously, or none, if the case's last event is at
+    /// `expected_position`. [`AppendOutcome::Appended`] carries the position of the last one;
+    /// an append holding a commit id the log already has stores nothing
+    /// ([`AppendOutcome::Duplicate`]): read the case to see whether it landed.
+    fn append_many(
         &self,
         case: &CaseId,
         events: &[(CommitId, Bytes)],
         expected_position: u64,
-    ) -> impl Future<Output = Result<u64, LogError>> + Send;
+    ) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
 
     /// The case's last event, if it has any.
     fn last_event(

@@ -178,7 +178,7 @@ impl Auditor {
 /// Audits one case's whole history.
 ///
 /// # Errors
-/// [`ProjectorError::Unavailable`] when the log cannot be read.
+/// [`ProjectorError::Log`] when the log cannot be read.
 pub async fn audit_case<L: EventLog>(
     log: &L,
     case_id: &CaseId,
@@ -198,7 +198,7 @@ pub async fn audit_case<L: EventLog>(
 /// Audits every case, reading the whole log up to its last position at the start.
 ///
 /// # Errors
-/// [`ProjectorError::Unavailable`] when the log cannot be read.
+/// [`ProjectorError::Log`] when the log cannot be read.
 pub async fn audit_all<L: EventLog>(
     log: &L,
     mut on_receipt: impl FnMut(&Receipt),
@@ -224,7 +224,7 @@ pub async fn audit_all<L: EventLog>(
 /// as it is found. Returns only when the log's stream ends or fails.
 ///
 /// # Errors
-/// [`ProjectorError::Unavailable`] when the log cannot be read.
+/// [`ProjectorError::Log`] when the log cannot be read.
 pub async fn audit_follow<L: EventLog>(
     log: &L,
     mut on_receipt: impl FnMut(&Receipt),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
-use wfstate_events::StoredEvent;
+use wfstate_events::{LogError, LogErrorKind, StoredEvent};
 use wfstate_store::CaseId;
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
@@ -36,15 +36,21 @@ impl std::fmt::Debug for EmbeddedProjector {
 }
 
 fn sql(what: &str) -> impl Fn(rusqlite::Error) -> ProjectorError + '_ {
-    move |error| ProjectorError::Unavailable(format!("{what}: {error}"))
+    move |error| {
+        let path = std::path::PathBuf::from(PROJECTOR_FILE);
+        ProjectorError::Log(LogError::from_storage(&path, what, error))
+    }
 }
+
+/// How the projector's messages name the file it works on.
+const PROJECTOR_FILE: &str = "the projector's log file";
 
 impl EmbeddedProjector {
     /// Opens the projector named `name` on the log file at `path` (see
     /// `wfstate_events::EmbeddedLog::path`), creating its tables.
     ///
     /// # Errors
-    /// [`ProjectorError::Unavailable`] when the file cannot be opened.
+    /// [`ProjectorError::Log`] when the file cannot be opened.
     pub fn open(path: &Path, name: &str, batch: usize) -> Result<Self, ProjectorError> {
         let connection = Connection::open(path).map_err(sql("opening the log file"))?;
         connection
@@ -84,13 +90,16 @@ impl EmbeddedProjector {
     ) -> Result<T, ProjectorError> {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().map_err(|_| {
-                ProjectorError::Other("the projector connection was poisoned".into())
-            })?;
+            // A panic while the lock was held rolled back its transaction when it unwound.
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             work(&mut connection)
         })
         .await
-        .map_err(|e| ProjectorError::Other(format!("projector task: {e}")))?
+        .map_err(|e| {
+            LogError::new(LogErrorKind::Unexpected, "the projector's task failed").with_source(e)
+        })?
     }
 }
 
@@ -103,7 +112,7 @@ fn checkpoint(connection: &Connection, name: &str) -> Result<u64, ProjectorError
         )
         .optional()
         .map_err(sql("reading the checkpoint"))?;
-    Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+    position.map_or(Ok(0), |position| unsigned(position, "the checkpoint"))
 }
 
 fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, ProjectorError> {
@@ -114,11 +123,28 @@ fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, Projec
     bytes
         .map(|bytes| {
             View::decode(&bytes).map_err(|reason| ProjectorError::BadView {
-                case: case.to_owned(),
+                case_id: case.to_owned(),
                 reason,
             })
         })
         .transpose()
+}
+
+/// A position read from the projector's tables: never negative in a file this store wrote.
+fn unsigned(value: i64, what: &str) -> Result<u64, ProjectorError> {
+    u64::try_from(value).map_err(|_| {
+        ProjectorError::Log(LogError::new(
+            LogErrorKind::Corrupted,
+            format!(
+                "{PROJECTOR_FILE}: {what} holds the position {value}, which this store never writes"
+            ),
+        ))
+    })
+}
+
+/// A position read in a row: a negative one is corrupted data, not zero.
+fn row_position(value: i64) -> rusqlite::Result<u64> {
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, value))
 }
 
 fn to_sql(value: u64) -> i64 {
@@ -141,7 +167,7 @@ fn read_events(
                 .query_map(params![to_sql(after), limit], |row| {
                     let commit_id: String = row.get(2)?;
                     Ok(StoredEvent {
-                        position: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        position: row_position(row.get(0)?)?,
                         case_id: row.get(1)?,
                         commit_id: commit_id.parse().ok(),
                         payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
@@ -285,7 +311,7 @@ impl Projector for EmbeddedProjector {
                     statement
                         .query_map([], |row| {
                             Ok(QuarantineRecord {
-                                position: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                                position: row_position(row.get(0)?)?,
                                 case_key: row.get(1)?,
                                 code: row.get(2)?,
                                 reason: row.get(3)?,

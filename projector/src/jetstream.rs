@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
-use wfstate_events::jetstream::consumed_event;
-use wfstate_events::{EventLog, JetStreamLog, StoredEvent};
+use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind, StoredEvent, consumed_event};
 use wfstate_store::CaseId;
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
@@ -119,7 +118,7 @@ async fn receive(
 ) -> Result<Vec<Received>, ProjectorError> {
     let mut received = Vec::with_capacity(batch);
     while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| unavailable("receiving events", e))?;
+        let message = message.map_err(|e| failed("receiving events", e))?;
         let stored = consumed_event(&prefix, &message)?;
         received.push((message, stored));
     }
@@ -134,8 +133,16 @@ impl std::fmt::Debug for JetStreamProjector {
     }
 }
 
-fn unavailable(what: &str, error: impl std::fmt::Display) -> ProjectorError {
-    ProjectorError::Unavailable(format!("{what}: {error}"))
+fn failed(what: &str, error: impl Into<wfstate_events::BoxError>) -> ProjectorError {
+    ProjectorError::Log(LogError::from_nats(what, error))
+}
+
+/// A task of the projector's own that ended without an answer (it panicked).
+fn task_failed(what: &str, error: tokio::task::JoinError) -> ProjectorError {
+    ProjectorError::Log(
+        LogError::new(LogErrorKind::Unexpected, format!("{what}: the task failed"))
+            .with_source(error),
+    )
 }
 
 async fn bucket(context: &jetstream::Context, name: &str) -> Result<kv::Store, ProjectorError> {
@@ -150,14 +157,14 @@ async fn bucket(context: &jetstream::Context, name: &str) -> Result<kv::Store, P
             ..kv::Config::default()
         })
         .await
-        .map_err(|e| unavailable(&format!("creating KV bucket {name}"), e))
+        .map_err(|e| failed(&format!("creating KV bucket {name}"), e))
 }
 
 impl JetStreamProjector {
     /// Opens (or creates) the durable consumer and the buckets.
     ///
     /// # Errors
-    /// [`ProjectorError::Unavailable`] when the server does not answer or refuses.
+    /// [`ProjectorError::Log`] when the server does not answer or refuses.
     pub async fn open(log: &JetStreamLog, config: ProjectorConfig) -> Result<Self, ProjectorError> {
         let prefix = log.subject_prefix().to_owned();
         let consumer = log
@@ -177,7 +184,7 @@ impl JetStreamProjector {
                 },
             )
             .await
-            .map_err(|e| unavailable("creating the projector's consumer", e))?;
+            .map_err(|e| failed("creating the projector's consumer", e))?;
         let views = bucket(log.context(), &config.views_bucket).await?;
         let quarantine = bucket(log.context(), &config.quarantine_bucket).await?;
         Ok(JetStreamProjector {
@@ -202,14 +209,14 @@ impl JetStreamProjector {
     /// Events not yet acknowledged by the projector: its lag, in events.
     ///
     /// # Errors
-    /// [`ProjectorError::Unavailable`].
+    /// [`ProjectorError::Log`].
     pub async fn lag(&mut self) -> Result<u64, ProjectorError> {
         self.acknowledged().await?;
         let info = self
             .consumer
             .info()
             .await
-            .map_err(|e| unavailable("consumer info", e))?;
+            .map_err(|e| failed("consumer info", e))?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
@@ -226,7 +233,7 @@ impl JetStreamProjector {
         };
         let received = current
             .await
-            .map_err(|e| ProjectorError::Other(format!("fetching events: {e}")))??;
+            .map_err(|e| task_failed("fetching events", e))??;
         if received.len() == self.config.batch {
             // A full batch: more is waiting. The next one is asked for now, so the server
             // delivers it while this one is folded and written (the consumer allows several
@@ -292,9 +299,11 @@ impl JetStreamProjector {
             .into_iter()
             .collect();
         if self.config.stop_before_ack {
-            return Err(ProjectorError::Other(
-                "stopped after writing the views and before acknowledging the batch".into(),
-            ));
+            return Err(ProjectorError::Log(LogError::new(
+                LogErrorKind::Unexpected,
+                "stopped after writing the views and before acknowledging the batch (a test's \
+                 fault point)",
+            )));
         }
         // Acknowledged only once every view of the batch is written, on a task of their own
         // so that the next batch is folded meanwhile. An acknowledgement that is lost only
@@ -312,7 +321,7 @@ impl JetStreamProjector {
                 message
                     .ack_with(kind)
                     .await
-                    .map_err(|e| unavailable("acknowledging events", e))?;
+                    .map_err(|e| failed("acknowledging events", e))?;
             }
             Ok(())
         }));
@@ -330,7 +339,7 @@ impl JetStreamProjector {
             .expires(self.config.fetch_wait)
             .messages()
             .await
-            .map_err(|e| unavailable("fetching events", e))?;
+            .map_err(|e| failed("fetching events", e))?;
         Ok(tokio::spawn(receive(
             messages,
             self.config.batch,
@@ -343,7 +352,7 @@ impl JetStreamProjector {
         match self.acks.take() {
             Some(acks) => acks
                 .await
-                .map_err(|e| ProjectorError::Other(format!("acknowledging events: {e}")))?,
+                .map_err(|e| task_failed("acknowledging events", e))?,
             None => Ok(()),
         }
     }
@@ -370,13 +379,9 @@ impl JetStreamProjector {
             self.record_quarantine(&record).await?;
             return Ok(false);
         };
-        // run_batch loaded the view of every valid case id in the batch before folding.
-        let entry = work.get_mut(&stored.case_id).ok_or_else(|| {
-            ProjectorError::Other(format!(
-                "the view of case {} was not loaded",
-                stored.case_id
-            ))
-        })?;
+        let entry = work
+            .get_mut(&stored.case_id)
+            .expect("run_batch loads the view of every valid case id in the batch");
         let (view, outcome) = fold_event(entry.view.take(), &case_id, stored);
         entry.view = view;
         match outcome {
@@ -414,7 +419,7 @@ impl JetStreamProjector {
         self.quarantine
             .put(format!("{:020}", record.position), bytes.into())
             .await
-            .map_err(|e| unavailable("recording a quarantined event", e))?;
+            .map_err(|e| failed("recording a quarantined event", e))?;
         self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -424,12 +429,12 @@ impl JetStreamProjector {
             .views
             .entry(key)
             .await
-            .map_err(|e| unavailable("reading a view", e))?;
+            .map_err(|e| failed("reading a view", e))?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let view =
                     View::decode(&entry.value).map_err(|reason| ProjectorError::BadView {
-                        case: key.to_owned(),
+                        case_id: key.to_owned(),
                         reason,
                     })?;
                 Ok(Some((view, entry.revision)))
@@ -448,20 +453,33 @@ impl JetStreamProjector {
         let bytes = view.encode().into();
         // Compare-and-set: a second projector writing the same case makes this batch fail
         // (and be redelivered) rather than lose an update.
-        let written = match revision {
+        let what = format!("writing the view of case {key}");
+        // A refused compare-and-set is another projector's write, not a failure of the store:
+        // the batch is not acknowledged and comes back.
+        let raced = || {
+            ProjectorError::Log(LogError::new(
+                LogErrorKind::Unavailable,
+                format!("{what}: another projector wrote it meanwhile; the batch comes back"),
+            ))
+        };
+        let revision = match revision {
             Some(revision) => self
                 .views
                 .update(key, bytes, revision)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => raced(),
+                    _ => failed(&what, e),
+                })?,
             None => self
                 .views
                 .create(key, bytes)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => raced(),
+                    _ => failed(&what, e),
+                })?,
         };
-        let revision = written
-            .map_err(|e| ProjectorError::Unavailable(format!("writing the view of {key}: {e}")))?;
         self.stats.view_writes.fetch_add(1, Ordering::Relaxed);
         Ok(revision)
     }
@@ -469,13 +487,13 @@ impl JetStreamProjector {
     /// Every quarantined event, by position.
     ///
     /// # Errors
-    /// [`ProjectorError::Unavailable`].
+    /// [`ProjectorError::Log`].
     pub async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
         let mut keys: Vec<String> = self
             .quarantine
             .keys()
             .await
-            .map_err(|e| unavailable("listing quarantined events", e))?
+            .map_err(|e| failed("listing quarantined events", e))?
             .filter_map(|key| async move { key.ok() })
             .collect()
             .await;
@@ -486,10 +504,15 @@ impl JetStreamProjector {
                 .quarantine
                 .get(&key)
                 .await
-                .map_err(|e| unavailable("reading a quarantine record", e))?
+                .map_err(|e| failed("reading a quarantine record", e))?
             {
-                let record = ciborium::from_reader(bytes.as_ref())
-                    .map_err(|e| ProjectorError::Other(format!("quarantine record {key}: {e}")))?;
+                let record = ciborium::from_reader(bytes.as_ref()).map_err(|e| {
+                    LogError::new(
+                        LogErrorKind::Corrupted,
+                        format!("the quarantine record {key} cannot be decoded"),
+                    )
+                    .with_source(e)
+                })?;
                 records.push(record);
             }
         }
@@ -525,7 +548,7 @@ impl ViewSource for JetStreamProjector {
             .views
             .keys()
             .await
-            .map_err(|e| unavailable("listing views", e))?
+            .map_err(|e| failed("listing views", e))?
             .filter_map(|key| async move { key.ok() })
             .collect()
             .await;

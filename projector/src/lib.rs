@@ -25,11 +25,11 @@
 
 use std::future::Future;
 
-use wfstate_events::LogError;
 use wfstate_store::CaseId;
 
 pub mod audit;
 pub mod embedded;
+mod error;
 pub mod fold;
 pub mod jetstream;
 pub mod replay;
@@ -38,57 +38,12 @@ pub mod view;
 
 pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow};
 pub use embedded::EmbeddedProjector;
+pub use error::ProjectorError;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use replay::{Mismatch, Replayed, replay, verify};
 pub use transfer::{Imported, TransferError, export, import};
 pub use view::{Quarantine, View};
-
-/// What can go wrong projecting, replaying or auditing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProjectorError {
-    /// The log or the view store cannot be reached.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The case has no events.
-    #[error("case {0} not found")]
-    CaseNotFound(String),
-    /// An event of a case does not decode or fold.
-    #[error("event at position {position} of case {case} ({code}): {reason}")]
-    BadEvent {
-        /// The case.
-        case: String,
-        /// The event's position.
-        position: u64,
-        /// A machine-readable reason.
-        code: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A stored view cannot be decoded.
-    #[error("the stored view of case {case} is unreadable: {reason}")]
-    BadView {
-        /// The case.
-        case: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<LogError> for ProjectorError {
-    fn from(error: LogError) -> Self {
-        match error {
-            LogError::Unavailable(_) | LogError::TransientConflict(_) => {
-                ProjectorError::Unavailable(error.to_string())
-            }
-            other => ProjectorError::Other(other.to_string()),
-        }
-    }
-}
 
 /// Where views are read from (the projector's store).
 pub trait ViewSource {

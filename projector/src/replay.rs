@@ -1,7 +1,7 @@
 //! Replay: rebuild a case from its history; verify: compare replays with the views.
 
 use futures::{Stream, StreamExt};
-use wfstate_events::{EventLog, LogError, StoredEvent};
+use wfstate_events::{EventLog, LogError, LogErrorKind, StoredEvent};
 use wfstate_store::{Case, CaseId, CaseState, Hash};
 
 use crate::view::View;
@@ -36,7 +36,7 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// # Errors
 /// [`ProjectorError::CaseNotFound`] for a case with no events; [`ProjectorError::BadEvent`]
 /// for an event that does not decode or fold (with its position);
-/// [`ProjectorError::Unavailable`].
+/// [`ProjectorError::Log`].
 pub async fn replay<L: EventLog>(
     log: &L,
     case_id: &CaseId,
@@ -86,11 +86,10 @@ impl Fold {
             self.case = self
                 .case
                 .fold(&stored.payload)
-                .map_err(|error| ProjectorError::BadEvent {
-                    case: self.case_id.to_string(),
+                .map_err(|source| ProjectorError::BadEvent {
+                    case_id: self.case_id.to_string(),
                     position: stored.position,
-                    code: error.code(),
-                    reason: error.to_string(),
+                    source,
                 })?
                 .0;
             self.position = stored.position;
@@ -125,9 +124,15 @@ async fn fold_in_background(
         next = chunks.next().await;
     }
     drop(sender);
-    folder
-        .await
-        .map_err(|error| ProjectorError::Other(format!("the replay's folding thread: {error}")))?
+    folder.await.map_err(|error| {
+        ProjectorError::Log(
+            LogError::new(
+                LogErrorKind::Unexpected,
+                "the replay's folding thread failed",
+            )
+            .with_source(error),
+        )
+    })?
 }
 
 /// A view that does not match its case's replay.

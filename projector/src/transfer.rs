@@ -9,12 +9,12 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use wfstate_events::{EventLog, StoredEvent};
+use wfstate_events::{AppendOutcome, BoxError, EventLog, StoredEvent};
 use wfstate_store::{CaseId, Event, Hash};
 
 use crate::ProjectorError;
@@ -61,18 +61,25 @@ mod serde_bytes_compat {
 #[non_exhaustive]
 pub enum TransferError {
     /// The file cannot be read or written.
-    #[error("{path}: {error}")]
+    #[error("{}: {what}", path.display())]
     File {
         /// The file.
-        path: String,
-        /// What went wrong.
-        error: String,
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: BoxError,
     },
     /// The file is not an export of this format.
-    #[error("{0}")]
-    BadFile(String),
+    #[error("{what}")]
+    BadFile {
+        /// What is wrong with the file, naming it.
+        what: String,
+        /// The cause, when there is one.
+        source: Option<BoxError>,
+    },
     /// A chain in the file (or the exported log) does not verify; nothing was imported.
-    #[error("{} broken link(s), the first at position {} of case {} ({}): {}; nothing was written", .0.problems.len(), .0.problems[0].position, .0.problems[0].case_key, .0.problems[0].code, .0.problems[0].detail)]
+    #[error("{}", broken(.0))]
     Broken(AuditReport),
     /// The target log holds events of a case in the file that are not the start of the
     /// file's history of that case; nothing was imported.
@@ -85,10 +92,36 @@ pub enum TransferError {
     Log(#[from] ProjectorError),
 }
 
-fn file_error(path: &Path, error: impl std::fmt::Display) -> TransferError {
-    TransferError::File {
-        path: path.display().to_string(),
-        error: error.to_string(),
+/// What a report of broken chains says, its first problem named.
+fn broken(report: &AuditReport) -> String {
+    match report.problems.first() {
+        Some(first) => format!(
+            "{} broken link(s), the first at position {} of case {} ({}): {}; nothing was written",
+            report.problems.len(),
+            first.position,
+            first.case_key,
+            first.code,
+            first.detail
+        ),
+        None => "the chains do not verify; nothing was written".to_owned(),
+    }
+}
+
+fn file_error<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> TransferError + 'a {
+    move |error| TransferError::File {
+        path: path.to_owned(),
+        what,
+        source: error.into(),
+    }
+}
+
+fn bad_file(what: String, source: impl Into<BoxError>) -> TransferError {
+    TransferError::BadFile {
+        what,
+        source: Some(source.into()),
     }
 }
 
@@ -98,13 +131,13 @@ fn file_error(path: &Path, error: impl std::fmt::Display) -> TransferError {
 /// [`TransferError::Broken`] when a chain does not verify (the file is then incomplete and
 /// removed); file and log errors.
 pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, TransferError> {
-    let file = File::create(path).map_err(|e| file_error(path, e))?;
+    let file = File::create(path).map_err(file_error(path, "cannot create the file"))?;
     let mut out = BufWriter::new(file);
     let header = Header {
         format: FORMAT.into(),
         schema: FILE_SCHEMA,
     };
-    ciborium::into_writer(&header, &mut out).map_err(|e| file_error(path, e))?;
+    write_item(&header, &mut out, path)?;
     let mut auditor = Auditor::new();
     let last = log.last_position().await.map_err(ProjectorError::from)?;
     if last > 0 {
@@ -116,14 +149,17 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
                 position: stored.position,
                 payload: stored.payload.to_vec(),
             };
-            ciborium::into_writer(&record, &mut out).map_err(|e| file_error(path, e))?;
+            write_item(&record, &mut out, path)?;
             if stored.position >= last {
                 break;
             }
         }
     }
-    out.flush().map_err(|e| file_error(path, e))?;
-    out.get_ref().sync_all().map_err(|e| file_error(path, e))?;
+    out.flush()
+        .map_err(file_error(path, "cannot write the file"))?;
+    out.get_ref()
+        .sync_all()
+        .map_err(file_error(path, "cannot write the file"))?;
     let report = auditor.finish(None);
     if !report.is_clean() {
         let _ = std::fs::remove_file(path);
@@ -135,27 +171,65 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
 /// Reads the records of an export file, one at a time.
 struct Reader {
     input: BufReader<File>,
-    path: String,
+    path: PathBuf,
+}
+
+/// What is wrong with a CBOR item of the file, in words.
+fn cbor_problem(error: &ciborium::de::Error<std::io::Error>) -> String {
+    match error {
+        ciborium::de::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file ends in the middle of an item".to_owned()
+        }
+        ciborium::de::Error::Io(io) => format!("it cannot be read: {io}"),
+        ciborium::de::Error::Syntax(offset) => format!("not CBOR at byte {offset} of the item"),
+        ciborium::de::Error::Semantic(_, message) => {
+            format!("an item of the wrong shape: {message}")
+        }
+        ciborium::de::Error::RecursionLimitExceeded => "items nested too deeply".to_owned(),
+    }
+}
+
+/// Writes one CBOR item of the file.
+fn write_item(
+    item: &impl Serialize,
+    out: &mut BufWriter<File>,
+    path: &Path,
+) -> Result<(), TransferError> {
+    ciborium::into_writer(item, out).map_err(|error| match error {
+        ciborium::ser::Error::Io(io) => file_error(path, "cannot write the file")(io),
+        ciborium::ser::Error::Value(message) => {
+            unreachable!("export items always encode: {message}")
+        }
+    })
 }
 
 impl Reader {
     fn open(path: &Path) -> Result<Reader, TransferError> {
-        let file = File::open(path).map_err(|e| file_error(path, e))?;
+        let file = File::open(path).map_err(file_error(path, "cannot open the file"))?;
         let mut input = BufReader::new(file);
         let header: Header = ciborium::from_reader(&mut input).map_err(|e| {
-            TransferError::BadFile(format!("{}: not a wfstate export: {e}", path.display()))
+            let what = format!(
+                "{}: not a wfstate export ({}); give a file written by wfstate export",
+                path.display(),
+                cbor_problem(&e)
+            );
+            bad_file(what, e)
         })?;
         if header.format != FORMAT || header.schema != FILE_SCHEMA {
-            return Err(TransferError::BadFile(format!(
-                "{}: format {:?} schema {}; expected {FORMAT:?} schema {FILE_SCHEMA}",
-                path.display(),
-                header.format,
-                header.schema
-            )));
+            return Err(TransferError::BadFile {
+                what: format!(
+                    "{}: format {:?} schema {}; this wfstate reads {FORMAT:?} schema \
+                     {FILE_SCHEMA}",
+                    path.display(),
+                    header.format,
+                    header.schema
+                ),
+                source: None,
+            });
         }
         Ok(Reader {
             input,
-            path: path.display().to_string(),
+            path: path.to_owned(),
         })
     }
 
@@ -163,16 +237,19 @@ impl Reader {
         let at_end = self
             .input
             .fill_buf()
-            .map_err(|e| TransferError::File {
-                path: self.path.clone(),
-                error: e.to_string(),
-            })?
+            .map_err(file_error(&self.path, "cannot read the file"))?
             .is_empty();
         if at_end {
             return Ok(None);
         }
-        let record: Record = ciborium::from_reader(&mut self.input)
-            .map_err(|e| TransferError::BadFile(format!("{}: a damaged record: {e}", self.path)))?;
+        let record: Record = ciborium::from_reader(&mut self.input).map_err(|e| {
+            let what = format!(
+                "{}: a damaged record ({}); export the log again",
+                self.path.display(),
+                cbor_problem(&e)
+            );
+            bad_file(what, e)
+        })?;
         Ok(Some(StoredEvent {
             position: record.position,
             case_id: record.case_id,
@@ -227,8 +304,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
     }
     let mut present = HashMap::new();
     for case in cases {
-        let case_id =
-            CaseId::new(case.as_str()).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let case_id = CaseId::new(case.as_str()).map_err(|e| bad_file(e.to_string(), e))?;
         let last = log
             .last_event(&case_id)
             .await
@@ -266,8 +342,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
         .collect();
     let (mut appended, mut already_there) = (0, 0);
     while let Some(stored) = reader.next()? {
-        let event =
-            Event::decode(&stored.payload).map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let event = Event::decode(&stored.payload).map_err(|e| bad_file(e.to_string(), e))?;
         if present
             .get(&stored.case_id)
             .is_some_and(|standing| event.version <= standing.version)
@@ -275,14 +350,25 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
             already_there += 1;
             continue;
         }
-        let case_id = CaseId::new(stored.case_id.as_str())
-            .map_err(|e| TransferError::BadFile(e.to_string()))?;
+        let case_id =
+            CaseId::new(stored.case_id.as_str()).map_err(|e| bad_file(e.to_string(), e))?;
         let expected = positions.get(&stored.case_id).copied().unwrap_or(0);
-        let stored_at = log
+        let outcome = log
             .append(&case_id, event.commit_id, expected, stored.payload)
             .await
             .map_err(ProjectorError::from)?;
-        positions.insert(stored.case_id, stored_at.position);
+        let position = match outcome {
+            AppendOutcome::Appended { position }
+            // An earlier attempt of this import stored it (a lost acknowledgement).
+            | AppendOutcome::Duplicate {
+                position: Some(position),
+            } => position,
+            // Another writer wrote to the case while the import ran.
+            AppendOutcome::Duplicate { position: None } | AppendOutcome::Conflict { .. } => {
+                return Err(TransferError::CaseExists(stored.case_id));
+            }
+        };
+        positions.insert(stored.case_id, position);
         appended += 1;
     }
     Ok(Imported {
@@ -296,5 +382,5 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
 fn file_version(stored: &StoredEvent) -> Result<u64, TransferError> {
     Event::decode(&stored.payload)
         .map(|event| event.version)
-        .map_err(|e| TransferError::BadFile(e.to_string()))
+        .map_err(|e| bad_file(e.to_string(), e))
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use wfstate_events::{
-    CommitError, CommitErrorKind, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig,
-    JetStreamLog, LogError, StoredEvent, Workspace,
+    AppendOutcome, CommitError, CommitErrorKind, EmbeddedConfig, EmbeddedLog, EventLog,
+    JetStreamConfig, JetStreamLog, LogError, StoredEvent, Workspace,
 };
 use wfstate_projector::{
     EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ProjectorError, ViewSource,
@@ -119,7 +119,8 @@ async fn inject<L: EventLog>(log: &L, case_id: &str, payload: &[u8]) -> u64 {
     )
     .await
     .unwrap()
-    .position
+    .stored_at()
+    .unwrap()
 }
 
 async fn commit_and_receipt(fixture: &impl Fixture) {
@@ -222,7 +223,7 @@ async fn lost_acknowledgement_retry(fixture: &impl Fixture) {
         .await
         .unwrap();
     let receipt = workspace.commit_with_meta(&mut handle, meta).await.unwrap();
-    assert_eq!(receipt.position, landed.position);
+    assert_eq!(Some(receipt.position), landed.stored_at());
     assert_eq!(fixture.log().last_position().await.unwrap(), 2);
 }
 
@@ -371,7 +372,8 @@ async fn write_long_case<L: EventLog>(
                 .append(case.id(), CommitId::generate(), last, payload)
                 .await
                 .unwrap()
-                .position;
+                .stored_at()
+                .unwrap();
         }
         case.complete(prepared).unwrap();
     }
@@ -406,8 +408,8 @@ async fn long_replay(fixture: &impl Fixture) {
     assert!(
         matches!(
             error,
-            ProjectorError::BadEvent { position, code: "state_hash_mismatch", .. }
-                if position == forged_position
+            ProjectorError::BadEvent { position, ref source, .. }
+                if position == forged_position && source.code() == "state_hash_mismatch"
         ),
         "{error}"
     );
@@ -426,10 +428,7 @@ async fn atomic_batches(fixture: &impl Fixture) {
     let batches = (1..=5)
         .map(|n| vec![Mutation::set_key("n", n), Mutation::IncrementStepCount])
         .collect();
-    let receipts = workspace
-        .commit_batches(&mut handle, batches)
-        .await
-        .unwrap();
+    let receipts = workspace.commit_many(&mut handle, batches).await.unwrap();
     let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
     assert_eq!(versions, [2, 3, 4, 5, 6]);
     for pair in receipts.windows(2) {
@@ -454,7 +453,7 @@ async fn atomic_batches(fixture: &impl Fixture) {
 
     // From a stale position: refused whole.
     let error = workspace
-        .commit_batches(&mut stale, vec![vec![Mutation::IncrementStepCount]; 3])
+        .commit_many(&mut stale, vec![vec![Mutation::IncrementStepCount]; 3])
         .await
         .unwrap_err();
     assert!(
@@ -467,14 +466,11 @@ async fn atomic_batches(fixture: &impl Fixture) {
         .iter()
         .map(|e| (e.commit_id.unwrap(), e.payload.clone()))
         .collect();
-    let again = log
-        .append_batch(&case("hot"), &events, 1)
-        .await
-        .unwrap_err();
+    let again = log.append_many(&case("hot"), &events, 1).await.unwrap();
     assert!(
         matches!(
             again,
-            LogError::TransientConflict(_) | LogError::Conflict { .. }
+            AppendOutcome::Duplicate { .. } | AppendOutcome::Conflict { .. }
         ),
         "{again:?}"
     );
@@ -754,7 +750,7 @@ impl<L: EventLog + Clone> EventLog for Flaky<L> {
         commit_id: CommitId,
         expected_position: u64,
         payload: Bytes,
-    ) -> Result<wfstate_events::Appended, LogError> {
+    ) -> Result<AppendOutcome, LogError> {
         let transient = self
             .transient
             .fetch_update(
@@ -770,23 +766,23 @@ impl<L: EventLog + Clone> EventLog for Flaky<L> {
                 .await;
         }
         if self.stored_first {
-            self.inner
+            let _ = self
+                .inner
                 .append(case, commit_id, expected_position, payload)
                 .await?;
         }
-        Err(LogError::TransientConflict(
-            "wrong last sequence (10164)".into(),
-        ))
+        // A replicated stream's sequence conflict, without the actual position (10164).
+        Ok(AppendOutcome::Conflict { actual: None })
     }
 
-    async fn append_batch(
+    async fn append_many(
         &self,
         case: &CaseId,
         events: &[(CommitId, Bytes)],
         expected_position: u64,
-    ) -> Result<u64, LogError> {
+    ) -> Result<AppendOutcome, LogError> {
         self.inner
-            .append_batch(case, events, expected_position)
+            .append_many(case, events, expected_position)
             .await
     }
 
@@ -836,10 +832,10 @@ async fn a_transient_sequence_conflict_is_resolved_by_reading_the_case() {
             transient: std::sync::Arc::default(),
             stored_first,
         };
-        let workspace = Workspace::new(log.clone()).with_retry(wfstate_events::RetryPolicy {
-            backoff_min: Duration::from_millis(1),
-            ..wfstate_events::RetryPolicy::default()
-        });
+        let workspace = Workspace::new(log.clone()).with_retry(
+            wfstate_events::RetryPolicy::default()
+                .with_backoff(Duration::from_millis(1), Duration::from_secs(1)),
+        );
         let (mut handle, _) = workspace
             .create(case("leader-change"), [Mutation::set_key("n", 0)])
             .await

@@ -294,7 +294,10 @@ async fn a_stale_kept_view_is_refused_and_nothing_is_applied_twice() {
     // `first` folds its early 5-8 onto its kept view at 4: the write is refused.
     let refused = first.run_batch().await.unwrap_err();
     assert!(
-        refused.to_string().contains("writing the view of shared"),
+        refused
+            .to_string()
+            .contains("writing the view of case shared")
+            && refused.to_string().contains("another projector"),
         "{refused}"
     );
     first.catch_up().await.unwrap();
@@ -547,10 +550,7 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
     assert_eq!((one.events, one.is_clean()), (2, true));
 
     let refused = Workspace::new(auditor)
-        .with_retry(RetryPolicy {
-            deadline: Duration::from_secs(3),
-            ..RetryPolicy::default()
-        })
+        .with_retry(RetryPolicy::default().with_deadline(Duration::from_secs(3)))
         .create(case("intruder"), [Mutation::set_key("x", 1)])
         .await
         .unwrap_err();

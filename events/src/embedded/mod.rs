@@ -7,6 +7,9 @@
 //! fsync per commit. The expected-position check runs inside that transaction. An append is
 //! acknowledged only after its transaction committed, with `synchronous = FULL` by default.
 
+mod schema;
+mod writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -16,7 +19,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 use wfstate_store::{CaseId, CommitId};
 
-use crate::log::{Appended, EventLog, EventStream, LogError, StoredEvent};
+pub use schema::SCHEMA_VERSION;
+pub(crate) use schema::storage_failure;
+use schema::{open_writable, sqlite_error, unsigned};
+use writer::AppendRequest;
+
+use crate::error::{LogError, LogErrorKind};
+use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
 
 /// The file inside the data directory.
 pub const DATABASE_FILE: &str = "wfstate.sqlite3";
@@ -24,11 +33,10 @@ pub const DATABASE_FILE: &str = "wfstate.sqlite3";
 /// Rows read per query when streaming.
 const PAGE_ROWS: i64 = 512;
 
-/// The most appends grouped into one transaction.
-const GROUP_MAX: usize = 1024;
-
-/// How the embedded log is opened.
+/// How the embedded log is opened. Start from [`EmbeddedConfig::new`] and set the fields that
+/// differ.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EmbeddedConfig {
     /// The data directory (created if missing).
     pub data_dir: PathBuf,
@@ -53,17 +61,6 @@ impl EmbeddedConfig {
     }
 }
 
-/// One append for the writer thread: a single event, or an atomic batch of events of one case
-/// (stored together, contiguously, or not at all).
-struct AppendRequest {
-    case: String,
-    expected: u64,
-    /// Commit ids and payloads, in order.
-    events: Vec<(String, Bytes)>,
-    /// For a batch: the position of its last event.
-    reply: oneshot::Sender<Result<Appended, LogError>>,
-}
-
 /// The embedded event log. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedLog {
@@ -83,61 +80,51 @@ impl std::fmt::Debug for EmbeddedLog {
     }
 }
 
-fn sql_error(what: &str, error: &rusqlite::Error) -> LogError {
-    LogError::Unavailable(format!("{what}: {error}"))
-}
-
-/// The events table. A case's events are read by version through its `(case_id, version)`
-/// index (see [`version_at`]).
-const EVENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS events (
-    position  INTEGER PRIMARY KEY,
-    case_id   TEXT    NOT NULL,
-    version   INTEGER NOT NULL,
-    commit_id TEXT    NOT NULL UNIQUE,
-    payload   BLOB    NOT NULL,
-    UNIQUE (case_id, version)
-);";
-
-fn open_connection(path: &Path, fsync: bool) -> Result<Connection, LogError> {
-    let connection = Connection::open(path)
-        .map_err(|e| LogError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-    connection
-        .busy_timeout(Duration::from_secs(10))
-        .map_err(|e| sql_error("busy timeout", &e))?;
-    let synchronous = if fsync { "FULL" } else { "NORMAL" };
-    connection
-        .execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
-             {EVENTS_TABLE}
-             DROP INDEX IF EXISTS events_by_case;"
-        ))
-        .map_err(|e| sql_error(&format!("preparing {}", path.display()), &e))?;
-    Ok(connection)
+/// Makes the data directory, or says why it cannot be used.
+fn create_data_dir(dir: &Path) -> Result<(), LogError> {
+    std::fs::create_dir_all(dir).map_err(|error| {
+        let (kind, hint) = match error.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => (
+                LogErrorKind::PermissionDenied,
+                "this user may not create it; choose another --data-dir or give it access",
+            ),
+            std::io::ErrorKind::StorageFull => (LogErrorKind::NoSpace, "the disk is full"),
+            _ => (
+                LogErrorKind::Config,
+                "it cannot be made a directory (is it, or a parent, a file?); choose another \
+                 --data-dir",
+            ),
+        };
+        LogError::new(kind, format!("data directory {}: {hint}", dir.display())).with_source(error)
+    })
 }
 
 impl EmbeddedLog {
     /// Opens (or creates) the log in `config.data_dir` and starts its writer thread.
     ///
     /// # Errors
-    /// [`LogError::Unavailable`] when the directory or file cannot be opened.
+    /// [`LogErrorKind::Config`] or [`LogErrorKind::PermissionDenied`] when the directory or
+    /// file cannot be made or opened, [`LogErrorKind::Corrupted`] for a file that is not a
+    /// wfstate log, [`LogErrorKind::Config`] for a file written by a newer wfstate; each names
+    /// the path and what to do.
     pub fn open(config: &EmbeddedConfig) -> Result<EmbeddedLog, LogError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            LogError::Unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
+        create_data_dir(&config.data_dir)?;
         let path = config.data_dir.join(DATABASE_FILE);
-        let writer = open_connection(&path, config.fsync)?;
-        let reader = open_connection(&path, config.fsync)?;
-        let last: u64 = writer
+        let writer = open_writable(&path, config.fsync)?;
+        let reader = open_writable(&path, config.fsync)?;
+        let last = writer
             .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-                row.get(0)
+                unsigned(row.get(0)?)
             })
-            .map_err(|e| sql_error("reading the last position", &e))?;
-        let (appends, requests) = mpsc::channel();
+            .map_err(|e| sqlite_error(&path, "reading the last position", e))?;
         let (notify, last_position) = watch::channel(last);
-        std::thread::Builder::new()
-            .name("wfstate-embedded-writer".into())
-            .spawn(move || write_loop(writer, &requests, &notify))
-            .map_err(|e| LogError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let appends = writer::start(writer, path.clone(), notify).map_err(|e| {
+            LogError::new(
+                LogErrorKind::Unexpected,
+                format!("{}: cannot start the writer thread", path.display()),
+            )
+            .with_source(e)
+        })?;
         Ok(EmbeddedLog {
             appends,
             reader: Arc::new(Mutex::new(reader)),
@@ -159,14 +146,18 @@ impl EmbeddedLog {
         read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LogError> {
         let reader = Arc::clone(&self.reader);
+        let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held left no transaction open: reads keep none.
             let connection = reader
                 .lock()
-                .map_err(|_| LogError::Other("the reader connection was poisoned".into()))?;
-            read(&connection).map_err(|e| sql_error("reading events", &e))
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            read(&connection).map_err(|e| sqlite_error(&path, "reading events", e))
         })
         .await
-        .map_err(|e| LogError::Other(format!("reader task: {e}")))?
+        .map_err(|e| {
+            LogError::new(LogErrorKind::Unexpected, "the reading task failed").with_source(e)
+        })?
     }
 
     async fn page(&self, case: Option<String>, after: u64) -> Result<Vec<StoredEvent>, LogError> {
@@ -271,135 +262,14 @@ fn version_at(connection: &Connection, case: &str, position: i64) -> rusqlite::R
 }
 
 fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let position: i64 = row.get(0)?;
     let commit_id: String = row.get(2)?;
     let payload: Vec<u8> = row.get(3)?;
     Ok(StoredEvent {
-        position: u64::try_from(position).unwrap_or(0),
+        position: unsigned(row.get(0)?)?,
         case_id: row.get(1)?,
         commit_id: commit_id.parse().ok(),
         payload: Bytes::from(payload),
     })
-}
-
-/// The writer thread: takes every append waiting, commits them in one transaction, answers
-/// each once the transaction is durable.
-fn write_loop(
-    mut connection: Connection,
-    requests: &mpsc::Receiver<AppendRequest>,
-    notify: &watch::Sender<u64>,
-) {
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match requests.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
-            }
-        }
-        match append_group(&mut connection, &group) {
-            Ok((outcomes, last)) => {
-                if let Some(last) = last {
-                    notify.send_replace(last);
-                }
-                for (request, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(outcome);
-                }
-            }
-            Err(error) => {
-                for request in group {
-                    let _ = request.reply.send(Err(error.clone()));
-                }
-            }
-        }
-    }
-}
-
-type GroupOutcome = (Vec<Result<Appended, LogError>>, Option<u64>);
-
-fn append_group(
-    connection: &mut Connection,
-    group: &[AppendRequest],
-) -> Result<GroupOutcome, LogError> {
-    let transaction = connection
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| sql_error("beginning a commit", &e))?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut last = None;
-    for request in group {
-        let outcome = append_one(&transaction, request).map_err(|e| sql_error("appending", &e))?;
-        if let Ok(appended) = &outcome
-            && !appended.duplicate
-        {
-            last = Some(appended.position);
-        }
-        outcomes.push(outcome);
-    }
-    transaction
-        .commit()
-        .map_err(|e| sql_error("committing", &e))?;
-    Ok((outcomes, last))
-}
-
-fn append_one(
-    transaction: &rusqlite::Transaction<'_>,
-    request: &AppendRequest,
-) -> rusqlite::Result<Result<Appended, LogError>> {
-    let mut stored = Vec::new();
-    for (commit_id, _) in &request.events {
-        let existing: Option<i64> = transaction
-            .prepare_cached("SELECT position FROM events WHERE commit_id = ?1")?
-            .query_row([commit_id], |row| row.get(0))
-            .optional()?;
-        if let Some(position) = existing {
-            stored.push(u64::try_from(position).unwrap_or(0));
-        }
-    }
-    match (stored.first(), request.events.len()) {
-        (Some(&position), 1) => {
-            return Ok(Ok(Appended {
-                position,
-                duplicate: true,
-            }));
-        }
-        // As JetStream refuses a batch holding commit ids it has: nothing of it is stored
-        // again, and the caller finds out by reading the case.
-        (Some(_), _) => {
-            return Ok(Err(LogError::TransientConflict(format!(
-                "{} of the batch's {} commit ids are already stored",
-                stored.len(),
-                request.events.len()
-            ))));
-        }
-        (None, _) => {}
-    }
-    let last: Option<(i64, i64)> = transaction
-        .prepare_cached(
-            "SELECT position, version FROM events WHERE case_id = ?1 ORDER BY version DESC LIMIT 1",
-        )?
-        .query_row([&request.case], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let (last_position, mut version) = last.unwrap_or((0, 0));
-    let last_position = u64::try_from(last_position).unwrap_or(0);
-    if last_position != request.expected {
-        return Ok(Err(LogError::Conflict {
-            expected: request.expected,
-            actual: Some(last_position),
-        }));
-    }
-    for (commit_id, payload) in &request.events {
-        version += 1;
-        transaction
-            .prepare_cached(
-                "INSERT INTO events (case_id, version, commit_id, payload) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![request.case, version, commit_id, payload.as_ref()])?;
-    }
-    let position = u64::try_from(transaction.last_insert_rowid()).unwrap_or(0);
-    Ok(Ok(Appended {
-        position,
-        duplicate: false,
-    }))
 }
 
 impl EmbeddedLog {
@@ -409,23 +279,25 @@ impl EmbeddedLog {
         case: &CaseId,
         expected: u64,
         events: Vec<(String, Bytes)>,
-    ) -> Result<Appended, LogError> {
+    ) -> Result<AppendOutcome, LogError> {
         for (_, payload) in &events {
             LogError::check_size(payload, self.payload_size_max)?;
         }
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
-            case: case.to_string(),
+            case_id: case.to_string(),
             expected,
             events,
             reply,
         };
-        self.appends
-            .send(request)
-            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| LogError::Unavailable("the embedded writer has stopped".into()))?
+        let stopped = || {
+            LogError::new(
+                LogErrorKind::Unexpected,
+                format!("{}: the writer thread has stopped", self.path.display()),
+            )
+        };
+        self.appends.send(request).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -436,7 +308,7 @@ impl EventLog for EmbeddedLog {
         commit_id: CommitId,
         expected_position: u64,
         payload: Bytes,
-    ) -> Result<Appended, LogError> {
+    ) -> Result<AppendOutcome, LogError> {
         self.submit(
             case,
             expected_position,
@@ -445,23 +317,18 @@ impl EventLog for EmbeddedLog {
         .await
     }
 
-    async fn append_batch(
+    async fn append_many(
         &self,
         case: &CaseId,
         events: &[(CommitId, Bytes)],
         expected_position: u64,
-    ) -> Result<u64, LogError> {
-        if events.is_empty() {
-            return Err(LogError::Other(
-                "an atomic batch needs at least one event".into(),
-            ));
-        }
+    ) -> Result<AppendOutcome, LogError> {
+        assert!(!events.is_empty(), "the client sends no empty append");
         let events = events
             .iter()
             .map(|(commit_id, payload)| (commit_id.to_string(), payload.clone()))
             .collect();
-        let appended = self.submit(case, expected_position, events).await?;
-        Ok(appended.position)
+        self.submit(case, expected_position, events).await
     }
 
     async fn last_event(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
@@ -523,8 +390,7 @@ impl EventLog for EmbeddedLog {
     async fn last_position(&self) -> Result<u64, LogError> {
         self.read(|connection| {
             connection.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-                row.get::<_, i64>(0)
-                    .map(|position| u64::try_from(position).unwrap_or(0))
+                unsigned(row.get(0)?)
             })
         })
         .await
@@ -544,11 +410,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DATABASE_FILE);
         let old = Connection::open(&path).unwrap();
-        old.execute_batch(&format!(
-            "{EVENTS_TABLE}
+        old.execute_batch(
+            "CREATE TABLE events (
+                position  INTEGER PRIMARY KEY,
+                case_id   TEXT    NOT NULL,
+                version   INTEGER NOT NULL,
+                commit_id TEXT    NOT NULL UNIQUE,
+                payload   BLOB    NOT NULL,
+                UNIQUE (case_id, version)
+             );
              CREATE INDEX events_by_case ON events (case_id, position);
-             INSERT INTO events (case_id, version, commit_id, payload) VALUES ('c', 1, 'x', x'00');"
-        ))
+             INSERT INTO events (case_id, version, commit_id, payload) VALUES ('c', 1, 'x', x'00');",
+        )
         .unwrap();
         drop(old);
         EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();

@@ -1,0 +1,242 @@
+//! Connecting: credentials, TLS, the server version check, and the permission violations the
+//! server reports out of band.
+
+use std::sync::{Arc, Mutex};
+
+use async_nats::{ConnectOptions, ServerAddr, jetstream};
+
+use super::config::{Auth, JetStreamConfig};
+use super::stream::open_stream;
+use super::{HEADER_ROOM_BYTES, JetStreamLog, SERVER_VERSION_MIN};
+use crate::error::{LogError, LogErrorKind};
+
+/// The last "Permissions Violation" the server reported on this connection. The server answers
+/// a forbidden publish with an asynchronous error, not a reply, so a request that then times
+/// out is matched against it.
+pub(crate) type Violations = Arc<Mutex<Option<String>>>;
+
+/// Parses `"2.15.1"` (and `"2.12.0-beta"`) into numbers.
+pub(crate) fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
+    let mut next = || parts.next()?.parse().ok();
+    Some((next()?, next()?, next()?))
+}
+
+/// Whether a connection failed in its TLS handshake (a certificate not trusted, one the server
+/// requires and did not get): retrying cannot cure that. async-nats reports most of these as
+/// an I/O error whose cause is invalid data, which is how the TLS layer reports them.
+fn is_tls_failure(error: &async_nats::ConnectError) -> bool {
+    matches!(error.kind(), async_nats::ConnectErrorKind::Tls)
+        || std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+}
+
+fn config_error(message: String) -> LogError {
+    LogError::new(LogErrorKind::Config, message)
+}
+
+async fn connect_options(
+    config: &JetStreamConfig,
+    violations: Violations,
+) -> Result<ConnectOptions, LogError> {
+    let mut options = match &config.auth {
+        Auth::None => ConnectOptions::new(),
+        Auth::UserPassword { user, password } => {
+            ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        Auth::Token(token) => ConnectOptions::with_token(token.clone()),
+        Auth::CredsFile(path) => {
+            ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    config_error(format!(
+                        "cannot read the creds file {}; check the path given with --creds",
+                        path.display()
+                    ))
+                    .with_source(e)
+                })?
+        }
+        Auth::NkeyFile(path) => {
+            let seed = tokio::fs::read_to_string(path).await.map_err(|e| {
+                config_error(format!(
+                    "cannot read the nkey file {}; check the path given with --nkey",
+                    path.display()
+                ))
+                .with_source(e)
+            })?;
+            ConnectOptions::with_nkey(seed.trim().to_owned())
+        }
+    };
+    let tls = &config.tls;
+    if let Some(ca) = &tls.ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(config_error(
+                "a TLS client certificate needs both its certificate and its key (--tls-cert \
+                 and --tls-key)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(options
+        .event_callback(move |event| {
+            let violations = Arc::clone(&violations);
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) =
+                    event
+                    && message.contains("Permissions Violation")
+                    && let Ok(mut last) = violations.lock()
+                {
+                    *last = Some(message);
+                }
+            }
+        })
+        .name("wfstate")
+        .connection_timeout(config.connect_timeout)
+        .request_timeout(Some(config.request_timeout)))
+}
+
+/// What a failed connection means: refused credentials and a failed TLS handshake are for the
+/// user to fix; anything else may pass.
+fn connect_failure(urls: &str, error: async_nats::ConnectError) -> LogError {
+    let (kind, message) = match error.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation
+        | async_nats::ConnectErrorKind::Authentication => (
+            LogErrorKind::PermissionDenied,
+            format!("{urls} refused the credentials; check the user, token, creds or nkey"),
+        ),
+        async_nats::ConnectErrorKind::ServerParse => (
+            LogErrorKind::Config,
+            format!("{urls} is not a NATS server, or a URL is malformed"),
+        ),
+        _ if is_tls_failure(&error) => (
+            LogErrorKind::Config,
+            format!("TLS with {urls} failed; check the certificates"),
+        ),
+        _ => (
+            LogErrorKind::Unavailable,
+            format!("cannot connect to {urls}; is the server running?"),
+        ),
+    };
+    LogError::new(kind, message).with_source(error)
+}
+
+impl JetStreamLog {
+    /// Connects, checks the server version, and creates or checks the stream.
+    ///
+    /// # Errors
+    /// [`LogErrorKind::Unavailable`] when no server answers within `connect_timeout`;
+    /// [`LogErrorKind::Config`] for a malformed URL, an old server or a stream that could
+    /// drop events; [`LogErrorKind::PermissionDenied`] when the credentials are refused.
+    pub async fn connect(config: &JetStreamConfig) -> Result<JetStreamLog, LogError> {
+        let addresses: Vec<ServerAddr> = config
+            .urls
+            .split(',')
+            .map(|url| {
+                url.trim().parse().map_err(|e| {
+                    config_error(format!(
+                        "invalid server URL {url:?}; use nats://HOST:PORT (or tls://)"
+                    ))
+                    .with_source(e)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let violations = Violations::default();
+        let options = connect_options(config, Arc::clone(&violations)).await?;
+        let client = tokio::time::timeout(config.connect_timeout * 2, options.connect(addresses))
+            .await
+            .map_err(|elapsed| {
+                LogError::new(
+                    LogErrorKind::TimedOut,
+                    format!("no answer from {} within the connect timeout", config.urls),
+                )
+                .with_source(elapsed)
+            })?
+            .map_err(|e| connect_failure(&config.urls, e))?;
+        let info = client.server_info();
+        let version = parse_version(&info.version);
+        if version.is_none_or(|version| version < SERVER_VERSION_MIN) {
+            return Err(config_error(format!(
+                "nats-server {} is too old; wfstate needs {}.{}.{} or newer",
+                info.version, SERVER_VERSION_MIN.0, SERVER_VERSION_MIN.1, SERVER_VERSION_MIN.2
+            )));
+        }
+        let context = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client.clone());
+        let stream = open_stream(&context, config, &violations).await?;
+        let stream_size_max = usize::try_from(stream.cached_info().config.max_message_size)
+            .ok()
+            .filter(|size| *size > 0)
+            .unwrap_or(usize::MAX);
+        let payload_size_max = info
+            .max_payload
+            .saturating_sub(HEADER_ROOM_BYTES)
+            .min(stream_size_max);
+        Ok(JetStreamLog {
+            client,
+            context,
+            stream,
+            subject_prefix: config.subject_prefix.clone(),
+            payload_size_max,
+            urls: config.urls.clone(),
+            violations,
+        })
+    }
+
+    /// The same connection with another stream and subject layout (created or checked as in
+    /// [`JetStreamLog::connect`]): for tools that keep their data apart, such as benchmarks.
+    ///
+    /// # Errors
+    /// As [`JetStreamLog::connect`] for the stream.
+    pub async fn with_layout(&self, config: &JetStreamConfig) -> Result<JetStreamLog, LogError> {
+        let stream = open_stream(&self.context, config, &self.violations).await?;
+        Ok(JetStreamLog {
+            stream,
+            subject_prefix: config.subject_prefix.clone(),
+            ..self.clone()
+        })
+    }
+
+    /// A request to `subject` failed or timed out: the permission violation the server
+    /// reported for it, if there was one.
+    pub(crate) fn permission_error(&self, subject: &str, what: &str) -> Option<LogError> {
+        violation(&self.violations, subject, what)
+    }
+}
+
+/// The permission violation the server reported for a request to `subject`, taken once.
+pub(crate) fn violation(violations: &Violations, subject: &str, what: &str) -> Option<LogError> {
+    let violation = violations
+        .lock()
+        .ok()?
+        .take_if(|message| message.contains(subject))?;
+    Some(LogError::new(
+        LogErrorKind::PermissionDenied,
+        format!(
+            "{what}: the server refused it ({violation}); the credentials in use may not do this"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_version("v2.12.0-beta.1"), Some((2, 12, 0)));
+        assert!(parse_version("2.9.10").unwrap() < SERVER_VERSION_MIN);
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

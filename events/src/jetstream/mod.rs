@@ -1,0 +1,149 @@
+//! The JetStream backend: one stream (`WFSTATE`), one subject per case
+//! (`wfstate.case.<case id>`), the commit id as `Nats-Msg-Id` and the expected position as
+//! `Nats-Expected-Last-Subject-Sequence`.
+//!
+//! At start-up it checks the server version (2.12 or newer: older servers lack fixes to
+//! expected-sequence checks and dedup that the commit protocol relies on) and the stream's
+//! configuration, and refuses a stream whose limits could silently drop case events. Every
+//! answer of the server is classified by its error code ([`codes`]), never by its text.
+
+mod append;
+mod codes;
+mod config;
+mod connect;
+mod read;
+mod stream;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use wfstate_store::{CaseId, CommitId};
+
+pub(crate) use codes::nats_failure;
+pub use config::{Auth, JetStreamConfig, Tls};
+pub use read::consumed_event;
+
+use crate::error::LogError;
+use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
+
+/// The oldest server version the store accepts.
+pub const SERVER_VERSION_MIN: (u64, u64, u64) = (2, 12, 0);
+
+/// How many events of a case's history are read with direct gets before a consumer is used.
+const DIRECT_READS: usize = 16;
+
+/// Room left in `max_payload` for the headers the store adds.
+const HEADER_ROOM_BYTES: usize = 512;
+
+/// The JetStream event log.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    subject_prefix: String,
+    payload_size_max: usize,
+    urls: String,
+    violations: connect::Violations,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog")
+            .field("urls", &self.urls)
+            .field("subject_prefix", &self.subject_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamLog {
+    /// The server URLs this log connected to.
+    pub fn urls(&self) -> &str {
+        &self.urls
+    }
+
+    /// The JetStream context of the connection: the one way to the async-nats API, for tools
+    /// that need what the store does not offer (the projector's buckets, benchmarks, tests).
+    /// Writing to the stream through it bypasses every check of the commit protocol.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
+    /// The stream holding the events (see [`JetStreamLog::context`]).
+    pub fn stream(&self) -> &jetstream::stream::Stream {
+        &self.stream
+    }
+
+    /// Case subjects are `<subject_prefix>.<case id>`.
+    pub fn subject_prefix(&self) -> &str {
+        &self.subject_prefix
+    }
+
+    /// The subject of a case.
+    pub fn subject(&self, case_id: &CaseId) -> String {
+        // Once per commit: plain appends, without the formatting machinery.
+        let mut subject =
+            String::with_capacity(self.subject_prefix.len() + 1 + case_id.as_str().len());
+        subject.push_str(&self.subject_prefix);
+        subject.push('.');
+        subject.push_str(case_id.as_str());
+        subject
+    }
+}
+
+impl EventLog for JetStreamLog {
+    async fn append(
+        &self,
+        case_id: &CaseId,
+        commit_id: CommitId,
+        expected_position: u64,
+        payload: Bytes,
+    ) -> Result<AppendOutcome, LogError> {
+        self.append_one(case_id, commit_id, expected_position, payload)
+            .await
+    }
+
+    async fn append_many(
+        &self,
+        case_id: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<AppendOutcome, LogError> {
+        self.append_batch(case_id, events, expected_position).await
+    }
+
+    async fn last_event(&self, case_id: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        self.last_of(case_id).await
+    }
+
+    async fn event_after(
+        &self,
+        case_id: &CaseId,
+        position: u64,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        self.next_event(case_id, position).await
+    }
+
+    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
+        self.direct_get(self.stream.direct_get(position)).await
+    }
+
+    async fn history(
+        &self,
+        case_id: &CaseId,
+        after_position: u64,
+    ) -> Result<EventStream, LogError> {
+        self.read_history(case_id, after_position).await
+    }
+
+    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
+        self.read_all(after_position).await
+    }
+
+    async fn last_position(&self) -> Result<u64, LogError> {
+        self.stream_last_position().await
+    }
+
+    fn payload_size_max(&self) -> usize {
+        self.payload_size_max
+    }
+}

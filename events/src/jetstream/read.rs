@@ -1,0 +1,284 @@
+//! Reads: direct gets for a case's last event and the event after a position, ordered
+//! consumers for long histories and for following the whole stream.
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use wfstate_store::{CaseId, CommitId};
+
+use super::codes::{api_error, api_error_of, request_kind};
+use super::{DIRECT_READS, JetStreamLog};
+use crate::error::{LogError, LogErrorKind};
+use crate::log::{EventStream, StoredEvent};
+
+impl JetStreamLog {
+    pub(crate) fn stored(
+        &self,
+        message: &async_nats::jetstream::message::StreamMessage,
+    ) -> StoredEvent {
+        stored_event(
+            &self.subject_prefix,
+            message.sequence,
+            &message.subject,
+            message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(async_nats::HeaderValue::as_str),
+            message.payload.clone(),
+        )
+    }
+
+    pub(crate) async fn direct_get(
+        &self,
+        get: impl Future<Output = Result<jetstream::message::StreamMessage, stream::DirectGetError>>,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        match get.await {
+            Ok(message) => Ok(Some(self.stored(&message))),
+            Err(error) => match error.kind() {
+                stream::DirectGetErrorKind::NotFound => Ok(None),
+                _ => Err(self.read_failure(error)),
+            },
+        }
+    }
+
+    /// What a failed direct get means.
+    fn read_failure(&self, error: stream::DirectGetError) -> LogError {
+        let what = format!("reading events from {}", self.urls);
+        let (kind, message) = match error.kind() {
+            stream::DirectGetErrorKind::TimedOut | stream::DirectGetErrorKind::Request => {
+                if let Some(denied) = self.permission_error("$JS.API.DIRECT.GET", &what) {
+                    return denied.with_source(error);
+                }
+                let kind = if matches!(error.kind(), stream::DirectGetErrorKind::TimedOut) {
+                    LogErrorKind::TimedOut
+                } else {
+                    LogErrorKind::Unavailable
+                };
+                (kind, format!("{what}: no answer; try again later"))
+            }
+            stream::DirectGetErrorKind::ErrorResponse(status, _)
+                if status == async_nats::StatusCode::NO_RESPONDERS || status.as_u16() == 503 =>
+            {
+                (
+                    LogErrorKind::Unavailable,
+                    format!("{what}: no replica answered; try again later"),
+                )
+            }
+            _ => (
+                LogErrorKind::Unexpected,
+                format!("{what}: an answer this store does not know"),
+            ),
+        };
+        LogError::new(kind, message).with_source(error)
+    }
+
+    /// The case's last event.
+    pub(crate) async fn last_of(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        self.direct_get(self.stream.direct_get_last_for_subject(self.subject(case)))
+            .await
+    }
+
+    /// The case's first event after `position`.
+    pub(crate) async fn next_event(
+        &self,
+        case: &CaseId,
+        position: u64,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        self.direct_get(
+            self.stream
+                .direct_get_next_for_subject(self.subject(case), Some(position + 1)),
+        )
+        .await
+    }
+
+    pub(crate) async fn read_history(
+        &self,
+        case: &CaseId,
+        after_position: u64,
+    ) -> Result<EventStream, LogError> {
+        let Some(last) = self.last_of(case).await? else {
+            return Ok(Box::pin(futures::stream::empty()));
+        };
+        let last = last.position;
+        // Short histories (most loads) are read with direct gets: a consumer costs more round
+        // trips than a few events. Long ones go on through an ordered consumer, which streams
+        // them without a request per event.
+        let mut head = Vec::new();
+        let mut position = after_position;
+        while head.len() < DIRECT_READS && position < last {
+            match self.next_event(case, position).await? {
+                Some(event) => {
+                    position = event.position;
+                    head.push(Ok(event));
+                }
+                None => break,
+            }
+        }
+        if position >= last {
+            return Ok(Box::pin(futures::stream::iter(head)));
+        }
+        let name = format!("wfstate-read-{}", CommitId::generate());
+        let events = self
+            .ordered(self.subject(case), position, Some(name.clone()))
+            .await?;
+        // The ordered consumer would wait for more: end right after the last event known at
+        // the start, without asking it for another, and delete the consumer.
+        let mut events = Some(events);
+        let mut cleanup = Some((self.stream.clone(), name));
+        let tail = futures::stream::poll_fn(move |cx| {
+            let Some(reader) = events.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            let event = std::task::ready!(reader.poll_next_unpin(cx));
+            let done = match &event {
+                Some(Ok(event)) => event.position >= last,
+                Some(Err(_)) | None => true,
+            };
+            if done {
+                events = None;
+                if let Some((stream, name)) = cleanup.take() {
+                    tokio::spawn(async move { stream.delete_consumer(&name).await });
+                }
+            }
+            std::task::Poll::Ready(event)
+        });
+        Ok(Box::pin(futures::stream::iter(head).chain(tail)))
+    }
+
+    pub(crate) async fn read_all(&self, after_position: u64) -> Result<EventStream, LogError> {
+        self.ordered(format!("{}.*", self.subject_prefix), after_position, None)
+            .await
+    }
+
+    pub(crate) async fn stream_last_position(&self) -> Result<u64, LogError> {
+        let info = self.stream.get_info().await.map_err(|error| {
+            let what = format!("reading the stream's state on {}", self.urls);
+            let code = api_error(&error).map(|api| api.error_code().0);
+            let request = Some(error.kind());
+            self.permission_error("$JS.API.STREAM.INFO", &what)
+                .unwrap_or_else(|| api_error_of(&what, code, request, error))
+        })?;
+        Ok(info.state.last_sequence)
+    }
+    /// An ordered consumer over `filter` from `after + 1`, as a stream of events.
+    pub(crate) async fn ordered(
+        &self,
+        filter: String,
+        after: u64,
+        name: Option<String>,
+    ) -> Result<EventStream, LogError> {
+        let deliver_policy = if after == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy,
+                name,
+                ..consumer::pull::OrderedConfig::default()
+            })
+            .await
+            .map_err(|error| {
+                let what = format!("creating a reader on {}", self.urls);
+                let code = match error.kind() {
+                    stream::ConsumerErrorKind::JetStream(e) => Some(e.error_code().0),
+                    _ => None,
+                };
+                let request = request_kind(&error);
+                self.permission_error("$JS.API.CONSUMER.CREATE", &what)
+                    .unwrap_or_else(|| api_error_of(&what, code, request, error))
+            })?;
+        let messages = consumer.messages().await.map_err(|error| {
+            LogError::new(
+                LogErrorKind::Unavailable,
+                format!("reading events from {}; try again later", self.urls),
+            )
+            .with_source(error)
+        })?;
+        let prefix = self.subject_prefix.clone();
+        Ok(Box::pin(messages.map(move |message| {
+            let message = message.map_err(|error| {
+                LogError::new(
+                    LogErrorKind::Unavailable,
+                    "reading events: the reader failed; try again later",
+                )
+                .with_source(error)
+            })?;
+            consumed_event(&prefix, &message)
+        })))
+    }
+}
+
+/// The event a message delivered by a consumer carries: its position from the message's
+/// metadata, its commit id from `Nats-Msg-Id`, its case from its subject.
+///
+/// # Errors
+/// [`LogErrorKind::Unexpected`] when the message has no JetStream metadata.
+pub fn consumed_event(prefix: &str, message: &jetstream::Message) -> Result<StoredEvent, LogError> {
+    let info = message.info().map_err(|error| {
+        LogError::new(
+            LogErrorKind::Unexpected,
+            "a delivered message carries no JetStream metadata",
+        )
+        .with_source(error)
+    })?;
+    let commit_id = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(async_nats::HeaderValue::as_str);
+    Ok(stored_event(
+        prefix,
+        info.stream_sequence,
+        &message.subject,
+        commit_id,
+        message.payload.clone(),
+    ))
+}
+
+/// The event a message from the stream carries, its case taken from its subject.
+pub fn stored_event(
+    prefix: &str,
+    position: u64,
+    subject: &str,
+    commit_id: Option<&str>,
+    payload: Bytes,
+) -> StoredEvent {
+    let case_id = subject
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(subject)
+        .to_owned();
+    StoredEvent {
+        position,
+        case_id,
+        commit_id: commit_id.and_then(|id| id.parse().ok()),
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_events_carry_case_and_commit_id() {
+        let commit = CommitId::generate();
+        let event = stored_event(
+            "wfstate.case",
+            7,
+            "wfstate.case.c1",
+            Some(&commit.to_string()),
+            Bytes::from_static(b"x"),
+        );
+        assert_eq!(
+            (event.position, event.case_id.as_str(), event.commit_id),
+            (7, "c1", Some(commit))
+        );
+    }
+}

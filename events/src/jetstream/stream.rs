@@ -1,0 +1,152 @@
+//! The stream: opened, or created with the store's configuration, and checked.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use super::codes::{api_error_of, request_kind};
+use super::config::JetStreamConfig;
+use super::connect::{Violations, violation};
+use crate::error::{LogError, LogErrorKind};
+
+/// Opens the configured stream and checks it, or creates it when it does not exist and the
+/// configuration allows.
+pub(crate) async fn open_stream(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+    violations: &Violations,
+) -> Result<stream::Stream, LogError> {
+    let api = format!("$JS.API.STREAM.INFO.{}", config.stream);
+    let stream = match context.get_stream(&config.stream).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            let code = match error.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(e) => Some(e.error_code().0),
+                _ => None,
+            };
+            if code != Some(jetstream::ErrorCode::STREAM_NOT_FOUND.0) {
+                let what = format!("reading stream {} on {}", config.stream, config.urls);
+                return Err(violation(violations, &api, &what).unwrap_or_else(|| {
+                    let request = request_kind(&error);
+                    api_error_of(&what, code, request, error)
+                }));
+            }
+            if !config.create_stream {
+                return Err(LogError::new(
+                    LogErrorKind::Config,
+                    format!(
+                        "stream {} does not exist on {} and this connection may not create it; \
+                         create it with the writer's credentials first",
+                        config.stream, config.urls
+                    ),
+                ));
+            }
+            return context
+                .create_stream(config.stream_config())
+                .await
+                .map_err(|error| {
+                    let what = format!("creating stream {} on {}", config.stream, config.urls);
+                    let create = format!("$JS.API.STREAM.CREATE.{}", config.stream);
+                    violation(violations, &create, &what).unwrap_or_else(|| {
+                        let code = match error.kind() {
+                            jetstream::context::CreateStreamErrorKind::JetStream(e) => {
+                                Some(e.error_code().0)
+                            }
+                            _ => None,
+                        };
+                        let request = request_kind(&error);
+                        api_error_of(&what, code, request, error)
+                    })
+                });
+        }
+    };
+    check_stream(&stream.cached_info().config, config)?;
+    Ok(stream)
+}
+
+/// Refuses a stream that could drop, lose or fail to serve case events, saying what to change.
+pub(crate) fn check_stream(
+    actual: &stream::Config,
+    wanted: &JetStreamConfig,
+) -> Result<(), LogError> {
+    let mut problems = Vec::new();
+    let subject = format!("{}.*", wanted.subject_prefix);
+    if !actual.subjects.iter().any(|s| s == &subject) {
+        problems.push(format!(
+            "subjects {:?} must include {subject:?}",
+            actual.subjects
+        ));
+    }
+    if actual.retention != stream::RetentionPolicy::Limits {
+        problems.push("retention must be limits (interest and work-queue retention delete events once consumed)".to_owned());
+    }
+    if actual.max_messages > 0 || actual.max_bytes > 0 || actual.max_messages_per_subject > 0 {
+        problems.push("max_msgs, max_bytes and max_msgs_per_subject must be unlimited (-1): a limit drops old events".to_owned());
+    }
+    if actual.max_age > Duration::ZERO {
+        problems.push(format!(
+            "max_age must be 0 (unlimited), not {:?}: an age limit drops old events",
+            actual.max_age
+        ));
+    }
+    if actual.storage != stream::StorageType::File {
+        problems.push(
+            "storage must be file: memory storage loses every event when the server restarts"
+                .to_owned(),
+        );
+    }
+    if !actual.deny_delete || !actual.deny_purge {
+        problems.push(
+            "deny_delete and deny_purge must be true: deleted events break every case's chain"
+                .to_owned(),
+        );
+    }
+    if !actual.allow_direct {
+        problems.push("allow_direct must be true: cases are read with direct gets".to_owned());
+    }
+    if actual.sealed {
+        problems.push("the stream is sealed and takes no new events".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LogError::new(
+            LogErrorKind::Config,
+            format!(
+                "stream {} could lose case events: {}; update the stream or use another stream \
+                 name",
+                actual.name,
+                problems.join("; ")
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_created_stream_passes_its_own_check() {
+        let config = JetStreamConfig::new("nats://127.0.0.1:4222");
+        check_stream(&config.stream_config(), &config).unwrap();
+    }
+
+    #[test]
+    fn streams_that_could_drop_events_are_refused_with_what_to_change() {
+        let config = JetStreamConfig::new("nats://127.0.0.1:4222");
+        let mut limited = config.stream_config();
+        limited.max_messages_per_subject = 10;
+        limited.max_age = Duration::from_mins(1);
+        limited.storage = stream::StorageType::Memory;
+        let error = check_stream(&limited, &config).unwrap_err();
+        assert_eq!(error.kind(), LogErrorKind::Config);
+        let message = error.to_string();
+        for expected in ["max_msgs_per_subject", "max_age", "memory storage"] {
+            assert!(message.contains(expected), "{message}");
+        }
+        let mut interest = config.stream_config();
+        interest.retention = stream::RetentionPolicy::Interest;
+        assert!(check_stream(&interest, &config).is_err());
+    }
+}
