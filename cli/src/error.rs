@@ -43,8 +43,12 @@ impl CliError {
         let mut next = error.source();
         while let Some(cause) = next {
             let text = cause.to_string();
-            // A cause whose words the message already holds adds nothing.
-            if !line.contains(&text) {
+            // A cause whose words the message or an earlier cause already holds adds nothing.
+            if !line.contains(&text)
+                && !causes
+                    .iter()
+                    .any(|earlier: &String| earlier.contains(&text))
+            {
                 causes.push(text);
             }
             next = cause.source();
@@ -132,5 +136,45 @@ impl From<TransferError> for CliError {
 impl From<IdError> for CliError {
     fn from(error: IdError) -> Self {
         CliError::bad_input(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wfstate_events::Misuse;
+
+    use super::*;
+
+    /// A misuse of the client and a damaged file are for the user to fix (2); the old mapping
+    /// sent both to "backend unavailable" (4).
+    #[test]
+    fn what_the_user_must_fix_is_not_try_again_later() {
+        let misuse = CliError::from(CommitError::Misuse(Misuse::HandleBusy));
+        assert_eq!(misuse.code, BAD_INPUT);
+        for kind in [
+            LogErrorKind::TooLarge,
+            LogErrorKind::PermissionDenied,
+            LogErrorKind::Config,
+            LogErrorKind::NoSpace,
+            LogErrorKind::Corrupted,
+        ] {
+            let error = CliError::from(LogError::new(kind, "x"));
+            assert_eq!(error.code, BAD_INPUT, "{kind:?}");
+        }
+        for kind in [LogErrorKind::Unavailable, LogErrorKind::TimedOut] {
+            assert_eq!(
+                CliError::from(LogError::new(kind, "x")).code,
+                UNAVAILABLE,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn causes_are_printed_once_on_the_same_line() {
+        let io = std::io::Error::other("refused");
+        let error = LogError::new(LogErrorKind::Unavailable, "cannot connect").with_source(io);
+        let printed = CliError::from(error);
+        assert_eq!(printed.lines, ["cannot connect (cause: refused)"]);
     }
 }

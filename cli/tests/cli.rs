@@ -360,6 +360,34 @@ fn an_unreachable_server_is_exit_4_with_its_url() {
     assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
 }
 
+/// What the user must fix is exit 2, with the path named; only "try again later" is exit 4.
+#[test]
+fn a_bad_data_file_or_directory_is_exit_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage");
+    std::fs::create_dir(&garbage).unwrap();
+    std::fs::write(garbage.join("wfstate.sqlite3"), vec![0x5a; 8192]).unwrap();
+    let output = wfstate(&garbage, None, &["show", "c1"], "");
+    assert_eq!(output.code, 2, "{}", output.stderr);
+    assert!(
+        output.stderr.contains("wfstate.sqlite3"),
+        "{}",
+        output.stderr
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let output = wfstate(&file, None, &["show", "c1"], "");
+    assert_eq!(output.code, 2, "{}", output.stderr);
+    assert!(output.stderr.contains("a-file"), "{}", output.stderr);
+
+    let output = wfstate(dir.path(), Some("http://127.0.0.1:1"), &["show", "c1"], "");
+    assert_eq!(output.code, 2, "{}", output.stderr);
+    for output in [&output] {
+        assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_reports_every_phase_and_cleans_up() {
     let server = NatsServer::start().await;

@@ -46,7 +46,7 @@ pub struct Auditor {
 }
 
 /// The result of an audit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
     /// Cases read.
     pub cases: usize,

@@ -384,3 +384,16 @@ fn file_version(stored: &StoredEvent) -> Result<u64, TransferError> {
         .map(|event| event.version)
         .map_err(|e| bad_file(e.to_string(), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report without problems (no caller makes one, but the type allows it) is still
+    /// described, not a panic on its first problem.
+    #[test]
+    fn a_broken_report_without_problems_is_described() {
+        let error = TransferError::Broken(AuditReport::default());
+        assert!(error.to_string().contains("nothing was written"), "{error}");
+    }
+}

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use wfstate_events::{
     AppendOutcome, CommitError, CommitErrorKind, EmbeddedConfig, EmbeddedLog, EventLog,
     JetStreamConfig, JetStreamLog, LogError, StoredEvent, Workspace,
@@ -145,18 +145,57 @@ async fn commit_and_receipt(fixture: &impl Fixture) {
         workspace.load(&case("none")).await.unwrap_err().kind(),
         CommitErrorKind::CaseNotFound
     );
+}
 
-    // A commit whose future is dropped before the log answers leaves the handle as it was:
-    // the batch it applied on trial is undone and stays buffered.
-    handle.case_mut().buffer(Mutation::set_key("b", 2));
+/// A commit future dropped after its append was sent (a time-out or a `select!` around the
+/// commit) may still land: the handle keeps the commit in doubt, with its trial undone, and the
+/// next `transact_on` sends it again instead of applying the change a second time.
+async fn a_dropped_commit_is_in_doubt_not_forgotten(fixture: &impl Fixture) {
+    let workspace = Workspace::new(fixture.log());
+    let (mut handle, _) = workspace.create(case("dropped"), []).await.unwrap();
     let before = handle.case().state().clone();
-    match workspace.commit(&mut handle).now_or_never() {
-        None => {
-            assert_eq!(handle.case().state(), &before);
-            assert_eq!(handle.case().buffered(), 1);
-        }
-        Some(receipt) => assert_eq!(receipt.unwrap().version, 3),
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    {
+        let mut commit = std::pin::pin!(workspace.commit(&mut handle));
+        assert!(
+            futures::poll!(commit.as_mut()).is_pending(),
+            "the append is in flight"
+        );
     }
+    assert_eq!(handle.in_doubt().len(), 1, "the commit is in doubt");
+    assert_eq!(handle.case().state(), &before, "its trial is undone");
+    let increment = |case: &mut Case| {
+        case.buffer(Mutation::IncrementStepCount);
+    };
+    let (receipt, attempts) = workspace.transact_on(&mut handle, increment).await.unwrap();
+    assert_eq!((receipt.version, attempts), (2, 1));
+    let stored = workspace.load(&case("dropped")).await.unwrap();
+    assert_eq!(
+        stored.case().state().step_count,
+        1,
+        "one increment, not two"
+    );
+    assert_eq!(handle.case().state(), stored.case().state());
+    assert!(handle.in_doubt().is_empty());
+}
+
+/// Each way a commit is refused before anything is sent keeps its own kind: an invalid writer
+/// id is not "too large", and `commit_many` on a handle with a buffer is a misuse of the
+/// client, not an unavailable log.
+async fn refusals_keep_their_own_kind(fixture: &impl Fixture) {
+    let nameless = Workspace::new(fixture.log()).with_writer("");
+    let error = nameless.create(case("w"), []).await.unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::InvalidWriter, "{error}");
+
+    let workspace = Workspace::new(fixture.log());
+    let (mut handle, _) = workspace.create(case("busy"), []).await.unwrap();
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let error = workspace
+        .commit_many(&mut handle, vec![vec![Mutation::IncrementStepCount]])
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::Misuse, "{error}");
+    assert_eq!(fixture.log().last_position().await.unwrap(), 1);
 }
 
 async fn dedup(fixture: &impl Fixture) {
@@ -514,6 +553,8 @@ macro_rules! conformance {
 
 conformance!(
     commit_and_receipt,
+    a_dropped_commit_is_in_doubt_not_forgotten,
+    refusals_keep_their_own_kind,
     dedup,
     conflict_between_two_writers,
     lost_acknowledgement_retry,

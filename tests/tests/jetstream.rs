@@ -1025,3 +1025,36 @@ async fn an_atomic_batch_is_all_or_nothing() {
     );
     assert_eq!(message_count(workspace.log()).await, before + 3);
 }
+
+/// An event the server refuses as over the stream's `max_msg_size` (err 10054), set after the
+/// client connected so that its own check passes: the error is "too large" and says how large,
+/// on the single and the multi-event path alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_streams_message_size_is_too_large_with_its_size() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let (mut handle, _) = workspace
+        .create(case("grown"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let log = workspace.log();
+    let mut config = log.stream().cached_info().config.clone();
+    config.max_message_size = 1024;
+    log.context().update_stream(config).await.unwrap();
+    let big = || Mutation::set_key("blob", "x".repeat(2000));
+
+    let error = workspace
+        .commit_many(&mut handle, vec![vec![big()], vec![big()]])
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::TooLarge, "{error}");
+    assert!(error.to_string().contains(" bytes"), "{error}");
+    assert!(!error.to_string().contains(" 0 bytes"), "{error}");
+    assert_eq!(error.log_error().and_then(|e| e.code()), Some(10054));
+
+    handle.case_mut().buffer(big());
+    let error = workspace.commit(&mut handle).await.unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::TooLarge, "{error}");
+    assert_eq!(error.log_error().and_then(|e| e.code()), Some(10054));
+    assert_eq!(message_count(log).await, 1, "nothing stored");
+}

@@ -402,43 +402,4 @@ impl EventLog for EmbeddedLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opening_a_log_written_with_the_old_case_index_drops_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DATABASE_FILE);
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE events (
-                position  INTEGER PRIMARY KEY,
-                case_id   TEXT    NOT NULL,
-                version   INTEGER NOT NULL,
-                commit_id TEXT    NOT NULL UNIQUE,
-                payload   BLOB    NOT NULL,
-                UNIQUE (case_id, version)
-             );
-             CREATE INDEX events_by_case ON events (case_id, position);
-             INSERT INTO events (case_id, version, commit_id, payload) VALUES ('c', 1, 'x', x'00');",
-        )
-        .unwrap();
-        drop(old);
-        EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
-        let check = Connection::open(&path).unwrap();
-        let indexes: Vec<String> = check
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
-            )
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(indexes.is_empty(), "{indexes:?}");
-        let rows: i64 = check
-            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(rows, 1);
-    }
-}
+mod tests;
