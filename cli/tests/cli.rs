@@ -383,9 +383,7 @@ fn a_bad_data_file_or_directory_is_exit_2_naming_it() {
 
     let output = wfstate(dir.path(), Some("http://127.0.0.1:1"), &["show", "c1"], "");
     assert_eq!(output.code, 2, "{}", output.stderr);
-    for output in [&output] {
-        assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
-    }
+    assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
