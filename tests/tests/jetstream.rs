@@ -1050,11 +1050,17 @@ async fn an_event_over_the_streams_message_size_is_too_large_with_its_size() {
     assert_eq!(error.kind(), CommitErrorKind::TooLarge, "{error}");
     assert!(error.to_string().contains(" bytes"), "{error}");
     assert!(!error.to_string().contains(" 0 bytes"), "{error}");
-    assert_eq!(error.log_error().and_then(|e| e.code()), Some(10054));
+    assert_eq!(
+        error.log_error().and_then(wfstate_events::LogError::code),
+        Some(10054)
+    );
 
     handle.case_mut().buffer(big());
     let error = workspace.commit(&mut handle).await.unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::TooLarge, "{error}");
-    assert_eq!(error.log_error().and_then(|e| e.code()), Some(10054));
+    assert_eq!(
+        error.log_error().and_then(wfstate_events::LogError::code),
+        Some(10054)
+    );
     assert_eq!(message_count(log).await, 1, "nothing stored");
 }
