@@ -231,7 +231,7 @@ async fn audit<L: Backend>(
             } else {
                 println!(
                     "BROKEN {} at position {} ({}): {}",
-                    problem.case_key, problem.position, problem.code, problem.detail
+                    problem.case_id, problem.position, problem.code, problem.detail
                 );
             }
         })
@@ -241,7 +241,10 @@ async fn audit<L: Backend>(
     let report = match case {
         Some(case) => {
             let head = expect_head
-                .map(|hex| Hash::from_hex(&hex).map_err(CliError::bad_input))
+                .map(|hex| {
+                    Hash::from_hex(&hex)
+                        .map_err(|e| CliError::bad_input(format!("--expect-head: {e}")))
+                })
                 .transpose()?;
             let id = case_id(&case)?;
             let report = audit_case(log, &id, head, print_receipt).await?;
@@ -258,7 +261,7 @@ async fn audit<L: Backend>(
         } else {
             eprintln!(
                 "wfstate: BROKEN {} at position {} ({}): {}",
-                problem.case_key, problem.position, problem.code, problem.detail
+                problem.case_id, problem.position, problem.code, problem.detail
             );
         }
     }
@@ -297,7 +300,7 @@ async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, Cl
             for record in &quarantined {
                 println!(
                     "quarantined position {} case {} ({}): {}",
-                    record.position, record.case_key, record.code, record.reason
+                    record.position, record.case_id, record.code, record.reason
                 );
             }
         }

@@ -7,21 +7,19 @@ use std::collections::HashMap;
 use futures::TryStreamExt;
 use serde::Serialize;
 use wfstate_events::{EventLog, StoredEvent};
-use wfstate_store::{Case, CaseId, Event, Hash, Receipt};
+use wfstate_store::{Case, CaseId, Code, Event, Hash, Receipt};
 
 use crate::ProjectorError;
 
 /// One broken link or check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// The case (as its subject names it).
-    pub case_key: String,
+    /// The case, as its subject or key names it (perhaps not a valid case id).
+    pub case_id: String,
     /// The event's position (for `head_mismatch`, the last position read).
     pub position: u64,
-    /// A machine-readable code: `undecodable`, `unknown_schema`, `invalid_event`,
-    /// `wrong_case`, `version_gap`, `broken_chain`, `invalid_mutations`,
-    /// `state_hash_mismatch`, `head_mismatch`, `invalid_case_id`.
-    pub code: &'static str,
+    /// What kind of problem it is.
+    pub code: Code,
     /// What is wrong, in words.
     pub detail: String,
 }
@@ -74,7 +72,7 @@ impl Auditor {
         let Ok(case_id) = CaseId::new(&stored.case_id) else {
             self.problem(
                 stored,
-                "invalid_case_id",
+                Code::InvalidCaseId,
                 format!("subject names {:?}", stored.case_id),
             );
             return None;
@@ -103,7 +101,7 @@ impl Auditor {
         let mut found = Vec::new();
         if event.version != chain.version + 1 {
             found.push((
-                "version_gap",
+                Code::VersionGap,
                 format!(
                     "version {} follows version {}",
                     event.version, chain.version
@@ -112,7 +110,7 @@ impl Auditor {
         }
         if event.prev_event_hash != previous_head {
             found.push((
-                "broken_chain",
+                Code::BrokenChain,
                 format!(
                     "prev_event_hash {} but the previous stored event hashes to {previous_head}",
                     event.prev_event_hash
@@ -137,9 +135,9 @@ impl Auditor {
         Some(Receipt::new(&event, event_hash, stored.position))
     }
 
-    fn problem(&mut self, stored: &StoredEvent, code: &'static str, detail: String) {
+    fn problem(&mut self, stored: &StoredEvent, code: Code, detail: String) {
         self.problems.push(Problem {
-            case_key: stored.case_id.clone(),
+            case_id: stored.case_id.clone(),
             position: stored.position,
             code,
             detail,
@@ -147,8 +145,8 @@ impl Auditor {
     }
 
     /// The head (hash of the last stored event) of a case, if seen.
-    pub fn head(&self, case_key: &str) -> Option<Hash> {
-        self.chains.get(case_key).map(|chain| chain.head)
+    pub fn head(&self, case_id: &str) -> Option<Hash> {
+        self.chains.get(case_id).map(|chain| chain.head)
     }
 
     /// Ends the audit. With `expected_head` for a case, a different head (a truncated or
@@ -158,9 +156,9 @@ impl Auditor {
             let actual = self.head(case_id.as_str()).unwrap_or(Hash::ZERO);
             if actual != expected {
                 self.problems.push(Problem {
-                    case_key: case_id.to_string(),
+                    case_id: case_id.to_string(),
                     position: 0,
-                    code: "head_mismatch",
+                    code: Code::HeadMismatch,
                     detail: format!(
                         "the last stored event hashes to {actual}, the expected head is {expected}: events are missing or differ"
                     ),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use wfstate_events::{LogError, LogErrorKind, StoredEvent};
-use wfstate_store::CaseId;
+use wfstate_store::{CaseId, Code};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
 use crate::jetstream::ProjectorStats;
@@ -122,9 +122,9 @@ fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, Projec
         .map_err(sql("reading a view"))?;
     bytes
         .map(|bytes| {
-            View::decode(&bytes).map_err(|reason| ProjectorError::BadView {
+            View::decode(&bytes).map_err(|source| ProjectorError::BadView {
                 case_id: case.to_owned(),
-                reason,
+                source,
             })
         })
         .transpose()
@@ -145,6 +145,13 @@ fn unsigned(value: i64, what: &str) -> Result<u64, ProjectorError> {
 /// A position read in a row: a negative one is corrupted data, not zero.
 fn row_position(value: i64) -> rusqlite::Result<u64> {
     u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, value))
+}
+
+/// A code read in a row: one this store does not know is corrupted data.
+fn row_code(text: &str) -> rusqlite::Result<Code> {
+    text.parse().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(error))
+    })
 }
 
 fn to_sql(value: u64) -> i64 {
@@ -193,8 +200,8 @@ fn fold_batch(
         let Ok(case_id) = CaseId::new(&stored.case_id) else {
             records.push(QuarantineRecord {
                 position: stored.position,
-                case_key: stored.case_id.clone(),
-                code: "invalid_case_id".into(),
+                case_id: stored.case_id.clone(),
+                code: Code::InvalidCaseId,
                 reason: format!("{:?} is not a valid case id", stored.case_id),
             });
             continue;
@@ -255,10 +262,10 @@ fn project_batch(
         }
     }
     for record in &records {
-        tracing::warn!(position = record.position, case = %record.case_key, code = %record.code, "quarantined an event: {}", record.reason);
+        tracing::warn!(position = record.position, case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
         transaction
             .prepare_cached("INSERT OR REPLACE INTO quarantine (position, case_key, code, reason) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![to_sql(record.position), record.case_key, record.code, record.reason]))
+            .and_then(|mut s| s.execute(params![to_sql(record.position), record.case_id, record.code.as_str(), record.reason]))
             .map_err(sql("recording a quarantined event"))?;
     }
     if let Some(last) = events.last() {
@@ -312,8 +319,8 @@ impl Projector for EmbeddedProjector {
                         .query_map([], |row| {
                             Ok(QuarantineRecord {
                                 position: row_position(row.get(0)?)?,
-                                case_key: row.get(1)?,
-                                code: row.get(2)?,
+                                case_id: row.get(1)?,
+                                code: row_code(&row.get::<_, String>(2)?)?,
                                 reason: row.get(3)?,
                             })
                         })?

@@ -3,6 +3,8 @@
 use wfstate_events::LogError;
 use wfstate_store::FoldError;
 
+use crate::view::ViewError;
+
 /// What can go wrong projecting, replaying or auditing. A failure of the event log or of the
 /// view store is a [`LogError`], with its kind and cause.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +26,12 @@ pub enum ProjectorError {
         /// What is wrong with it.
         source: FoldError,
     },
-    /// A stored view cannot be decoded.
-    #[error("the stored view of case {case_id} is unreadable: {reason}")]
+    /// A stored view cannot be used.
+    #[error("the stored view of case {case_id} is unreadable: {source}")]
     BadView {
         /// The case.
         case_id: String,
         /// What is wrong.
-        reason: String,
+        source: ViewError,
     },
 }

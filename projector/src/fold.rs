@@ -1,7 +1,7 @@
 //! The projector's pure step: fold one stored event into a case's view.
 
 use wfstate_events::StoredEvent;
-use wfstate_store::{Case, CaseId, FoldError};
+use wfstate_store::{Case, CaseId, Code, FoldError};
 
 use crate::view::{Quarantine, View};
 
@@ -25,10 +25,11 @@ pub enum Outcome {
 pub struct QuarantineRecord {
     /// The event's position.
     pub position: u64,
-    /// The case named by its subject (possibly not a valid case id).
-    pub case_key: String,
-    /// A machine-readable reason.
-    pub code: String,
+    /// The case named by its subject or key (possibly not a valid case id).
+    #[serde(alias = "case_key")]
+    pub case_id: String,
+    /// What kind of problem it is.
+    pub code: Code,
     /// What is wrong, in words.
     pub reason: String,
 }
@@ -71,8 +72,8 @@ pub fn fold_event(
         Err(error) => {
             let record = QuarantineRecord {
                 position: stored.position,
-                case_key: stored.case_id.clone(),
-                code: error.code().to_owned(),
+                case_id: stored.case_id.clone(),
+                code: error.code(),
                 reason: error.to_string(),
             };
             let view = had_view.then(|| rebuild(case, position, quarantined));
@@ -93,7 +94,7 @@ pub fn quarantine(view: Option<View>, case_id: &CaseId, record: &QuarantineRecor
     let mut marked = view.unwrap_or_else(|| View::of(Case::new(case_id.clone()), 0));
     marked.quarantine.get_or_insert(Quarantine {
         position: record.position,
-        code: record.code.clone(),
+        code: record.code,
         reason: record.reason.clone(),
     });
     marked

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind, StoredEvent, consumed_event};
-use wfstate_store::CaseId;
+use wfstate_store::{CaseId, Code};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
 use crate::view::View;
@@ -369,8 +369,8 @@ impl JetStreamProjector {
             // view to fold it into, but it is recorded.
             let record = QuarantineRecord {
                 position: stored.position,
-                case_key: stored.case_id.clone(),
-                code: "invalid_case_id".into(),
+                case_id: stored.case_id.clone(),
+                code: Code::InvalidCaseId,
                 reason: format!(
                     "the subject names {:?}, which is not a valid case id",
                     stored.case_id
@@ -412,7 +412,7 @@ impl JetStreamProjector {
     }
 
     async fn record_quarantine(&self, record: &QuarantineRecord) -> Result<(), ProjectorError> {
-        tracing::warn!(position = record.position, case = %record.case_key, code = %record.code, "quarantined an event: {}", record.reason);
+        tracing::warn!(position = record.position, case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
         let mut bytes = Vec::new();
         ciborium::into_writer(record, &mut bytes).expect("a record always encodes");
         // Keyed by position: a redelivered bad event overwrites its own record.
@@ -433,9 +433,9 @@ impl JetStreamProjector {
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let view =
-                    View::decode(&entry.value).map_err(|reason| ProjectorError::BadView {
+                    View::decode(&entry.value).map_err(|source| ProjectorError::BadView {
                         case_id: key.to_owned(),
-                        reason,
+                        source,
                     })?;
                 Ok(Some((view, entry.revision)))
             }

@@ -43,7 +43,7 @@ pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use replay::{Mismatch, Replayed, replay, verify};
 pub use transfer::{Imported, TransferError, export, import};
-pub use view::{Quarantine, View};
+pub use view::{Quarantine, View, ViewError};
 
 /// Where views are read from (the projector's store).
 pub trait ViewSource {

@@ -99,7 +99,7 @@ fn broken(report: &AuditReport) -> String {
             "{} broken link(s), the first at position {} of case {} ({}): {}; nothing was written",
             report.problems.len(),
             first.position,
-            first.case_key,
+            first.case_id,
             first.code,
             first.detail
         ),

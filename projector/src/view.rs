@@ -1,7 +1,7 @@
 //! [`View`]: the materialised state of one case, as the projector stores it.
 
 use serde::{Deserialize, Serialize};
-use wfstate_store::{Case, CaseState, Hash};
+use wfstate_store::{Case, CaseState, Code, Hash, InvariantError};
 
 /// The schema version of stored views.
 pub const VIEW_SCHEMA: u64 = 1;
@@ -11,8 +11,8 @@ pub const VIEW_SCHEMA: u64 = 1;
 pub struct Quarantine {
     /// The bad event's position.
     pub position: u64,
-    /// A machine-readable reason (`undecodable`, `unknown_schema`, `broken_chain`, ...).
-    pub code: String,
+    /// What kind of problem it is.
+    pub code: Code,
     /// What is wrong, in words.
     pub reason: String,
 }
@@ -68,14 +68,32 @@ impl View {
     /// Decodes stored bytes, checking the schema and the state's invariants.
     ///
     /// # Errors
-    /// A sentence naming what is wrong.
-    pub fn decode(bytes: &[u8]) -> Result<View, String> {
-        let view: View =
-            ciborium::from_reader(bytes).map_err(|e| format!("cannot decode the view: {e}"))?;
+    /// [`ViewError`], naming what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<View, ViewError> {
+        let view: View = ciborium::from_reader(bytes)
+            .map_err(|error| ViewError::Undecodable(Box::new(error)))?;
         if view.schema != VIEW_SCHEMA {
-            return Err(format!("unknown view schema {}", view.schema));
+            return Err(ViewError::UnknownSchema { found: view.schema });
         }
         view.state.check_invariants()?;
         Ok(view)
     }
+}
+
+/// Why stored bytes are not a usable view.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// The bytes are not CBOR of a view.
+    #[error("the view cannot be decoded")]
+    Undecodable(#[source] wfstate_events::BoxError),
+    /// Written by a view schema this build does not know.
+    #[error("unknown view schema {found}; this build reads version {VIEW_SCHEMA}")]
+    UnknownSchema {
+        /// The schema found.
+        found: u64,
+    },
+    /// The state breaks an invariant every applied state keeps.
+    #[error(transparent)]
+    Inconsistent(#[from] InvariantError),
 }

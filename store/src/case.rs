@@ -13,14 +13,15 @@ use bytes::Bytes;
 
 use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged, forget, undo};
 use crate::canonical::{EventHead, write_event_parts};
-use crate::event::{DecodeError, Event, SCHEMA_VERSION};
+use crate::error::{FoldError, PrepareError, StaleCommit, ValidationError, ValidationErrors};
+use crate::event::{Event, SCHEMA_VERSION};
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId, TokenId};
 use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
 use crate::receipt::Receipt;
 use crate::state::{CaseState, Token};
-use crate::validate::{Reason, ValidationError, ValidationErrors, check};
+use crate::validate::{Reason, check};
 use crate::value::Map;
 
 type CtxClosure = Box<dyn Fn(&mut Map) + Send + Sync>;
@@ -57,105 +58,6 @@ pub struct CommitMeta {
     pub committed_at_ms: u64,
     /// The writer's id (host/process, or given).
     pub writer: String,
-}
-
-/// Why a buffered batch cannot become an event. The case is unchanged and the buffer kept.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PrepareError {
-    /// One or more mutations are invalid; every error is listed.
-    #[error(transparent)]
-    Invalid(#[from] ValidationErrors),
-    /// The batch holds more mutations than allowed.
-    #[error("the batch holds {count} mutations, over the limit of {limit}; split it")]
-    TooManyMutations {
-        /// Mutations in the batch.
-        count: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The encoded event is larger than allowed.
-    #[error("the event is {size} bytes, over the limit of {limit}; split the batch")]
-    TooLarge {
-        /// The encoded size in bytes.
-        size: usize,
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// The writer id is empty or too long.
-    #[error("invalid writer id: {0}")]
-    InvalidWriter(String),
-}
-
-/// Why an event cannot be folded into a case. The case is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FoldError {
-    /// The payload is not a valid event.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// The event belongs to another case.
-    #[error("the event is for case {found}, not {expected}")]
-    WrongCase {
-        /// This case.
-        expected: CaseId,
-        /// The event's case.
-        found: CaseId,
-    },
-    /// The event's version does not follow the case's.
-    #[error("the event has version {found}; the case expects version {expected}")]
-    VersionGap {
-        /// The version that should come next.
-        expected: u64,
-        /// The event's version.
-        found: u64,
-    },
-    /// `prev_event_hash` does not match the previous event: altered, dropped, reordered or
-    /// forged history.
-    #[error("broken chain: prev_event_hash is {found}, the previous event hashes to {expected}")]
-    BrokenChain {
-        /// The hash of the case's previous event.
-        expected: Hash,
-        /// The event's `prev_event_hash`.
-        found: Hash,
-    },
-    /// The event's mutations do not validate against the case's state.
-    #[error("the event does not apply: {0}")]
-    Invalid(ValidationErrors),
-    /// Applying the event gives a state other than the one the writer committed.
-    #[error("state hash mismatch: the event says {expected}, replay gives {actual}")]
-    StateHashMismatch {
-        /// The event's `state_hash`.
-        expected: Hash,
-        /// The hash of the folded state.
-        actual: Hash,
-    },
-}
-
-impl FoldError {
-    /// A machine-readable code for the error (quarantine and audit reports carry it).
-    pub fn code(&self) -> &'static str {
-        match self {
-            FoldError::Decode(DecodeError::Malformed(_)) => "undecodable",
-            FoldError::Decode(DecodeError::UnknownSchema { .. }) => "unknown_schema",
-            FoldError::Decode(_) => "invalid_event",
-            FoldError::WrongCase { .. } => "wrong_case",
-            FoldError::VersionGap { .. } => "version_gap",
-            FoldError::BrokenChain { .. } => "broken_chain",
-            FoldError::Invalid(_) => "invalid_mutations",
-            FoldError::StateHashMismatch { .. } => "state_hash_mismatch",
-        }
-    }
-}
-
-/// [`Case::complete`] was given a commit prepared against another state.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the prepared commit (version {prepared}) does not follow the case (version {current})")]
-pub struct StaleCommit {
-    /// The prepared commit's version.
-    pub prepared: u64,
-    /// The case's version.
-    pub current: u64,
 }
 
 /// A validated, encoded commit waiting for the log to acknowledge it.

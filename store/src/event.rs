@@ -10,6 +10,7 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::error::DecodeError;
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId};
 use crate::mutation::{Mutation, put};
@@ -38,29 +39,6 @@ pub struct Event {
     pub state_hash: Hash,
     /// SHA-256 of the case's previous event payload ([`Hash::ZERO`] for version 1).
     pub prev_event_hash: Hash,
-}
-
-/// Why bytes are not a usable event. Decoding never panics on any input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Not CBOR of the event's shape (garbage, truncation, wrong types, an invalid id).
-    #[error("not a valid event: {0}")]
-    Malformed(String),
-    /// Written by a schema version this build does not know.
-    #[error(
-        "unknown event schema version {found}; this build reads versions 1 to {SCHEMA_VERSION}"
-    )]
-    UnknownSchema {
-        /// The version found.
-        found: u64,
-    },
-    /// A required field is missing.
-    #[error("the event has no {0:?} field")]
-    MissingField(&'static str),
-    /// Well-formed, but its contents cannot be: version 0, a broken first link, and so on.
-    #[error("the event is impossible: {0}")]
-    Impossible(String),
 }
 
 /// The wire form: every field optional, so that the schema is checked before anything else

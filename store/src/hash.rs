@@ -6,6 +6,8 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::error::HashError;
+
 /// A SHA-256 digest: state hashes, event hashes and chain links.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash(pub [u8; 32]);
@@ -28,10 +30,9 @@ impl Hash {
     ///
     /// # Errors
     /// When `text` is not exactly 64 hex digits.
-    pub fn from_hex(text: &str) -> Result<Hash, String> {
+    pub fn from_hex(text: &str) -> Result<Hash, HashError> {
         let mut bytes = [0; 32];
-        hex::decode_to_slice(text, &mut bytes)
-            .map_err(|error| format!("invalid hash {text:?}: {error}; expected 64 hex digits"))?;
+        hex::decode_to_slice(text, &mut bytes).map_err(|error| HashError::new(text, error))?;
         Ok(Hash(bytes))
     }
 }

@@ -34,6 +34,7 @@
 pub mod apply;
 mod canonical;
 pub mod case;
+mod error;
 pub mod event;
 pub mod hash;
 pub mod id;
@@ -51,13 +52,17 @@ mod rules_tests;
 #[cfg(test)]
 mod prop_tests;
 
-pub use case::{Case, CommitMeta, FoldError, PrepareError, PreparedCommit, StaleCommit, Tentative};
-pub use event::{DecodeError, Event, SCHEMA_VERSION};
+pub use case::{Case, CommitMeta, PreparedCommit, Tentative};
+pub use error::{
+    Code, DecodeError, FoldError, HashError, IdError, InvariantError, PrepareError, StaleCommit,
+    UnknownCode, ValidationError, ValidationErrors,
+};
+pub use event::{Event, SCHEMA_VERSION};
 pub use hash::Hash;
-pub use id::{CaseId, CommitId, IdError, ScopeId, TokenId};
+pub use id::{CaseId, CommitId, ScopeId, TokenId};
 pub use limits::Limits;
 pub use mutation::{Mutation, TokenUpdate};
 pub use receipt::Receipt;
-pub use state::{CaseState, CaseStatus, Scope, ScopeStatus, StateError, Token, TokenStatus};
-pub use validate::{Reason, ValidationError, ValidationErrors};
+pub use state::{CaseState, CaseStatus, Scope, ScopeStatus, Token, TokenStatus};
+pub use validate::Reason;
 pub use value::{Map, Value};

@@ -1,4 +1,4 @@
-//! [`CaseState`]: the state of one case, its canonical CBOR encoding, its hash and snapshots.
+//! [`CaseState`]: the state of one case, its canonical CBOR encoding, its hash and invariants.
 //!
 //! The canonical encoding is what `state_hash` covers, so every field order here is part of the
 //! public contract: structs are encoded as CBOR maps whose keys are declared in sorted
@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::InvariantError;
 use crate::hash::Hash;
 use crate::id::{CaseId, ScopeId, TokenId};
 use crate::value::{Map, Value};
@@ -139,43 +140,6 @@ pub struct CaseState {
     pub version: u64,
 }
 
-/// Why a decoded or restored state cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StateError {
-    /// The bytes are not CBOR of a case state.
-    #[error("cannot decode the case state: {0}")]
-    Decode(String),
-    /// The snapshot was written by a newer or unknown schema version.
-    #[error("unknown snapshot schema version {found}; this build reads version {SNAPSHOT_SCHEMA}")]
-    UnknownSchema {
-        /// The version found.
-        found: u64,
-    },
-    /// The state decodes but does not hash to the hash stored beside it.
-    #[error("the state hashes to {actual}, not the stored {expected}: the snapshot was altered")]
-    HashMismatch {
-        /// The stored hash.
-        expected: Hash,
-        /// The hash of the decoded state.
-        actual: Hash,
-    },
-    /// The state breaks an invariant that every applied state keeps.
-    #[error("the case state is inconsistent: {0}")]
-    Inconsistent(String),
-}
-
-/// The schema version of snapshots.
-pub const SNAPSHOT_SCHEMA: u64 = 1;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Snapshot {
-    schema: u64,
-    state: CaseState,
-    state_hash: Hash,
-}
-
 impl CaseState {
     /// The state of a case before its first commit: empty ctx, the root scope, `Running`,
     /// version 0.
@@ -243,71 +207,17 @@ impl CaseState {
         found
     }
 
-    /// A snapshot: the canonical state with its hash, as CBOR bytes.
-    ///
-    /// # Panics
-    /// Never: every state has a CBOR encoding and writing to a `Vec` cannot fail.
-    pub fn snapshot(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct SnapshotRef<'a> {
-            schema: u64,
-            state: &'a CaseState,
-            state_hash: Hash,
-        }
-        let snapshot = SnapshotRef {
-            schema: SNAPSHOT_SCHEMA,
-            state: self,
-            state_hash: self.hash(),
-        };
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&snapshot, &mut bytes).expect("a snapshot always encodes");
-        bytes
-    }
-
-    /// Restores a state from [`CaseState::snapshot`] bytes, checking its hash and invariants.
-    ///
-    /// # Errors
-    /// [`StateError`] when the bytes do not decode, the hash does not match, or the state is
-    /// inconsistent.
-    pub fn restore(bytes: &[u8]) -> Result<CaseState, StateError> {
-        let snapshot: Snapshot = ciborium::from_reader(bytes).map_err(|error| {
-            #[derive(Deserialize)]
-            struct SchemaOnly {
-                schema: u64,
-            }
-            match ciborium::from_reader::<SchemaOnly, _>(bytes) {
-                Ok(SchemaOnly { schema }) if schema != SNAPSHOT_SCHEMA => {
-                    StateError::UnknownSchema { found: schema }
-                }
-                _ => StateError::Decode(error.to_string()),
-            }
-        })?;
-        if snapshot.schema != SNAPSHOT_SCHEMA {
-            return Err(StateError::UnknownSchema {
-                found: snapshot.schema,
-            });
-        }
-        let actual = snapshot.state.hash();
-        if actual != snapshot.state_hash {
-            return Err(StateError::HashMismatch {
-                expected: snapshot.state_hash,
-                actual,
-            });
-        }
-        snapshot
-            .state
-            .check_invariants()
-            .map_err(StateError::Inconsistent)?;
-        Ok(snapshot.state)
-    }
-
     /// Checks the invariants that every state produced by `apply` keeps: keys equal ids, the
     /// root scope exists, every scope's parent chain reaches the root, every token's scope
     /// exists, and nothing Active sits inside something Cancelled.
     ///
     /// # Errors
-    /// A sentence naming the first broken invariant.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    /// [`InvariantError`], naming the first broken invariant.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        self.first_broken_invariant().map_err(InvariantError)
+    }
+
+    fn first_broken_invariant(&self) -> Result<(), String> {
         let root = self
             .scopes
             .get(&ScopeId::root())
@@ -436,36 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_round_trips_and_detects_tampering() {
-        let state = sample();
-        let bytes = state.snapshot();
-        assert_eq!(CaseState::restore(&bytes), Ok(state.clone()));
-
-        let mut altered = state.clone();
-        altered.step_count = 99;
-        let mut forged = altered.snapshot();
-        // Swap in the original hash (the last 32 bytes): the state no longer matches it.
-        let length = forged.len();
-        forged[length - 32..].copy_from_slice(&state.hash().0);
-        assert!(matches!(
-            CaseState::restore(&forged),
-            Err(StateError::HashMismatch { .. })
-        ));
-        assert!(matches!(
-            CaseState::restore(&bytes[..bytes.len() - 1]),
-            Err(StateError::Decode(_))
-        ));
-    }
-
-    #[test]
-    fn restore_refuses_inconsistent_states() {
+    fn inconsistent_states_are_named() {
         let mut state = sample();
         state
             .tokens
             .values_mut()
             .for_each(|token| token.scope = ScopeId::new("gone").unwrap());
-        let error = CaseState::restore(&state.snapshot()).unwrap_err();
-        assert!(matches!(&error, StateError::Inconsistent(why) if why.contains("does not exist")));
+        let error = state.check_invariants().unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
 
         let mut cyclic = sample();
         let s2 = ScopeId::new("s2").unwrap();
@@ -483,28 +371,12 @@ mod tests {
                 status: ScopeStatus::Active,
             },
         );
-        assert!(cyclic.check_invariants().unwrap_err().contains("cycle"));
-    }
-
-    #[test]
-    fn restore_names_an_unknown_schema() {
-        #[derive(Serialize)]
-        struct Future {
-            schema: u64,
-            other: u64,
-        }
-        let mut bytes = Vec::new();
-        ciborium::into_writer(
-            &Future {
-                schema: 9,
-                other: 1,
-            },
-            &mut bytes,
-        )
-        .unwrap();
-        assert_eq!(
-            CaseState::restore(&bytes),
-            Err(StateError::UnknownSchema { found: 9 })
+        assert!(
+            cyclic
+                .check_invariants()
+                .unwrap_err()
+                .to_string()
+                .contains("cycle")
         );
     }
 }

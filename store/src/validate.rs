@@ -4,11 +4,10 @@
 //! earlier mutations of the same batch leave it, and every error of the batch is collected.
 //! [`apply_batch`] does both in one pass.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::apply::{Journal, apply_logged};
+use crate::error::{ValidationError, ValidationErrors};
 use crate::id::{ScopeId, TokenId};
 use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
@@ -137,50 +136,6 @@ pub enum Reason {
         to: &'static str,
     },
 }
-
-/// One invalid mutation of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ValidationError {
-    /// The mutation's index in the batch (0-based).
-    pub index: usize,
-    /// The mutation's `op`.
-    pub kind: &'static str,
-    /// Why it is invalid.
-    #[serde(flatten)]
-    pub reason: Reason,
-}
-
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "mutation {} ({}): {}",
-            self.index, self.kind, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ValidationError {}
-
-/// Every error of an invalid batch, in mutation order (never empty).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct ValidationErrors(pub Vec<ValidationError>);
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} invalid mutation(s): ", self.0.len())?;
-        for (n, error) in self.0.iter().enumerate() {
-            if n > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ValidationErrors {}
 
 /// Checks one mutation against `state`.
 ///

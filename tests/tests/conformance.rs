@@ -376,7 +376,7 @@ async fn projector_idempotence_and_quarantine(fixture: &impl Fixture) {
         (
             records[0].position,
             records[0].code.as_str(),
-            records[0].case_key.as_str()
+            records[0].case_id.as_str()
         ),
         (garbage, "undecodable", "p0")
     );
@@ -448,7 +448,7 @@ async fn long_replay(fixture: &impl Fixture) {
         matches!(
             error,
             ProjectorError::BadEvent { position, ref source, .. }
-                if position == forged_position && source.code() == "state_hash_mismatch"
+                if position == forged_position && source.code().as_str() == "state_hash_mismatch"
         ),
         "{error}"
     );
@@ -742,7 +742,7 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
     let found: Vec<(u64, &str, &str)> = report
         .problems
         .iter()
-        .map(|p| (p.position, p.case_key.as_str(), p.code))
+        .map(|p| (p.position, p.case_id.as_str(), p.code.as_str()))
         .collect();
     // The clock is part of the state (created_at_ms), so the altered event fails its own state
     // hash, and the next event no longer links to it.

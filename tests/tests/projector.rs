@@ -379,7 +379,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     let records = projector.quarantined().await.unwrap();
     let found: Vec<(u64, &str, &str)> = records
         .iter()
-        .map(|r| (r.position, r.case_key.as_str(), r.code.as_str()))
+        .map(|r| (r.position, r.case_id.as_str(), r.code.as_str()))
         .collect();
     assert_eq!(
         found,
@@ -423,14 +423,17 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
         .unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(
-        (report.problems[0].position, report.problems[0].code),
+        (
+            report.problems[0].position,
+            report.problems[0].code.as_str()
+        ),
         (forged, "broken_chain")
     );
     let report = audit_all(&log, |_| {}).await.unwrap();
     let codes: Vec<(u64, &str)> = report
         .problems
         .iter()
-        .map(|p| (p.position, p.code))
+        .map(|p| (p.position, p.code.as_str()))
         .collect();
     assert_eq!(
         codes,
@@ -471,7 +474,7 @@ async fn audit_detects_truncation_against_an_expected_head_and_replay_resumes_fr
     let truncated = audit_case(&log, &case("long"), Some(Hash::of(b"a later head")), |_| {})
         .await
         .unwrap();
-    assert_eq!(truncated.problems[0].code, "head_mismatch");
+    assert_eq!(truncated.problems[0].code.as_str(), "head_mismatch");
 
     let mut projector = JetStreamProjector::open(&log, quick_projector())
         .await

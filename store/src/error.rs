@@ -1,0 +1,344 @@
+//! The errors of the store, and [`Code`]: the machine-readable names of what can be wrong
+//! with stored data, shared by fold errors, audit problems and quarantine records.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::SCHEMA_VERSION;
+use crate::hash::Hash;
+use crate::id::{CaseId, ID_LENGTH_MAX};
+use crate::validate::Reason;
+
+/// What is wrong with a stored event or view, for machines: audit problems, quarantine records
+/// and fold errors carry one. Its text form (serde, [`Code::as_str`]) is `snake_case` and is
+/// part of the JSON and CBOR the store writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Code {
+    /// The payload is not CBOR of an event's shape.
+    Undecodable,
+    /// The event's schema version is unknown.
+    UnknownSchema,
+    /// The event decodes but cannot be (a missing field, version 0, a broken first link).
+    InvalidEvent,
+    /// The event names another case than the one it is stored under.
+    WrongCase,
+    /// The event's version does not follow the case's.
+    VersionGap,
+    /// The event's `prev_event_hash` is not the hash of the case's previous event.
+    BrokenChain,
+    /// The event's mutations do not validate against the case's state.
+    InvalidMutations,
+    /// Applying the event gives another state than the one its writer committed.
+    StateHashMismatch,
+    /// The event is stored under a subject or key that names no valid case id.
+    InvalidCaseId,
+    /// The case's newest event is not the head the auditor expected (a cut history).
+    HeadMismatch,
+}
+
+impl Code {
+    /// Every code, in declaration order.
+    pub const ALL: [Code; 10] = [
+        Code::Undecodable,
+        Code::UnknownSchema,
+        Code::InvalidEvent,
+        Code::WrongCase,
+        Code::VersionGap,
+        Code::BrokenChain,
+        Code::InvalidMutations,
+        Code::StateHashMismatch,
+        Code::InvalidCaseId,
+        Code::HeadMismatch,
+    ];
+
+    /// The code's text form, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Undecodable => "undecodable",
+            Code::UnknownSchema => "unknown_schema",
+            Code::InvalidEvent => "invalid_event",
+            Code::WrongCase => "wrong_case",
+            Code::VersionGap => "version_gap",
+            Code::BrokenChain => "broken_chain",
+            Code::InvalidMutations => "invalid_mutations",
+            Code::StateHashMismatch => "state_hash_mismatch",
+            Code::InvalidCaseId => "invalid_case_id",
+            Code::HeadMismatch => "head_mismatch",
+        }
+    }
+}
+
+impl std::str::FromStr for Code {
+    type Err = UnknownCode;
+
+    fn from_str(text: &str) -> Result<Code, UnknownCode> {
+        Code::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
+            .ok_or_else(|| UnknownCode(text.to_owned()))
+    }
+}
+
+/// A text that is no [`Code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a code this store knows")]
+pub struct UnknownCode(String);
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that is not a hash: 64 hex digits are expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid hash {text:?}: expected 64 hex digits")]
+pub struct HashError {
+    text: String,
+    #[source]
+    source: hex::FromHexError,
+}
+
+impl HashError {
+    pub(crate) fn new(text: &str, source: hex::FromHexError) -> Self {
+        HashError {
+            text: text.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The id is the empty string.
+    #[error(
+        "invalid {what}: the id is empty; use 1 to {ID_LENGTH_MAX} characters of [A-Za-z0-9_-]"
+    )]
+    Empty {
+        /// Which kind of id.
+        what: &'static str,
+    },
+    /// The id is longer than [`ID_LENGTH_MAX`].
+    #[error("invalid {what}: {length} characters is longer than the limit of {ID_LENGTH_MAX}")]
+    TooLong {
+        /// Which kind of id.
+        what: &'static str,
+        /// Its length in characters.
+        length: usize,
+    },
+    /// The id holds a character outside `[A-Za-z0-9_-]`.
+    #[error(
+        "invalid {what} {id:?}: character {character:?} at index {index} is not allowed; \
+         use only [A-Za-z0-9_-]"
+    )]
+    BadCharacter {
+        /// Which kind of id.
+        what: &'static str,
+        /// The rejected id (as given).
+        id: String,
+        /// The first offending character.
+        character: char,
+        /// Its index, in characters.
+        index: usize,
+    },
+    /// A commit id that is not a hyphenated UUID.
+    #[error("invalid commit id {id:?}: expected a hyphenated UUID")]
+    NotUuid {
+        /// The rejected text.
+        id: String,
+    },
+}
+
+/// Why bytes are not a usable event. Decoding never panics on any input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not CBOR of the event's shape (garbage, truncation, wrong types, an invalid id).
+    #[error("not a valid event: {0}")]
+    Malformed(String),
+    /// Written by a schema version this build does not know.
+    #[error(
+        "unknown event schema version {found}; this build reads versions 1 to {SCHEMA_VERSION}"
+    )]
+    UnknownSchema {
+        /// The version found.
+        found: u64,
+    },
+    /// A required field is missing.
+    #[error("the event has no {0:?} field")]
+    MissingField(&'static str),
+    /// Well-formed, but its contents cannot be: version 0, a broken first link, and so on.
+    #[error("the event is impossible: {0}")]
+    Impossible(String),
+}
+
+/// A state breaks an invariant that every state `apply` produces keeps: a stored view that
+/// was not written by this store, or was altered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the case state is inconsistent: {0}")]
+pub struct InvariantError(pub(crate) String);
+
+/// Why a buffered batch cannot become an event. The case is unchanged and the buffer kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// One or more mutations are invalid; every error is listed.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    /// The batch holds more mutations than allowed.
+    #[error("the batch holds {count} mutations, over the limit of {limit}; split it")]
+    TooManyMutations {
+        /// Mutations in the batch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The encoded event is larger than allowed.
+    #[error("the event is {size} bytes, over the limit of {limit}; split the batch")]
+    TooLarge {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The writer id is empty or too long.
+    #[error("invalid writer id: {0}")]
+    InvalidWriter(String),
+}
+
+/// Why an event cannot be folded into a case. The case is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FoldError {
+    /// The payload is not a valid event.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The event belongs to another case.
+    #[error("the event is for case {found}, not {expected}")]
+    WrongCase {
+        /// This case.
+        expected: CaseId,
+        /// The event's case.
+        found: CaseId,
+    },
+    /// The event's version does not follow the case's.
+    #[error("the event has version {found}; the case expects version {expected}")]
+    VersionGap {
+        /// The version that should come next.
+        expected: u64,
+        /// The event's version.
+        found: u64,
+    },
+    /// `prev_event_hash` does not match the previous event: altered, dropped, reordered or
+    /// forged history.
+    #[error("broken chain: prev_event_hash is {found}, the previous event hashes to {expected}")]
+    BrokenChain {
+        /// The hash of the case's previous event.
+        expected: Hash,
+        /// The event's `prev_event_hash`.
+        found: Hash,
+    },
+    /// The event's mutations do not validate against the case's state.
+    #[error("the event does not apply: {0}")]
+    Invalid(ValidationErrors),
+    /// Applying the event gives a state other than the one the writer committed.
+    #[error("state hash mismatch: the event says {expected}, replay gives {actual}")]
+    StateHashMismatch {
+        /// The event's `state_hash`.
+        expected: Hash,
+        /// The hash of the folded state.
+        actual: Hash,
+    },
+}
+
+impl FoldError {
+    /// The machine-readable code of the error (quarantine and audit reports carry it).
+    pub fn code(&self) -> Code {
+        match self {
+            FoldError::Decode(DecodeError::Malformed(_)) => Code::Undecodable,
+            FoldError::Decode(DecodeError::UnknownSchema { .. }) => Code::UnknownSchema,
+            FoldError::Decode(_) => Code::InvalidEvent,
+            FoldError::WrongCase { .. } => Code::WrongCase,
+            FoldError::VersionGap { .. } => Code::VersionGap,
+            FoldError::BrokenChain { .. } => Code::BrokenChain,
+            FoldError::Invalid(_) => Code::InvalidMutations,
+            FoldError::StateHashMismatch { .. } => Code::StateHashMismatch,
+        }
+    }
+}
+
+/// [`Case::complete`] was given a commit prepared against another state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the prepared commit (version {prepared}) does not follow the case (version {current})")]
+pub struct StaleCommit {
+    /// The prepared commit's version.
+    pub prepared: u64,
+    /// The case's version.
+    pub current: u64,
+}
+
+/// One invalid mutation of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationError {
+    /// The mutation's index in the batch (0-based).
+    pub index: usize,
+    /// The mutation's `op`.
+    pub kind: &'static str,
+    /// Why it is invalid.
+    #[serde(flatten)]
+    pub reason: Reason,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mutation {} ({}): {}",
+            self.index, self.kind, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Every error of an invalid batch, in mutation order (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} invalid mutation(s): ", self.0.len())?;
+        for (n, error) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text form is what serde writes: reports and records written before and after
+    /// agree.
+    #[test]
+    fn each_code_serializes_as_its_text() {
+        for code in Code::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("{:?}", code.as_str()));
+            assert_eq!(serde_json::from_str::<Code>(&json).unwrap(), code);
+            assert_eq!(code.as_str().parse::<Code>().unwrap(), code);
+        }
+    }
+}
