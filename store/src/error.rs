@@ -272,7 +272,7 @@ impl FoldError {
     }
 }
 
-/// [`Case::complete`] was given a commit prepared against another state.
+/// [`crate::Case::complete`] was given a commit prepared against another state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the prepared commit (version {prepared}) does not follow the case (version {current})")]
 pub struct StaleCommit {
