@@ -1,5 +1,5 @@
-//! The event log of wfstate: the [`EventLog`] trait, the JetStream and embedded backends and
-//! the commit client ([`Workspace`]) that turns a case's buffered mutations into exactly one
+//! The event log of wfstate: the [`EventLog`] trait, the JetStream and embedded backends (and
+//! an in-memory one for tests), and the commit client ([`Workspace`]) that turns a case's buffered mutations into exactly one
 //! stored event.
 //!
 //! ```no_run
@@ -23,9 +23,11 @@ mod embedded;
 mod error;
 mod jetstream;
 mod log;
+mod memory;
 
 pub use client::{CaseHandle, RetryPolicy, Transacted, Workspace};
 pub use embedded::{DATABASE_FILE, EmbeddedConfig, EmbeddedLog, SCHEMA_VERSION};
 pub use error::{BoxError, CommitError, CommitErrorKind, LogError, LogErrorKind, Misuse};
 pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, SERVER_VERSION_MIN, Tls, consumed_event};
 pub use log::{AppendOutcome, EventLog, EventStream, StoredEvent};
+pub use memory::MemoryLog;

@@ -1,4 +1,5 @@
-//! Shared helpers of the integration tests: the NATS server fixture.
+//! Shared helpers of the integration tests: the NATS server fixture, and [`FaultyLog`], which
+//! injects faults into any log's appends on a seeded script.
 //!
 //! [`NatsServer::start`] gets a real nats-server, in this order:
 //! 1. the URL in `WFSTATE_TEST_NATS_URL` (a server someone else runs; it cannot be restarted);
@@ -10,6 +11,8 @@
 //! When none can be had it panics with a message that says how to get one: a test that needs
 //! a server never passes without one.
 
+mod faulty;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
+
+pub use faulty::{Fault, FaultyLog, Script};
 
 /// The image tag used with testcontainers: the store needs nats-server 2.12 or newer.
 pub const NATS_IMAGE_TAG: &str = "2.12";

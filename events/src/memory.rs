@@ -1,0 +1,262 @@
+//! [`MemoryLog`]: an event log held in memory, for tests of code built on the store.
+//!
+//! It keeps the contract of every backend (the conformance suite runs on it): positions from
+//! 1, one commit id stored at most once (for as long as the log lives), the expected position
+//! checked under the same lock as the append, several events of one case stored together or
+//! not at all. Everything stays in memory until the log is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use wfstate_store::{CaseId, CommitId};
+
+use crate::error::LogError;
+use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
+
+/// Events handed out per read of a stream, so that a reader never holds the lock for long.
+const PAGE_EVENTS: usize = 512;
+
+/// An event log in memory. Cheap to clone: clones share the events.
+#[derive(Clone)]
+pub struct MemoryLog {
+    shared: Arc<Shared>,
+    payload_size_max: usize,
+}
+
+struct Shared {
+    events: Mutex<Events>,
+    /// The last position, for readers that follow.
+    appended: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Events {
+    /// Every event; `all[i]` is at position `i + 1`.
+    all: Vec<StoredEvent>,
+    /// Where each commit id is stored.
+    by_commit: HashMap<CommitId, u64>,
+    /// Each case's positions, in order.
+    by_case: HashMap<String, Vec<u64>>,
+}
+
+impl std::fmt::Debug for MemoryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLog")
+            .field("events", &self.lock().all.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        MemoryLog::new()
+    }
+}
+
+impl MemoryLog {
+    /// An empty log that takes payloads of up to 1 MiB.
+    pub fn new() -> Self {
+        MemoryLog {
+            shared: Arc::new(Shared {
+                events: Mutex::default(),
+                appended: watch::Sender::new(0),
+            }),
+            payload_size_max: 1024 * 1024,
+        }
+    }
+
+    /// The same log with another payload size limit.
+    #[must_use]
+    pub fn with_payload_size_max(mut self, bytes: usize) -> Self {
+        self.payload_size_max = bytes;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
+        // Every change under the lock is one push after all checks: a panic cannot leave it
+        // half done.
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store(
+        &self,
+        case_id: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<AppendOutcome, LogError> {
+        for (_, payload) in events {
+            LogError::check_size(payload, self.payload_size_max)?;
+        }
+        let mut log = self.lock();
+        let stored: Vec<u64> = events
+            .iter()
+            .filter_map(|(commit_id, _)| log.by_commit.get(commit_id).copied())
+            .collect();
+        if let Some(&position) = stored.first() {
+            return Ok(AppendOutcome::Duplicate {
+                position: (events.len() == 1).then_some(position),
+            });
+        }
+        let last = log
+            .by_case
+            .get(case_id.as_str())
+            .and_then(|positions| positions.last().copied())
+            .unwrap_or(0);
+        if last != expected_position {
+            return Ok(AppendOutcome::Conflict { actual: Some(last) });
+        }
+        let mut position = 0;
+        for (commit_id, payload) in events {
+            position = log.all.len() as u64 + 1;
+            log.all.push(StoredEvent {
+                position,
+                case_id: case_id.to_string(),
+                commit_id: Some(*commit_id),
+                payload: payload.clone(),
+            });
+            log.by_commit.insert(*commit_id, position);
+            log.by_case
+                .entry(case_id.to_string())
+                .or_default()
+                .push(position);
+        }
+        drop(log);
+        self.shared.appended.send_replace(position);
+        Ok(AppendOutcome::Appended { position })
+    }
+
+    /// The case's events after `after`, up to `until`, at most a page.
+    fn case_page(&self, case_id: &str, after: u64, until: u64) -> Vec<StoredEvent> {
+        let log = self.lock();
+        let Some(positions) = log.by_case.get(case_id) else {
+            return Vec::new();
+        };
+        let start = positions.partition_point(|&position| position <= after);
+        positions[start..]
+            .iter()
+            .take_while(|&&position| position <= until)
+            .take(PAGE_EVENTS)
+            .map(|&position| log.all[index(position)].clone())
+            .collect()
+    }
+
+    /// Every event after `after`, at most a page.
+    fn page(&self, after: u64) -> Vec<StoredEvent> {
+        let log = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.all.len());
+        log.all[start..].iter().take(PAGE_EVENTS).cloned().collect()
+    }
+}
+
+/// The index in `Events::all` of the event at `position` (from 1).
+fn index(position: u64) -> usize {
+    usize::try_from(position - 1).expect("positions of events held in memory fit a usize")
+}
+
+impl EventLog for MemoryLog {
+    async fn append(
+        &self,
+        case_id: &CaseId,
+        commit_id: CommitId,
+        expected_position: u64,
+        payload: Bytes,
+    ) -> Result<AppendOutcome, LogError> {
+        self.store(case_id, &[(commit_id, payload)], expected_position)
+    }
+
+    async fn append_many(
+        &self,
+        case_id: &CaseId,
+        events: &[(CommitId, Bytes)],
+        expected_position: u64,
+    ) -> Result<AppendOutcome, LogError> {
+        assert!(!events.is_empty(), "the client sends no empty append");
+        self.store(case_id, events, expected_position)
+    }
+
+    async fn last_event(&self, case_id: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        let log = self.lock();
+        Ok(log
+            .by_case
+            .get(case_id.as_str())
+            .and_then(|positions| positions.last())
+            .map(|&position| log.all[index(position)].clone()))
+    }
+
+    async fn event_after(
+        &self,
+        case_id: &CaseId,
+        position: u64,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        Ok(self
+            .case_page(case_id.as_str(), position, u64::MAX)
+            .into_iter()
+            .next())
+    }
+
+    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
+        let log = self.lock();
+        Ok((position > 0)
+            .then(|| log.all.get(index(position)).cloned())
+            .flatten())
+    }
+
+    async fn history(
+        &self,
+        case_id: &CaseId,
+        after_position: u64,
+    ) -> Result<EventStream, LogError> {
+        let until = self.lock().all.len() as u64;
+        let (log, case_id) = (self.clone(), case_id.to_string());
+        Ok(Box::pin(futures::stream::unfold(
+            (after_position, Vec::new().into_iter()),
+            move |(after, mut page)| {
+                let (log, case_id) = (log.clone(), case_id.clone());
+                async move {
+                    if page.len() == 0 {
+                        page = log.case_page(&case_id, after, until).into_iter();
+                    }
+                    let event = page.next()?;
+                    let after = event.position;
+                    Some((Ok(event), (after, page)))
+                }
+            },
+        )))
+    }
+
+    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
+        let log = self.clone();
+        Ok(Box::pin(futures::stream::unfold(
+            (after_position, Vec::new().into_iter()),
+            move |(after, mut page)| {
+                let log = log.clone();
+                async move {
+                    let mut appended = log.shared.appended.subscribe();
+                    while page.len() == 0 {
+                        page = log.page(after).into_iter();
+                        if page.len() == 0 {
+                            // Woken by the next append; the sender lives as long as the log.
+                            appended.changed().await.ok()?;
+                        }
+                    }
+                    let event = page.next()?;
+                    let after = event.position;
+                    Some((Ok(event), (after, page)))
+                }
+            },
+        )))
+    }
+
+    async fn last_position(&self) -> Result<u64, LogError> {
+        Ok(self.lock().all.len() as u64)
+    }
+
+    fn payload_size_max(&self) -> usize {
+        self.payload_size_max
+    }
+}
