@@ -148,7 +148,9 @@ impl MemoryLog {
     /// Every event after `after`, at most a page.
     fn page(&self, after: u64) -> Vec<StoredEvent> {
         let log = self.lock();
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.all.len());
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(log.all.len());
         log.all[start..].iter().take(PAGE_EVENTS).cloned().collect()
     }
 }

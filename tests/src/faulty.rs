@@ -38,6 +38,9 @@ pub enum Fault {
     },
     /// The append is forwarded after this pause.
     Delay(Duration),
+    /// The append is stored, and its answer comes after this pause: a commit whose future is
+    /// dropped meanwhile has landed without knowing it.
+    SlowAnswer(Duration),
 }
 
 /// Which append gets which fault.
@@ -179,6 +182,11 @@ impl<L: EventLog + Clone> FaultyLog<L> {
             Some(Fault::Delay(pause)) => {
                 tokio::time::sleep(pause).await;
                 append().await
+            }
+            Some(Fault::SlowAnswer(pause)) => {
+                let outcome = append().await;
+                tokio::time::sleep(pause).await;
+                outcome
             }
         }
     }

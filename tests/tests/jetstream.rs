@@ -7,7 +7,7 @@
     reason = "test helpers stop the test at the first setup error"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -279,76 +279,6 @@ async fn a_lost_acknowledgement_is_resolved_to_one_event() {
     assert_eq!(assert_chain(workspace.log(), &case("lost")).await.len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_acknowledgement_after_the_duplicate_window_is_resolved_too() {
-    let server = NatsServer::start().await;
-    let log = connect(&server, |config| {
-        config.duplicate_window = Duration::from_secs(1);
-    })
-    .await;
-    let workspace = Workspace::new(log);
-    let (mut handle, _) = workspace
-        .create(case("late"), [Mutation::set_key("a", 1)])
-        .await
-        .unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
-    let meta = meta();
-    let prepared = handle.case_mut().prepare_commit(meta.clone()).unwrap();
-    let raw = publish_raw(
-        workspace.log(),
-        "late",
-        &meta,
-        handle.position(),
-        prepared.payload(),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-
-    // The server forgot the commit id: the retry gets a sequence conflict, which is resolved
-    // by finding our commit right after the expected position.
-    let receipt = workspace.commit_with_meta(&mut handle, meta).await.unwrap();
-    assert_eq!(receipt.position, raw);
-    assert_eq!(message_count(workspace.log()).await, 2);
-
-    // Stored with other bytes (another clock) under the same commit id: the stored event wins.
-    handle.case_mut().buffer(Mutation::set_key("b", 2));
-    let first = CommitMeta {
-        committed_at_ms: 1,
-        ..meta_with_id()
-    };
-    let prepared = handle.case_mut().prepare_commit(first.clone()).unwrap();
-    let raw = publish_raw(
-        workspace.log(),
-        "late",
-        &first,
-        handle.position(),
-        prepared.payload(),
-    )
-    .await;
-    let retry = CommitMeta {
-        committed_at_ms: 2,
-        ..first
-    };
-    let receipt = workspace
-        .commit_with_meta(&mut handle, retry)
-        .await
-        .unwrap();
-    assert_eq!((receipt.position, receipt.committed_at_ms), (raw, 1));
-    assert_eq!(handle.case().buffered(), 0);
-    assert_eq!(
-        handle.case().state(),
-        workspace.load(&case("late")).await.unwrap().case().state()
-    );
-}
-
-fn meta_with_id() -> CommitMeta {
-    CommitMeta {
-        commit_id: CommitId::generate(),
-        committed_at_ms: 0,
-        writer: "w".into(),
-    }
-}
-
 /// Publishes a payload the way the commit client does, through the raw client.
 async fn publish_raw(
     log: &JetStreamLog,
@@ -436,7 +366,7 @@ fn quick_retry() -> RetryPolicy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_server_gives_unavailable_in_bounded_time() {
+async fn a_stopped_server_leaves_the_commit_in_doubt_and_refuses_connections() {
     let mut server = NatsServer::start().await;
     let log = connect(&server, |config| {
         config.request_timeout = Duration::from_millis(500);
@@ -449,29 +379,26 @@ async fn a_stopped_server_gives_unavailable_in_bounded_time() {
         .unwrap();
     server.stop().await;
 
+    // Bounds against a hang, not measurements: the deadline (2 s) and the connect timeout
+    // (1 s) end these well before.
+    let bound = Duration::from_mins(1);
     handle.case_mut().buffer(Mutation::IncrementStepCount);
-    let started = Instant::now();
-    let error = workspace.commit(&mut handle).await.unwrap_err();
+    let error = tokio::time::timeout(bound, workspace.commit(&mut handle))
+        .await
+        .expect("the retry deadline ends the commit")
+        .unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::InDoubt, "{error}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
     assert_eq!(handle.case().state().version, 1, "state unchanged");
 
-    // A new connection to a stopped server fails in bounded time too.
-    let started = Instant::now();
+    // A new connection to a stopped server fails too.
     let mut config = JetStreamConfig::new(server.url());
     config.connect_timeout = Duration::from_secs(1);
-    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    let error = tokio::time::timeout(bound, JetStreamLog::connect(&config))
+        .await
+        .expect("the connect timeout ends the connection attempt")
+        .unwrap_err();
     assert_eq!(error.kind(), LogErrorKind::Unavailable, "{error}");
     assert!(error.to_string().contains(server.url()), "{error}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,155 @@
+//! The backends the suite runs on, and helpers every check shares.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use wfstate_events::{
+    EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, MemoryLog, Workspace,
+};
+use wfstate_projector::{EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig};
+use wfstate_store::{CaseId, CommitId, CommitMeta};
+use wfstate_tests::NatsServer;
+
+/// A backend of the log.
+pub trait Fixture {
+    type Log: EventLog + Clone;
+    fn log(&self) -> Self::Log;
+}
+
+/// A backend with a projector of its own.
+pub trait ProjectorFixture: Fixture {
+    type Projector: Projector;
+    async fn projector(&self) -> Self::Projector;
+}
+
+pub struct JetStream {
+    _server: NatsServer,
+    log: JetStreamLog,
+}
+
+impl JetStream {
+    pub async fn start() -> Self {
+        let server = NatsServer::start().await;
+        let log = JetStreamLog::connect(&JetStreamConfig::new(server.url()))
+            .await
+            .unwrap();
+        JetStream {
+            _server: server,
+            log,
+        }
+    }
+}
+
+impl Fixture for JetStream {
+    type Log = JetStreamLog;
+    fn log(&self) -> JetStreamLog {
+        self.log.clone()
+    }
+}
+
+impl ProjectorFixture for JetStream {
+    type Projector = JetStreamProjector;
+    async fn projector(&self) -> JetStreamProjector {
+        let config = ProjectorConfig {
+            batch: 32,
+            fetch_wait: Duration::from_millis(100),
+            ..ProjectorConfig::default()
+        };
+        JetStreamProjector::open(&self.log, config).await.unwrap()
+    }
+}
+
+pub struct Embedded {
+    _dir: tempfile::TempDir,
+    log: EmbeddedLog,
+}
+
+impl Embedded {
+    #[expect(
+        clippy::unused_async,
+        reason = "the conformance macro awaits every fixture's start"
+    )]
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+        Embedded { _dir: dir, log }
+    }
+}
+
+impl Fixture for Embedded {
+    type Log = EmbeddedLog;
+    fn log(&self) -> EmbeddedLog {
+        self.log.clone()
+    }
+}
+
+impl ProjectorFixture for Embedded {
+    type Projector = EmbeddedProjector;
+    async fn projector(&self) -> EmbeddedProjector {
+        EmbeddedProjector::open(self.log.path(), "test", 32).unwrap()
+    }
+}
+
+/// The in-memory log.
+pub struct Memory {
+    log: MemoryLog,
+}
+
+impl Memory {
+    #[expect(
+        clippy::unused_async,
+        reason = "the conformance macro awaits every fixture's start"
+    )]
+    pub async fn start() -> Self {
+        Memory {
+            log: MemoryLog::new(),
+        }
+    }
+}
+
+impl Fixture for Memory {
+    type Log = MemoryLog;
+    fn log(&self) -> MemoryLog {
+        self.log.clone()
+    }
+}
+
+/// A workspace over `log` whose retries pause for a millisecond, for scripted faults.
+pub fn patient<L: EventLog>(log: L) -> Workspace<L> {
+    Workspace::new(log).with_retry(
+        wfstate_events::RetryPolicy::default()
+            .with_backoff(Duration::from_millis(1), Duration::from_millis(5)),
+    )
+}
+
+pub fn case(id: &str) -> CaseId {
+    CaseId::new(id).unwrap()
+}
+
+pub fn meta() -> CommitMeta {
+    CommitMeta {
+        commit_id: CommitId::generate(),
+        committed_at_ms: 1_700_000_000_000,
+        writer: "w".into(),
+    }
+}
+
+/// Appends raw bytes as the case's next event, around the commit client.
+pub async fn inject<L: EventLog>(log: &L, case_id: &str, payload: &[u8]) -> u64 {
+    let id = case(case_id);
+    let last = log
+        .last_event(&id)
+        .await
+        .unwrap()
+        .map_or(0, |event| event.position);
+    log.append(
+        &id,
+        CommitId::generate(),
+        last,
+        Bytes::copy_from_slice(payload),
+    )
+    .await
+    .unwrap()
+    .stored_at()
+    .unwrap()
+}
