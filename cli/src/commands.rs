@@ -124,6 +124,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             Ok(0)
         }
         Command::Demo(args) => crate::demo::run(log, &args, json).await,
+        #[cfg(feature = "bench")]
         Command::Bench(_) => unreachable!("bench is dispatched before a backend is chosen"),
     }
 }

@@ -6,7 +6,6 @@
 //! 4 backend unavailable. Errors are one line on stderr (validation errors: one line each).
 
 mod backend;
-mod bench;
 mod commands;
 mod demo;
 mod error;
@@ -157,7 +156,8 @@ enum Command {
         file: PathBuf,
     },
     /// End-to-end figures next to raw baselines (JetStream phases need --nats).
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(wfstate_bench::BenchArgs),
     /// The main job: concurrent workers drive workflow cases, then every case is replayed,
     /// verified and audited.
     Demo(demo::DemoArgs),
@@ -197,12 +197,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
     let store = backend::open(&cli.store).await?;
+    #[cfg(feature = "bench")]
     if let Command::Bench(args) = &cli.command {
         let nats = match &store {
             backend::Store::JetStream(log) => Some(log.as_ref()),
             backend::Store::Embedded(_) => None,
         };
-        return Box::pin(bench::run(nats, args, cli.json)).await;
+        return Box::pin(wfstate_bench::run(nats, args, cli.json))
+            .await
+            .map(|()| 0)
+            .map_err(|error| CliError::new(error::UNAVAILABLE, error.to_string()));
     }
     match store {
         backend::Store::Embedded(log) => commands::run(&log, cli.command, cli.json).await,

@@ -1,4 +1,4 @@
-//! `wfstate bench`: end-to-end figures, each next to a raw baseline on the same server with the
+//! The end-to-end benchmarks behind `wfstate bench`: figures, each next to a raw baseline on the same server with the
 //! same payloads and headers. It starts nothing itself: the JetStream phases run against
 //! `--nats` (in a stream of their own, deleted at the end), the embedded phase in a temporary
 //! directory.
@@ -9,6 +9,8 @@
 //! 3. replay of a long case vs a raw ordered-consumer read of the same messages;
 //! 4. projector catch-up over every event of the run vs the commit rate of (1);
 //! 5. the embedded log's commit rate at the concurrency of (1), vs the rate of (1).
+
+mod figure;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +26,7 @@ use wfstate_events::{
 use wfstate_projector::{JetStreamProjector, Projector, ProjectorConfig, replay};
 use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Mutation, Value};
 
-use crate::error::{CliError, UNAVAILABLE};
+use crate::figure::{Figure, Reporter, Started, best, finish, phase_start};
 
 /// Sizes of the benchmark.
 #[derive(Debug, Args)]
@@ -46,121 +48,40 @@ pub struct BenchArgs {
     replay_events: usize,
 }
 
-/// One measured run: its rate and latencies.
-struct Figure {
-    operations: usize,
-    seconds: f64,
-    latencies: Vec<Duration>,
-    peak_rss_kib: u64,
-    /// CPU time of the whole process (client side only) during the phase.
-    cpu_seconds: f64,
+/// Why the benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("bench: {message}")]
+pub struct BenchError {
+    message: String,
 }
 
-impl Figure {
-    fn rate(&self) -> f64 {
-        self.operations as f64 / self.seconds.max(f64::EPSILON)
-    }
-
-    /// The latency below which `permille` thousandths of the operations finished, in ms.
-    fn percentile_ms(&self, permille: usize) -> Option<f64> {
-        if self.latencies.is_empty() {
-            return None;
-        }
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
-        let index = (sorted.len() - 1) * permille / 1000;
-        Some(sorted[index].as_secs_f64() * 1000.0)
-    }
-
-    /// Client CPU time per operation, in µs.
-    fn cpu_per_op_us(&self) -> f64 {
-        self.cpu_seconds * 1e6 / self.operations.max(1) as f64
-    }
-
-    fn json(&self) -> Json {
-        json!({
-            "operations": self.operations, "seconds": self.seconds, "per_second": self.rate(),
-            "p50_ms": self.percentile_ms(500), "p99_ms": self.percentile_ms(990),
-            "peak_rss_kib": self.peak_rss_kib, "client_cpu_us_per_op": self.cpu_per_op_us(),
-        })
-    }
-
-    fn line(&self, name: &str) -> String {
-        let latency = match (self.percentile_ms(500), self.percentile_ms(990)) {
-            (Some(p50), Some(p99)) => format!("p50 {p50:.2} ms  p99 {p99:.2} ms"),
-            _ => String::new(),
-        };
-        format!(
-            "  {name:<9} {:>9.0}/s  {:>8} ops in {:>6.2} s  {latency:<28} peak RSS {:>3} MiB  \
-             cpu {:>5.1} us/op",
-            self.rate(),
-            self.operations,
-            self.seconds,
-            self.peak_rss_kib / 1024,
-            self.cpu_per_op_us()
-        )
-    }
+macro_rules! from_errors {
+    ($($error:ty),*) => {
+        $(
+            impl From<$error> for BenchError {
+                fn from(error: $error) -> Self {
+                    bench_error(error)
+                }
+            }
+        )*
+    };
 }
 
-/// When a phase started: its clock and the process's CPU time then.
-#[derive(Clone, Copy)]
-struct Started {
-    at: Instant,
-    cpu_seconds: f64,
-}
+from_errors!(
+    wfstate_store::IdError,
+    wfstate_events::CommitError,
+    wfstate_events::LogError,
+    wfstate_projector::ProjectorError
+);
 
-/// Starts a phase: resets the process's peak resident size (Linux), so the phase reports its
-/// own peak, and notes the CPU time used so far.
-fn phase_start() -> Started {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    Started {
-        at: Instant::now(),
-        cpu_seconds: cpu_seconds(),
+fn bench_error(error: impl std::fmt::Display) -> BenchError {
+    BenchError {
+        message: error.to_string(),
     }
-}
-
-/// The CPU time (user and system, every thread) this process has used, in seconds; 0 where
-/// `/proc` cannot tell.
-fn cpu_seconds() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat, counted after the command name (which may hold
-    // spaces, but ends at the last ')'), in clock ticks of 1/100 s on Linux.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let user: u64 = fields.get(11)?.parse().ok()?;
-            let system: u64 = fields.get(12)?.parse().ok()?;
-            Some(user + system)
-        });
-    ticks.map_or(0.0, |ticks| ticks as f64 / 100.0)
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-fn finish(started: Started, operations: usize, latencies: Vec<Duration>) -> Figure {
-    Figure {
-        operations,
-        seconds: started.at.elapsed().as_secs_f64(),
-        cpu_seconds: cpu_seconds() - started.cpu_seconds,
-        latencies,
-        peak_rss_kib: peak_rss_kib(),
-    }
-}
-
-fn bench_error(error: impl std::fmt::Display) -> CliError {
-    CliError::new(UNAVAILABLE, format!("bench: {error}"))
 }
 
 /// Realistic payloads: the events of a few prepared commits (for the raw baselines).
-fn sample_payloads(count: usize) -> Result<Vec<Bytes>, CliError> {
+fn sample_payloads(count: usize) -> Result<Vec<Bytes>, BenchError> {
     let mut case = Case::new(CaseId::new("sample").map_err(bench_error)?);
     let mut payloads = Vec::new();
     for n in 0..count {
@@ -183,7 +104,7 @@ async fn wfstate_commits<L: EventLog + Clone>(
     prefix: &str,
     cases: usize,
     commits: usize,
-) -> Result<Figure, CliError> {
+) -> Result<Figure, BenchError> {
     let started = phase_start();
     let tasks: Vec<_> = (0..cases)
         .map(|n| {
@@ -217,7 +138,7 @@ async fn raw_commits(
     cases: usize,
     commits: usize,
     payloads: &Arc<Vec<Bytes>>,
-) -> Result<Figure, CliError> {
+) -> Result<Figure, BenchError> {
     let started = phase_start();
     let tasks: Vec<_> = (0..cases)
         .map(|n| {
@@ -252,7 +173,7 @@ async fn raw_commits(
 async fn join_latencies<E: std::fmt::Display>(
     started: Started,
     tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, E>>>,
-) -> Result<Figure, CliError> {
+) -> Result<Figure, BenchError> {
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.map_err(bench_error)?.map_err(bench_error)?);
@@ -265,7 +186,7 @@ async fn write_long_case(
     log: &JetStreamLog,
     case_id: &CaseId,
     events: usize,
-) -> Result<(), CliError> {
+) -> Result<(), BenchError> {
     let mut case = Case::new(case_id.clone());
     let mut acks = futures::stream::FuturesOrdered::new();
     for n in 0..events {
@@ -300,7 +221,11 @@ async fn write_long_case(
     Ok(())
 }
 
-async fn raw_read(log: &JetStreamLog, case_id: &CaseId, events: usize) -> Result<Figure, CliError> {
+async fn raw_read(
+    log: &JetStreamLog,
+    case_id: &CaseId,
+    events: usize,
+) -> Result<Figure, BenchError> {
     let (stream, filter_subject) = (log.stream().clone(), log.subject(case_id));
     let started = phase_start();
     // In a task, like replay.
@@ -323,7 +248,7 @@ async fn raw_read(log: &JetStreamLog, case_id: &CaseId, events: usize) -> Result
             bytes += message.payload.len();
         }
         std::hint::black_box(bytes);
-        Ok::<(), CliError>(())
+        Ok::<(), BenchError>(())
     })
     .await
     .map_err(bench_error)??;
@@ -334,7 +259,7 @@ async fn sequential<L: EventLog + Clone>(
     workspace: &Workspace<L>,
     name: &str,
     commits: usize,
-) -> Result<Figure, CliError> {
+) -> Result<Figure, BenchError> {
     let (workspace, id) = (workspace.clone(), CaseId::new(name)?);
     let started = phase_start();
     // In a task, like the raw baseline: the same scheduling for both sides.
@@ -356,7 +281,7 @@ async fn sequential<L: EventLog + Clone>(
     Ok(finish(started, commits, latencies))
 }
 
-async fn replay_long(log: &JetStreamLog, case_id: &CaseId) -> Result<Figure, CliError> {
+async fn replay_long(log: &JetStreamLog, case_id: &CaseId) -> Result<Figure, BenchError> {
     let (log, case_id) = (log.clone(), case_id.clone());
     let started = phase_start();
     let replayed = tokio::spawn(async move { replay(&log, &case_id, None).await })
@@ -369,15 +294,16 @@ async fn replay_long(log: &JetStreamLog, case_id: &CaseId) -> Result<Figure, Cli
     ))
 }
 
-fn ratio(of: &Figure, to: &Figure) -> f64 {
-    of.rate() / to.rate().max(f64::EPSILON)
-}
-
+/// Runs every phase: the JetStream ones against `nats` when given, the embedded one in a
+/// temporary directory; prints the figures (as one JSON object with `json_out`).
+///
+/// # Errors
+/// [`BenchError`] when a phase cannot run; the streams it made are deleted first.
 pub async fn run(
     nats: Option<&JetStreamLog>,
     args: &BenchArgs,
     json_out: bool,
-) -> Result<u8, CliError> {
+) -> Result<(), BenchError> {
     let mut report = serde_json::Map::new();
     let mut lines = Vec::new();
     let mut commit_rate = None;
@@ -441,47 +367,20 @@ pub async fn run(
             println!("{line}");
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 fn base_urls(log: &JetStreamLog) -> String {
     log.urls().to_owned()
 }
 
-/// The faster of two runs.
-fn best(a: Figure, b: Figure) -> Figure {
-    if a.rate() >= b.rate() { a } else { b }
-}
-
-/// Records one phase's figures: printed lines and a JSON entry.
-struct Reporter<'a> {
-    report: &'a mut serde_json::Map<String, Json>,
-    lines: &'a mut Vec<String>,
-}
-
-impl Reporter<'_> {
-    fn pair(&mut self, key: &str, title: String, names: [&str; 2], ours: &Figure, raw: &Figure) {
-        self.lines.push(title);
-        self.lines.push(ours.line(names[0]));
-        self.lines.push(raw.line(names[1]));
-        self.lines.push(format!(
-            "  ratio     {:.2} (target >= 0.90)",
-            ratio(ours, raw)
-        ));
-        self.report.insert(
-            key.into(),
-            json!({"wfstate": ours.json(), "raw": raw.json(), "ratio": ratio(ours, raw)}),
-        );
-    }
-}
-
 /// Runs each side twice, alternating (raw, ours, raw, ours), and keeps each side's better
 /// run, so that neither gains from running second on a warmer server. Each run gets its own
 /// tag (`a`, `b`) to name its cases.
 async fn alternating(
-    raw: impl AsyncFn(&str) -> Result<Figure, CliError>,
-    ours: impl AsyncFn(&str) -> Result<Figure, CliError>,
-) -> Result<(Figure, Figure), CliError> {
+    raw: impl AsyncFn(&str) -> Result<Figure, BenchError>,
+    ours: impl AsyncFn(&str) -> Result<Figure, BenchError>,
+) -> Result<(Figure, Figure), BenchError> {
     let raw_first = raw("a").await?;
     let ours_first = ours("a").await?;
     let raw = best(raw_first, raw("b").await?);
@@ -495,7 +394,7 @@ async fn many_cases(
     raw_log: &JetStreamLog,
     args: &BenchArgs,
     payloads: &Arc<Vec<Bytes>>,
-) -> Result<(Figure, Figure), CliError> {
+) -> Result<(Figure, Figure), BenchError> {
     let prefix = format!("{}.", raw_log.subject_prefix());
     alternating(
         async |tag| {
@@ -513,7 +412,7 @@ async fn one_case(
     raw_log: &JetStreamLog,
     args: &BenchArgs,
     payloads: &Arc<Vec<Bytes>>,
-) -> Result<(Figure, Figure), CliError> {
+) -> Result<(Figure, Figure), BenchError> {
     let prefix = format!("{}.seq-", raw_log.subject_prefix());
     alternating(
         async |tag| {
@@ -530,7 +429,7 @@ async fn one_case(
 async fn hot_case(
     workspace: &Workspace<JetStreamLog>,
     args: &BenchArgs,
-) -> Result<Figure, CliError> {
+) -> Result<Figure, BenchError> {
     let (workspace, size) = (workspace.clone(), args.hot_batch.max(1));
     let rounds = args.sequential.div_ceil(size);
     let started = phase_start();
@@ -558,7 +457,7 @@ async fn hot_case(
 }
 
 /// (3): replay of a long case, next to a raw ordered read of its messages.
-async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Figure), CliError> {
+async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Figure), BenchError> {
     let long_case = CaseId::new("long").map_err(bench_error)?;
     write_long_case(log, &long_case, args.replay_events).await?;
     let raw = best(
@@ -573,7 +472,7 @@ async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Fi
 }
 
 /// (4): a new projector catching up over every event of the run.
-async fn projector_catch_up(log: &JetStreamLog, run_id: u128) -> Result<Figure, CliError> {
+async fn projector_catch_up(log: &JetStreamLog, run_id: u128) -> Result<Figure, BenchError> {
     let events = log.last_position().await?;
     let projector_config = ProjectorConfig {
         name: format!("bench-{run_id}"),
@@ -598,7 +497,7 @@ async fn jetstream_phases(
     report: &mut serde_json::Map<String, Json>,
     lines: &mut Vec<String>,
     run_id: u128,
-) -> Result<f64, CliError> {
+) -> Result<f64, BenchError> {
     let mut reporter = Reporter { report, lines };
     let workspace = Workspace::new(log.clone()).with_writer("bench");
     let payloads = Arc::new(sample_payloads(16)?);

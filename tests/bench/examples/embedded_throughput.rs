@@ -1,5 +1,5 @@
 //! Commits/s of the embedded log (fsync on commit) with 1 and with 64 concurrent writers, each
-//! writer on its own case. Run: `cargo run --release -p wfstate-tests --example
+//! writer on its own case. Run: `cargo run --release -p wfstate-bench --example
 //! embedded_throughput [COMMITS_PER_WRITER]`; the log is created in a temporary directory
 //! under the current one (so on the same disk as the work tree).
 
