@@ -6,6 +6,10 @@
 //! - Values, mutations and events round-trip through CBOR (and JSON where it can).
 //! - The state hash does not depend on the order entries were inserted in.
 //! - Folding the same events twice gives identical bytes, equal to the writer's state.
+//! - The direct encoders and reader agree with ciborium and serde byte for byte (`codec`).
+
+mod codec;
+mod commits;
 
 use std::collections::BTreeMap;
 
@@ -13,12 +17,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use crate::{
-    Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Event, FoldError, Hash, Map,
-    Mutation, PrepareError, Receipt, Scope, ScopeId, ScopeStatus, Token, TokenId, TokenStatus,
-    TokenUpdate, Value,
+    Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Mutation, PrepareError, Receipt,
+    ScopeId, TokenId, TokenStatus, TokenUpdate, Value,
 };
 
-fn runner(name: &str, cases: u32) -> TestRunner {
+pub(super) fn runner(name: &str, cases: u32) -> TestRunner {
     let seed = std::env::var("WFSTATE_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -40,7 +43,7 @@ fn runner(name: &str, cases: u32) -> TestRunner {
 
 // ---------------------------------------------------------------- generators
 
-fn value() -> impl Strategy<Value = Value> {
+pub(super) fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -58,19 +61,19 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
-fn key() -> impl Strategy<Value = String> {
+pub(super) fn key() -> impl Strategy<Value = String> {
     prop_oneof![8 => "[a-d]", 1 => Just(String::new())]
 }
 
-fn token_id() -> impl Strategy<Value = TokenId> {
+pub(super) fn token_id() -> impl Strategy<Value = TokenId> {
     (0..5u8).prop_map(|n| TokenId::new(format!("t{n}")).unwrap())
 }
 
-fn scope_id() -> impl Strategy<Value = ScopeId> {
+pub(super) fn scope_id() -> impl Strategy<Value = ScopeId> {
     prop_oneof![1 => Just(ScopeId::root()), 4 => (0..4u8).prop_map(|n| ScopeId::new(format!("s{n}")).unwrap())]
 }
 
-fn token_status() -> impl Strategy<Value = TokenStatus> {
+pub(super) fn token_status() -> impl Strategy<Value = TokenStatus> {
     prop_oneof![
         Just(TokenStatus::Active),
         Just(TokenStatus::Complete),
@@ -78,7 +81,7 @@ fn token_status() -> impl Strategy<Value = TokenStatus> {
     ]
 }
 
-fn case_status() -> impl Strategy<Value = CaseStatus> {
+pub(super) fn case_status() -> impl Strategy<Value = CaseStatus> {
     prop_oneof![
         Just(CaseStatus::Running),
         Just(CaseStatus::Done),
@@ -87,7 +90,7 @@ fn case_status() -> impl Strategy<Value = CaseStatus> {
     ]
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+pub(super) fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         1 => prop_oneof![
             prop::collection::btree_map("[a-d]", value(), 0..3).prop_map(Value::Map),
@@ -112,7 +115,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
-fn batches() -> impl Strategy<Value = Vec<Vec<Mutation>>> {
+pub(super) fn batches() -> impl Strategy<Value = Vec<Vec<Mutation>>> {
     prop::collection::vec(prop::collection::vec(mutation(), 1..8), 1..8)
 }
 
@@ -340,7 +343,7 @@ impl Model {
     }
 }
 
-fn meta(at: u64) -> CommitMeta {
+pub(super) fn meta(at: u64) -> CommitMeta {
     CommitMeta {
         commit_id: CommitId::generate(),
         committed_at_ms: at,
@@ -351,7 +354,9 @@ fn meta(at: u64) -> CommitMeta {
 /// Runs `batches` against a case and the model, checking they agree; returns the payloads of
 /// the accepted commits and the final case. A second case takes the same batches through
 /// [`Case::try_commit`] (dropped once, then kept) and must stay equal to the first.
-fn run_against_model(batches: &[Vec<Mutation>]) -> Result<(Vec<Vec<u8>>, Case), TestCaseError> {
+pub(super) fn run_against_model(
+    batches: &[Vec<Mutation>],
+) -> Result<(Vec<Vec<u8>>, Case), TestCaseError> {
     let mut case = Case::new(CaseId::new("prop").unwrap());
     let mut tried = Case::new(CaseId::new("prop").unwrap());
     let mut model = Model::new();
@@ -411,382 +416,4 @@ fn run_against_model(batches: &[Vec<Mutation>]) -> Result<(Vec<Vec<u8>>, Case), 
         }
     }
     Ok((payloads, case))
-}
-
-#[test]
-fn random_batches_match_the_reference_model() {
-    runner("random_batches_match_the_reference_model", 400)
-        .run(&batches(), |batches| {
-            run_against_model(&batches).map(|_| ())
-        })
-        .unwrap();
-}
-
-#[test]
-fn an_event_that_fails_its_state_hash_is_undone_whole() {
-    runner("an_event_that_fails_its_state_hash_is_undone_whole", 200)
-        .run(&batches(), |batches| {
-            let (payloads, writer) = run_against_model(&batches)?;
-            let mut case = Case::new(CaseId::new("prop").unwrap());
-            for payload in &payloads {
-                // Every mutation of the event applies; only the final hash check fails, so
-                // everything it changed must be put back.
-                let mut forged = Event::decode(payload).unwrap();
-                forged.state_hash = Hash::of(b"forged");
-                let before = case.state().clone();
-                let refused = case.apply_payload(&forged.encode());
-                prop_assert!(
-                    matches!(refused, Err(FoldError::StateHashMismatch { .. })),
-                    "{refused:?}"
-                );
-                prop_assert_eq!(case.state(), &before);
-                case.apply_payload(payload).unwrap();
-            }
-            prop_assert_eq!(case.state(), writer.state());
-            Ok(())
-        })
-        .unwrap();
-}
-
-#[test]
-fn folding_the_same_events_twice_gives_identical_bytes() {
-    runner("folding_the_same_events_twice_gives_identical_bytes", 200)
-        .run(&batches(), |batches| {
-            let (payloads, writer) = run_against_model(&batches)?;
-            let fold = || {
-                let mut case = Case::new(CaseId::new("prop").unwrap());
-                for payload in &payloads {
-                    case.apply_payload(payload).unwrap();
-                }
-                case
-            };
-            // The second fold goes through the in-place `Case::fold` replay uses.
-            let fold_in_place = || {
-                let mut case = Case::new(CaseId::new("prop").unwrap());
-                for payload in &payloads {
-                    case = case.fold(payload).unwrap().0;
-                }
-                case
-            };
-            let (first, second) = (fold(), fold_in_place());
-            prop_assert_eq!(
-                first.state().canonical_bytes(),
-                second.state().canonical_bytes()
-            );
-            prop_assert_eq!(
-                first.state().canonical_bytes(),
-                writer.state().canonical_bytes()
-            );
-            prop_assert_eq!(first.last_event_hash(), writer.last_event_hash());
-            Ok(())
-        })
-        .unwrap();
-}
-
-#[test]
-fn values_and_mutations_round_trip() {
-    runner("values_and_mutations_round_trip", 500)
-        .run(&prop::collection::vec(mutation(), 0..6), |mutations| {
-            let mut cbor = Vec::new();
-            ciborium::into_writer(&mutations, &mut cbor).unwrap();
-            let decoded: Vec<Mutation> = ciborium::from_reader(cbor.as_slice()).unwrap();
-            prop_assert_eq!(&decoded, &mutations);
-            // JSON has no byte strings; other values round-trip through it as well.
-            let json = serde_json::to_string(&mutations).unwrap();
-            if !json_unfriendly(&mutations) {
-                let decoded: Vec<Mutation> = serde_json::from_str(&json).unwrap();
-                prop_assert_eq!(&decoded, &mutations);
-            }
-            Ok(())
-        })
-        .unwrap();
-}
-
-/// Whether the mutations hold a byte string, which JSON cannot carry.
-fn json_unfriendly(mutations: &[Mutation]) -> bool {
-    format!("{mutations:?}").contains("Bytes(")
-}
-
-#[test]
-fn events_round_trip() {
-    runner("events_round_trip", 200)
-        .run(&batches(), |batches| {
-            let (payloads, case) = run_against_model(&batches)?;
-            for payload in &payloads {
-                let event = crate::Event::decode(payload).unwrap();
-                prop_assert_eq!(&event.encode(), payload);
-            }
-            prop_assert_eq!(case.state().check_invariants(), Ok(()));
-            Ok(())
-        })
-        .unwrap();
-}
-
-#[test]
-fn state_hash_ignores_insertion_order() {
-    let entries = prop::collection::vec(("[a-h]{1,3}", value()), 0..12);
-    runner("state_hash_ignores_insertion_order", 300)
-        .run(&(entries, any::<u64>()), |(entries, shuffle)| {
-            let mut forward = CaseState::new(CaseId::new("c").unwrap());
-            for (key, value) in &entries {
-                forward.ctx.insert(key.clone(), value.clone());
-            }
-            // The same final entries, inserted in another order.
-            let last: Map = entries.iter().cloned().collect();
-            let mut order: Vec<(String, Value)> = last.into_iter().collect();
-            let n = order.len().max(1);
-            order.rotate_left(usize::try_from(shuffle % n as u64).unwrap());
-            order.reverse();
-            let mut backward = CaseState::new(CaseId::new("c").unwrap());
-            for (key, value) in order {
-                backward.ctx.insert(key, value);
-            }
-            prop_assert_eq!(forward.hash(), backward.hash());
-            Ok(())
-        })
-        .unwrap();
-}
-
-/// Values for encoding: every float class and every integer header width, at its edges.
-fn encoding_value() -> impl Strategy<Value = Value> {
-    let edges: Vec<i128> = vec![
-        0,
-        23,
-        24,
-        255,
-        256,
-        65_535,
-        65_536,
-        u32::MAX.into(),
-        i128::from(u32::MAX) + 1,
-        u64::MAX.into(),
-        -1,
-        -24,
-        -25,
-        -256,
-        -257,
-        -65_537,
-        i64::MIN.into(),
-        i128::from(i64::MIN) + 1,
-    ];
-    let leaf = prop_oneof![
-        value(),
-        prop::sample::select(edges).prop_map(Value::Integer),
-        any::<f64>().prop_map(Value::Float),
-        any::<f32>().prop_map(|float| Value::Float(float.into())),
-        prop::sample::select(vec![
-            0.0,
-            -0.0,
-            0.5,
-            1.5,
-            65_504.0,
-            1e-7,
-            f64::NAN,
-            f64::INFINITY
-        ])
-        .prop_map(Value::Float),
-        "\\PC{20,30}".prop_map(Value::from),
-        prop::collection::vec(any::<u8>(), 250..260).prop_map(Value::Bytes),
-    ];
-    leaf.prop_recursive(2, 12, 3, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-            prop::collection::btree_map("\\PC{0,3}", inner, 0..3).prop_map(Value::Map),
-        ]
-    })
-}
-
-fn encoding_state() -> impl Strategy<Value = CaseState> {
-    let status = prop::sample::select(vec![
-        CaseStatus::Running,
-        CaseStatus::Done,
-        CaseStatus::Failed,
-        CaseStatus::Cancelled,
-    ]);
-    let scope = (any::<u64>(), scope_id(), scope_id(), any::<bool>()).prop_map(
-        |(entered_at_ms, id, parent, cancelled)| Scope {
-            entered_at_ms,
-            id,
-            parent,
-            status: if cancelled {
-                ScopeStatus::Cancelled
-            } else {
-                ScopeStatus::Active
-            },
-        },
-    );
-    let token = (
-        "[a-z]{1,30}",
-        any::<u64>(),
-        scope_id(),
-        token_status(),
-        encoding_value(),
-    )
-        .prop_map(|(id, ip, scope, status, value)| Token {
-            id: TokenId::new(id).unwrap(),
-            ip,
-            scope,
-            status,
-            value,
-        });
-    (
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
-        prop::collection::btree_map("\\PC{1,30}", encoding_value(), 0..30),
-        encoding_value(),
-        prop::collection::vec(scope, 0..4),
-        prop::collection::vec(token, 0..30),
-        status,
-    )
-        .prop_map(|(numbers, ctx, metadata, scopes, tokens, status)| {
-            let mut state = CaseState::new(CaseId::new("c").unwrap());
-            (state.created_at_ms, state.last_commit_at_ms) = (numbers.0, numbers.1);
-            (state.step_count, state.version) = (numbers.2, numbers.3);
-            state.ctx = ctx;
-            state.metadata = metadata;
-            state.status = status;
-            state
-                .scopes
-                .extend(scopes.into_iter().map(|s| (s.id.clone(), s)));
-            state
-                .tokens
-                .extend(tokens.into_iter().map(|t| (t.id.clone(), t)));
-            state
-        })
-}
-
-#[test]
-fn the_canonical_encoding_is_ciboriums_byte_for_byte() {
-    runner("the_canonical_encoding_is_ciboriums_byte_for_byte", 300)
-        .run(&encoding_state(), |state| {
-            let mut reference = Vec::new();
-            ciborium::into_writer(&state, &mut reference).unwrap();
-            prop_assert_eq!(state.canonical_bytes(), reference);
-            Ok(())
-        })
-        .unwrap();
-}
-
-fn any_event() -> impl Strategy<Value = Event> {
-    (
-        prop::collection::vec(mutation(), 0..20),
-        (any::<u64>(), any::<u64>()),
-        "\\PC{0,40}",
-        (any::<[u8; 32]>(), any::<[u8; 32]>()),
-    )
-        .prop_map(|(mutations, (version, at), writer, (state, prev))| Event {
-            schema: crate::SCHEMA_VERSION,
-            commit_id: CommitId::generate(),
-            case_id: CaseId::new("c-1").unwrap(),
-            version,
-            mutations,
-            committed_at_ms: at,
-            writer,
-            state_hash: Hash(state),
-            prev_event_hash: Hash(prev),
-        })
-}
-
-#[test]
-fn the_event_encoding_is_ciboriums_byte_for_byte() {
-    runner("the_event_encoding_is_ciboriums_byte_for_byte", 300)
-        .run(&any_event(), |event| {
-            let mut reference = Vec::new();
-            ciborium::into_writer(&event, &mut reference).unwrap();
-            prop_assert_eq!(event.encode(), reference);
-            Ok(())
-        })
-        .unwrap();
-}
-
-/// What a decode gives, comparable even with NaN floats inside: the event's bytes again.
-fn decoded(result: Result<Event, crate::DecodeError>) -> Result<Vec<u8>, crate::DecodeError> {
-    result.map(|event| event.encode())
-}
-
-#[test]
-fn the_direct_reader_decodes_what_serde_decodes() {
-    // How (overwrite a byte, insert one, truncate, add a trailing byte), where, and what.
-    let damage = (0..4_u8, any::<prop::sample::Index>(), any::<u8>());
-    runner("the_direct_reader_decodes_what_serde_decodes", 600)
-        .run(&(any_event(), damage), |(event, (how, at, byte))| {
-            let payload = event.encode();
-            // Writers' payloads take the direct path (floats of half width excepted).
-            if !format!("{event:?}").contains("Float(") {
-                prop_assert!(crate::reader::read_event(&payload).is_some());
-            }
-            prop_assert_eq!(
-                decoded(Event::decode(&payload)),
-                decoded(Event::decode_by_serde(&payload))
-            );
-            // A damaged payload decodes, or fails, exactly as through serde.
-            let mut damaged = payload.clone();
-            match how {
-                0 => damaged[at.index(payload.len())] = byte,
-                1 => damaged.insert(at.index(payload.len() + 1), byte),
-                2 => damaged.truncate(at.index(payload.len())),
-                _ => damaged.push(0),
-            }
-            prop_assert_eq!(
-                decoded(Event::decode(&damaged)),
-                decoded(Event::decode_by_serde(&damaged))
-            );
-            Ok(())
-        })
-        .unwrap();
-}
-
-/// Any CBOR item, well-formed or not: a random head (every major type and additional value,
-/// its argument bytes), random bytes after it, or arrays and maps of such items.
-fn cbor_item() -> impl Strategy<Value = Vec<u8>> {
-    let leaf = (
-        0..8_u8,
-        0..32_u8,
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..6),
-    )
-        .prop_map(|(major, additional, argument, tail)| {
-            let mut item = vec![major << 5 | additional];
-            let argument = argument.to_be_bytes();
-            match additional {
-                24 => item.push(argument[7]),
-                25 => item.extend_from_slice(&argument[6..]),
-                26 => item.extend_from_slice(&argument[4..]),
-                27 => item.extend_from_slice(&argument),
-                _ => {}
-            }
-            item.extend(tail);
-            item
-        });
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        (any::<bool>(), prop::collection::vec(inner, 0..4)).prop_map(|(array, items)| {
-            let count = u8::try_from(if array { items.len() } else { items.len() / 2 }).unwrap();
-            let mut item = vec![if array { 0x80 } else { 0xa0 } | count];
-            item.extend(items.into_iter().flatten());
-            item
-        })
-    })
-}
-
-#[test]
-fn the_direct_reader_agrees_with_serde_on_any_value_bytes() {
-    // An event whose metadata value (a null, 0xf6) is replaced by arbitrary item bytes.
-    let mut shell = Case::new(CaseId::new("c").unwrap());
-    shell.buffer(Mutation::SetMetadata { value: Value::Null });
-    let payload = shell.prepare_commit(meta(1)).unwrap().payload().to_vec();
-    let at = payload.iter().position(|&byte| byte == 0xf6).unwrap();
-    runner(
-        "the_direct_reader_agrees_with_serde_on_any_value_bytes",
-        1000,
-    )
-    .run(&cbor_item(), |item| {
-        let mut bytes = payload[..at].to_vec();
-        bytes.extend(&item);
-        bytes.extend(&payload[at + 1..]);
-        prop_assert_eq!(
-            decoded(Event::decode(&bytes)),
-            decoded(Event::decode_by_serde(&bytes))
-        );
-        Ok(())
-    })
-    .unwrap();
 }
