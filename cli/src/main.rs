@@ -209,7 +209,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             .map_err(|error| CliError::new(error::UNAVAILABLE, error.to_string()));
     }
     match store {
-        backend::Store::Embedded(log) => commands::run(&log, cli.command, cli.json).await,
-        backend::Store::JetStream(log) => commands::run(log.as_ref(), cli.command, cli.json).await,
+        backend::Store::Embedded(log) => Box::pin(commands::run(&log, cli.command, cli.json)).await,
+        backend::Store::JetStream(log) => {
+            Box::pin(commands::run(log.as_ref(), cli.command, cli.json)).await
+        }
     }
 }

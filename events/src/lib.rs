@@ -26,8 +26,8 @@ mod log;
 mod memory;
 
 pub use client::{CaseHandle, RetryPolicy, Transacted, Workspace};
-pub use embedded::{DATABASE_FILE, EmbeddedConfig, EmbeddedLog, SCHEMA_VERSION};
+pub use embedded::{DATABASE_FILE, EmbeddedConfig, EmbeddedLog, SQLITE_SCHEMA_VERSION};
 pub use error::{BoxError, CommitError, CommitErrorKind, LogError, LogErrorKind, Misuse};
-pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, SERVER_VERSION_MIN, Tls, consumed_event};
+pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, SERVER_VERSION_MIN, Tls};
 pub use log::{AppendOutcome, EventLog, EventStream, StoredEvent};
 pub use memory::MemoryLog;

@@ -16,7 +16,7 @@ pub enum Outcome {
     Quarantined(QuarantineRecord),
     /// Its version is ahead of the view's: earlier events of the case may still be on their
     /// way (redelivered after a crash). The view is unchanged; the caller checks the log and
-    /// either defers the event or quarantines it with [`quarantine`].
+    /// either defers the event or quarantines it.
     Ahead(QuarantineRecord),
 }
 
@@ -90,7 +90,7 @@ pub fn fold_event(
 
 /// Marks the case's view quarantined by `record` (keeping the first quarantine), creating an
 /// empty view when the case has none. Its state and position stay at the last good event.
-pub fn quarantine(view: Option<View>, case_id: &CaseId, record: &QuarantineRecord) -> View {
+pub(crate) fn quarantine(view: Option<View>, case_id: &CaseId, record: &QuarantineRecord) -> View {
     let mut marked = view.unwrap_or_else(|| View::of(Case::new(case_id.clone()), 0));
     marked.quarantine.get_or_insert(Quarantine {
         position: record.position,

@@ -19,15 +19,17 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
-use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind, StoredEvent, consumed_event};
+use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind, StoredEvent};
 use wfstate_store::{CaseId, Code};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
 use crate::view::View;
 use crate::{Projector, ProjectorError, ViewSource};
 
-/// Names and sizes of the projector.
+/// Names and sizes of the projector. Start from [`ProjectorConfig::default`] and set the
+/// fields that differ.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProjectorConfig {
     /// The durable consumer's name.
     pub name: String,
@@ -125,6 +127,38 @@ async fn receive(
     Ok(received)
 }
 
+/// The event a delivered message carries: its position from the message's metadata, its
+/// commit id from `Nats-Msg-Id`, its case from its subject.
+fn consumed_event(
+    prefix: &str,
+    message: &jetstream::Message,
+) -> Result<StoredEvent, ProjectorError> {
+    let info = message.info().map_err(|error| {
+        LogError::new(
+            LogErrorKind::Unexpected,
+            "a delivered message carries no JetStream metadata",
+        )
+        .with_source(error)
+    })?;
+    let commit_id = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .and_then(|id| id.as_str().parse().ok());
+    let subject = message.subject.as_str();
+    let case_id = subject
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(subject)
+        .to_owned();
+    Ok(StoredEvent {
+        position: info.stream_sequence,
+        case_id,
+        commit_id,
+        payload: message.payload.clone(),
+    })
+}
+
 impl std::fmt::Debug for JetStreamProjector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamProjector")
@@ -167,8 +201,12 @@ impl JetStreamProjector {
     /// [`ProjectorError::Log`] when the server does not answer or refuses.
     pub async fn open(log: &JetStreamLog, config: ProjectorConfig) -> Result<Self, ProjectorError> {
         let prefix = log.subject_prefix().to_owned();
-        let consumer = log
-            .stream()
+        let stream = log
+            .context()
+            .get_stream(log.stream_name())
+            .await
+            .map_err(|e| failed("opening the stream", e))?;
+        let consumer = stream
             .get_or_create_consumer(
                 &config.name,
                 consumer::pull::Config {

@@ -4,7 +4,8 @@
 //!   the same `apply` the writers use, checks each state hash, and quarantines events that do
 //!   not apply, marking their case's view.
 //! - [`fn@replay`] rebuilds a case from its history; [`verify`] compares replays with views.
-//! - [`mod@audit`] rebuilds receipts and verifies every chain, with read-only access.
+//! - [`audit_case`] and [`audit_all`] rebuild receipts and verify every chain, with read-only
+//!   access.
 //!
 //! ```no_run
 //! use wfstate_events::{JetStreamConfig, JetStreamLog};
@@ -27,14 +28,14 @@ use std::future::Future;
 
 use wfstate_store::CaseId;
 
-pub mod audit;
-pub mod embedded;
+mod audit;
+mod embedded;
 mod error;
-pub mod fold;
-pub mod jetstream;
-pub mod replay;
-pub mod transfer;
-pub mod view;
+mod fold;
+mod jetstream;
+mod replay;
+mod transfer;
+mod view;
 
 pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow};
 pub use embedded::EmbeddedProjector;
@@ -43,7 +44,7 @@ pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use replay::{Mismatch, Replayed, replay, verify};
 pub use transfer::{Imported, TransferError, export, import};
-pub use view::{Quarantine, View, ViewError};
+pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};
 
 /// Where views are read from (the projector's store).
 pub trait ViewSource {

@@ -17,13 +17,13 @@ use crate::value::{Map, Value};
 ///
 /// # Panics
 /// When the mutation's preconditions do not hold (a bug in the caller).
-pub fn apply(state: &mut CaseState, mutation: &Mutation, committed_at_ms: u64) {
+pub(crate) fn apply(state: &mut CaseState, mutation: &Mutation, committed_at_ms: u64) {
     apply_logged(state, mutation, committed_at_ms, &mut ());
 }
 
 /// The bookkeeping of one commit, after its mutations were applied: version + 1 and the
 /// commit's timestamps (from the event, never the local clock, so replay is deterministic).
-pub fn apply_commit(state: &mut CaseState, committed_at_ms: u64) {
+pub(crate) fn apply_commit(state: &mut CaseState, committed_at_ms: u64) {
     apply_commit_logged(state, committed_at_ms, &mut ());
 }
 
@@ -88,11 +88,6 @@ impl<'a> Trial<'a> {
     /// The tried state.
     pub(crate) fn state(&self) -> &CaseState {
         self.state
-    }
-
-    /// Applies a mutation that `check` accepted against [`Trial::state`].
-    pub(crate) fn apply(&mut self, mutation: &Mutation, committed_at_ms: u64) {
-        apply_logged(self.state, mutation, committed_at_ms, self.journal);
     }
 
     /// Applies the commit's bookkeeping.

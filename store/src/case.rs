@@ -7,13 +7,14 @@
 //! commit is kept or completed, the handle's state is unchanged; on any error the buffer is
 //! kept for the caller to fix or [`Case::rollback`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
 
 use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged, forget, undo};
 use crate::canonical::{EventHead, write_event_parts};
-use crate::error::{FoldError, PrepareError, StaleCommit, ValidationError, ValidationErrors};
+use crate::error::{FoldError, PrepareError, StaleCommit};
 use crate::event::{Event, SCHEMA_VERSION};
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId, TokenId};
@@ -21,7 +22,7 @@ use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
 use crate::receipt::Receipt;
 use crate::state::{CaseState, Token};
-use crate::validate::{Reason, check};
+use crate::validate::{BatchEntry, Reason, apply_batch_logged};
 use crate::value::Map;
 
 type CtxClosure = Box<dyn Fn(&mut Map) + Send + Sync>;
@@ -39,12 +40,19 @@ enum Closure {
     UpdateToken(TokenId, TokenClosure),
 }
 
-impl Pending {
+impl BatchEntry for Pending {
     fn kind(&self) -> &'static str {
         match self {
             Pending::Mutation(mutation) => mutation.kind(),
             Pending::Closure(Closure::UpdateCtx(_)) => "patch_ctx",
             Pending::Closure(Closure::UpdateToken(..)) => "update_token",
+        }
+    }
+
+    fn resolve(&self, state: &CaseState) -> Result<Cow<'_, Mutation>, Reason> {
+        match self {
+            Pending::Mutation(mutation) => Ok(Cow::Borrowed(mutation)),
+            Pending::Closure(closure) => resolve(state, closure).map(Cow::Owned),
         }
     }
 }
@@ -352,30 +360,17 @@ impl Case {
         // Buffered mutations are checked and applied where they lie; only what closures
         // resolve to is kept aside, in buffer order, for the event.
         let mut resolved = Vec::new();
-        let mut errors = Vec::new();
-        for (index, pending) in buffer.iter().enumerate() {
-            let step = match pending {
-                Pending::Mutation(mutation) => check(trial.state(), mutation, limits).map(|()| {
-                    trial.apply(mutation, meta.committed_at_ms);
-                }),
-                Pending::Closure(closure) => resolve(trial.state(), closure).and_then(|mutation| {
-                    check(trial.state(), &mutation, limits)?;
-                    trial.apply(&mutation, meta.committed_at_ms);
-                    resolved.push(mutation);
-                    Ok(())
-                }),
-            };
-            if let Err(reason) = step {
-                errors.push(ValidationError {
-                    index,
-                    kind: pending.kind(),
-                    reason,
-                });
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ValidationErrors(errors).into());
-        }
+        let (tried, log) = trial.parts();
+        apply_batch_logged(
+            tried,
+            buffer,
+            meta.committed_at_ms,
+            limits,
+            log,
+            |mutation| {
+                resolved.push(mutation);
+            },
+        )?;
         trial.apply_commit(meta.committed_at_ms);
         let tried = trial.state();
         let head = EventHead {
@@ -547,12 +542,13 @@ fn apply_checked(
     journal: &mut impl Journal,
 ) -> Result<(), FoldError> {
     // What the writer validated under its own limits is replayed whatever ours are.
-    crate::validate::apply_batch_logged(
+    apply_batch_logged(
         state,
         &event.mutations,
         event.committed_at_ms,
         &Limits::unbounded(),
         journal,
+        |_| unreachable!("stored mutations are data, not closures"),
     )
     .map_err(FoldError::Invalid)?;
     apply_commit_logged(state, event.committed_at_ms, journal);

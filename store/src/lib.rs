@@ -31,20 +31,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod apply;
+mod apply;
 mod canonical;
-pub mod case;
+mod case;
 mod error;
-pub mod event;
-pub mod hash;
-pub mod id;
-pub mod limits;
-pub mod mutation;
+mod event;
+mod hash;
+mod id;
+mod limits;
+mod mutation;
 mod reader;
-pub mod receipt;
-pub mod state;
-pub mod validate;
-pub mod value;
+mod receipt;
+mod state;
+mod validate;
+mod value;
 
 #[cfg(test)]
 mod rules_tests;
@@ -59,10 +59,10 @@ pub use error::{
 };
 pub use event::{Event, SCHEMA_VERSION};
 pub use hash::Hash;
-pub use id::{CaseId, CommitId, ScopeId, TokenId};
+pub use id::{CaseId, CommitId, ID_LENGTH_MAX, ScopeId, TokenId};
 pub use limits::Limits;
 pub use mutation::{Mutation, TokenUpdate};
 pub use receipt::Receipt;
 pub use state::{CaseState, CaseStatus, Scope, ScopeStatus, Token, TokenStatus};
-pub use validate::Reason;
+pub use validate::{Reason, validate};
 pub use value::{Map, Value};

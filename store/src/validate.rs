@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use std::borrow::Cow;
+
 use crate::apply::{Journal, apply_logged};
 use crate::error::{ValidationError, ValidationErrors};
 use crate::id::{ScopeId, TokenId};
@@ -141,7 +143,7 @@ pub enum Reason {
 ///
 /// # Errors
 /// The [`Reason`] it cannot be applied.
-pub fn check(state: &CaseState, mutation: &Mutation, limits: &Limits) -> Result<(), Reason> {
+pub(crate) fn check(state: &CaseState, mutation: &Mutation, limits: &Limits) -> Result<(), Reason> {
     if state.status != CaseStatus::Running && !matches!(mutation, Mutation::SetMetadata { .. }) {
         return Err(Reason::CaseNotRunning {
             status: state.status.as_str(),
@@ -328,38 +330,59 @@ fn check_exit_scope(state: &CaseState, id: &ScopeId) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Validates `mutations` sequentially and applies the valid ones to `state`, which the caller
-/// passes as a copy: on `Err` it holds a partial result and must be discarded.
-///
-/// The commit's bookkeeping (version, timestamps) is not touched here; see
-/// [`crate::apply::apply_commit`].
-///
-/// # Errors
-/// Every invalid mutation, each checked against the state the earlier valid ones leave.
-pub fn apply_batch(
-    state: &mut CaseState,
-    mutations: &[Mutation],
-    committed_at_ms: u64,
-    limits: &Limits,
-) -> Result<(), ValidationErrors> {
-    apply_batch_logged(state, mutations, committed_at_ms, limits, &mut ())
+/// One entry of a batch: a mutation, or something that resolves to one against the state the
+/// earlier entries leave (a closure of [`crate::Case::update_ctx`]).
+pub(crate) trait BatchEntry {
+    /// The `op` the entry is or resolves to, for its error.
+    fn kind(&self) -> &'static str;
+
+    /// The mutation, resolved against `state`.
+    fn resolve(&self, state: &CaseState) -> Result<Cow<'_, Mutation>, Reason>;
 }
 
-/// [`apply_batch`], recording what it changes in `journal`.
-pub(crate) fn apply_batch_logged(
+impl BatchEntry for Mutation {
+    fn kind(&self) -> &'static str {
+        Mutation::kind(self)
+    }
+
+    fn resolve(&self, _: &CaseState) -> Result<Cow<'_, Mutation>, Reason> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+/// The one batch loop: resolves, checks and applies each entry in order, each against the state
+/// the earlier valid ones leave, recording what it changes in `journal`; hands each mutation an
+/// entry resolved to (rather than was) to `resolved`. On `Err` the state holds a partial result
+/// that the caller undoes from the journal or discards.
+///
+/// The commit's bookkeeping (version, timestamps) is not touched here.
+///
+/// # Errors
+/// Every invalid entry, by its index.
+pub(crate) fn apply_batch_logged<E: BatchEntry>(
     state: &mut CaseState,
-    mutations: &[Mutation],
+    entries: &[E],
     committed_at_ms: u64,
     limits: &Limits,
     journal: &mut impl Journal,
+    mut resolved: impl FnMut(Mutation),
 ) -> Result<(), ValidationErrors> {
     let mut errors = Vec::new();
-    for (index, mutation) in mutations.iter().enumerate() {
-        match check(state, mutation, limits) {
-            Ok(()) => apply_logged(state, mutation, committed_at_ms, journal),
+    for (index, entry) in entries.iter().enumerate() {
+        let step = entry.resolve(state).and_then(|mutation| {
+            check(state, &mutation, limits)?;
+            Ok(mutation)
+        });
+        match step {
+            Ok(mutation) => {
+                apply_logged(state, &mutation, committed_at_ms, journal);
+                if let Cow::Owned(mutation) = mutation {
+                    resolved(mutation);
+                }
+            }
             Err(reason) => errors.push(ValidationError {
                 index,
-                kind: mutation.kind(),
+                kind: entry.kind(),
                 reason,
             }),
         }
@@ -371,14 +394,14 @@ pub(crate) fn apply_batch_logged(
     }
 }
 
-/// Validates `mutations` against `state` without changing it.
+/// Validates `mutations` sequentially against `state` without changing it (on a copy).
 ///
 /// # Errors
-/// Every invalid mutation, as [`apply_batch`] reports them.
+/// Every invalid mutation, each checked against the state the earlier valid ones leave.
 pub fn validate(
     state: &CaseState,
     mutations: &[Mutation],
     limits: &Limits,
 ) -> Result<(), ValidationErrors> {
-    apply_batch(&mut state.clone(), mutations, 0, limits)
+    apply_batch_logged(&mut state.clone(), mutations, 0, limits, &mut (), |_| {})
 }

@@ -35,12 +35,11 @@ async fn connect(url: &str) -> JetStreamLog {
 }
 
 fn quick_projector() -> ProjectorConfig {
-    ProjectorConfig {
-        batch: 64,
-        ack_wait: Duration::from_secs(1),
-        fetch_wait: Duration::from_millis(100),
-        ..ProjectorConfig::default()
-    }
+    let mut config = ProjectorConfig::default();
+    config.batch = 64;
+    config.ack_wait = Duration::from_secs(1);
+    config.fetch_wait = Duration::from_millis(100);
+    config
 }
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.
@@ -231,11 +230,9 @@ async fn a_crash_between_view_writes_and_ack_applies_nothing_twice() {
             workspace.commit(&mut handle).await.unwrap();
         }
     }
-    let crashing = ProjectorConfig {
-        stop_before_ack: true,
-        batch: 40,
-        ..quick_projector()
-    };
+    let mut crashing = quick_projector();
+    crashing.stop_before_ack = true;
+    crashing.batch = 40;
     let mut first = JetStreamProjector::open(&log, crashing).await.unwrap();
     assert!(first.run_batch().await.is_err());
     let first_applied = first.stats().applied.load(Ordering::Relaxed);
@@ -269,10 +266,8 @@ async fn a_stale_kept_view_is_refused_and_nothing_is_applied_twice() {
         handle.case_mut().buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
-    let config = ProjectorConfig {
-        batch: 4,
-        ..quick_projector()
-    };
+    let mut config = quick_projector();
+    config.batch = 4;
     let mut first = JetStreamProjector::open(&log, config.clone())
         .await
         .unwrap();

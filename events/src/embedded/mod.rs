@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 use wfstate_store::{CaseId, CommitId};
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::SQLITE_SCHEMA_VERSION;
 pub(crate) use schema::storage_failure;
 use schema::{open_writable, sqlite_error, unsigned};
 use writer::AppendRequest;

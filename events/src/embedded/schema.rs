@@ -11,9 +11,9 @@ use crate::error::{LogError, LogErrorKind};
 
 /// The schema version this build writes (`PRAGMA user_version`). A file of an older version is
 /// migrated when opened for writing; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SQLITE_SCHEMA_VERSION: i64 = 1;
 
-/// What each version before [`SCHEMA_VERSION`] needs to become the next one; index 0 takes a
+/// What each version before [`SQLITE_SCHEMA_VERSION`] needs to become the next one; index 0 takes a
 /// file of version 0 (a new file, or one written before the schema had a version) to 1.
 const MIGRATIONS: &[&str] = &[
     // Version 1: the events table, read by case through its `(case_id, version)` index; no
@@ -31,7 +31,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 #[expect(clippy::cast_possible_wrap, reason = "a handful of migrations")]
-const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+const _: () = assert!(MIGRATIONS.len() as i64 == SQLITE_SCHEMA_VERSION);
 
 /// What a SQLite error means: busy or locked may pass; a full disk, a read-only or unusable
 /// file, and damage are for the user to fix, and the message says how.
@@ -113,7 +113,7 @@ pub(crate) fn unsigned(value: i64) -> rusqlite::Result<u64> {
     u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, value))
 }
 
-/// Opens a connection for reading and writing, and brings the file to [`SCHEMA_VERSION`].
+/// Opens a connection for reading and writing, and brings the file to [`SQLITE_SCHEMA_VERSION`].
 pub(crate) fn open_writable(path: &Path, fsync: bool) -> Result<Connection, LogError> {
     let connection =
         Connection::open(path).map_err(|e| sqlite_error(path, "opening the log", e))?;
@@ -141,12 +141,12 @@ fn user_version(connection: &Connection, path: &Path) -> Result<i64, LogError> {
 }
 
 fn version_error(path: &Path, version: i64) -> LogError {
-    if version > SCHEMA_VERSION {
+    if version > SQLITE_SCHEMA_VERSION {
         LogError::new(
             LogErrorKind::Config,
             format!(
                 "{}: written by a newer wfstate (schema {version}; this one reads up to \
-                 {SCHEMA_VERSION}); use that version or a newer one",
+                 {SQLITE_SCHEMA_VERSION}); use that version or a newer one",
                 path.display()
             ),
         )
@@ -161,19 +161,19 @@ fn version_error(path: &Path, version: i64) -> LogError {
     }
 }
 
-/// Brings the file to [`SCHEMA_VERSION`] in one transaction, or refuses a newer one.
+/// Brings the file to [`SQLITE_SCHEMA_VERSION`] in one transaction, or refuses a newer one.
 fn migrate(connection: &Connection, path: &Path) -> Result<(), LogError> {
     let version = user_version(connection, path)?;
-    if version == SCHEMA_VERSION {
+    if version == SQLITE_SCHEMA_VERSION {
         return Ok(());
     }
-    if !(0..SCHEMA_VERSION).contains(&version) {
+    if !(0..SQLITE_SCHEMA_VERSION).contains(&version) {
         return Err(version_error(path, version));
     }
     let steps: String = MIGRATIONS[usize::try_from(version).unwrap_or(0)..].concat();
     connection
         .execute_batch(&format!(
-            "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {SQLITE_SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(|e| sqlite_error(path, "migrating the schema", e))
 }

@@ -55,7 +55,7 @@ fn a_file_of_a_newer_schema_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     drop(EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap());
     let path = dir.path().join(DATABASE_FILE);
-    let newer = SCHEMA_VERSION + 1;
+    let newer = SQLITE_SCHEMA_VERSION + 1;
     Connection::open(&path)
         .unwrap()
         .execute_batch(&format!("PRAGMA user_version = {newer}"))

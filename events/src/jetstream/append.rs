@@ -33,7 +33,7 @@ pub(crate) mod headers {
 
     const _: () = assert!(
         wfstate_store::SCHEMA_VERSION == 1,
-        "SCHEMA_VALUE must spell SCHEMA_VERSION"
+        "SCHEMA_VALUE must spell SQLITE_SCHEMA_VERSION"
     );
 }
 

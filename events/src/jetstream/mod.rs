@@ -20,7 +20,6 @@ use wfstate_store::{CaseId, CommitId};
 
 pub(crate) use codes::nats_failure;
 pub use config::{Auth, JetStreamConfig, Tls};
-pub use read::consumed_event;
 
 use crate::error::LogError;
 use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
@@ -61,16 +60,17 @@ impl JetStreamLog {
         &self.urls
     }
 
-    /// The JetStream context of the connection: the one way to the async-nats API, for tools
-    /// that need what the store does not offer (the projector's buckets, benchmarks, tests).
-    /// Writing to the stream through it bypasses every check of the commit protocol.
+    /// The JetStream context of the connection: the one way from the store to the async-nats
+    /// API, for what the store does not offer itself (the projector's consumer and buckets,
+    /// benchmarks, tests). Writing to the stream through it bypasses every check of the commit
+    /// protocol.
     pub fn context(&self) -> &jetstream::Context {
         &self.context
     }
 
-    /// The stream holding the events (see [`JetStreamLog::context`]).
-    pub fn stream(&self) -> &jetstream::stream::Stream {
-        &self.stream
+    /// The name of the stream holding the events (open it through [`JetStreamLog::context`]).
+    pub fn stream_name(&self) -> &str {
+        &self.stream.cached_info().config.name
     }
 
     /// Case subjects are `<subject_prefix>.<case id>`.

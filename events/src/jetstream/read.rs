@@ -219,7 +219,10 @@ impl JetStreamLog {
 ///
 /// # Errors
 /// [`LogErrorKind::Unexpected`] when the message has no JetStream metadata.
-pub fn consumed_event(prefix: &str, message: &jetstream::Message) -> Result<StoredEvent, LogError> {
+pub(crate) fn consumed_event(
+    prefix: &str,
+    message: &jetstream::Message,
+) -> Result<StoredEvent, LogError> {
     let info = message.info().map_err(|error| {
         LogError::new(
             LogErrorKind::Unexpected,
@@ -242,7 +245,7 @@ pub fn consumed_event(prefix: &str, message: &jetstream::Message) -> Result<Stor
 }
 
 /// The event a message from the stream carries, its case taken from its subject.
-pub fn stored_event(
+pub(crate) fn stored_event(
     prefix: &str,
     position: u64,
     subject: &str,

@@ -226,7 +226,12 @@ async fn raw_read(
     case_id: &CaseId,
     events: usize,
 ) -> Result<Figure, BenchError> {
-    let (stream, filter_subject) = (log.stream().clone(), log.subject(case_id));
+    let stream = log
+        .context()
+        .get_stream(log.stream_name())
+        .await
+        .map_err(bench_error)?;
+    let filter_subject = log.subject(case_id);
     let started = phase_start();
     // In a task, like replay.
     tokio::spawn(async move {
@@ -474,12 +479,10 @@ async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Fi
 /// (4): a new projector catching up over every event of the run.
 async fn projector_catch_up(log: &JetStreamLog, run_id: u128) -> Result<Figure, BenchError> {
     let events = log.last_position().await?;
-    let projector_config = ProjectorConfig {
-        name: format!("bench-{run_id}"),
-        views_bucket: format!("WFSTATE_BENCH_VIEWS_{run_id}"),
-        quarantine_bucket: format!("WFSTATE_BENCH_Q_{run_id}"),
-        ..ProjectorConfig::default()
-    };
+    let mut projector_config = ProjectorConfig::default();
+    projector_config.name = format!("bench-{run_id}");
+    projector_config.views_bucket = format!("WFSTATE_BENCH_VIEWS_{run_id}");
+    projector_config.quarantine_bucket = format!("WFSTATE_BENCH_Q_{run_id}");
     let mut projector = JetStreamProjector::open(log, projector_config).await?;
     let started = phase_start();
     projector.catch_up().await?;

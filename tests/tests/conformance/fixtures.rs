@@ -50,11 +50,9 @@ impl Fixture for JetStream {
 impl ProjectorFixture for JetStream {
     type Projector = JetStreamProjector;
     async fn projector(&self) -> JetStreamProjector {
-        let config = ProjectorConfig {
-            batch: 32,
-            fetch_wait: Duration::from_millis(100),
-            ..ProjectorConfig::default()
-        };
+        let mut config = ProjectorConfig::default();
+        config.batch = 32;
+        config.fetch_wait = Duration::from_millis(100);
         JetStreamProjector::open(&self.log, config).await.unwrap()
     }
 }

@@ -192,7 +192,14 @@ async fn an_event_over_the_streams_message_size_is_too_large_with_its_size() {
         .await
         .unwrap();
     let log = workspace.log();
-    let mut config = log.stream().cached_info().config.clone();
+    let mut config = log
+        .context()
+        .get_stream(log.stream_name())
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
     config.max_message_size = 1024;
     log.context().update_stream(config).await.unwrap();
     let big = || Mutation::set_key("blob", "x".repeat(2000));
