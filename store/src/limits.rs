@@ -2,7 +2,9 @@
 
 /// Bounds on one commit. The defaults suit a JetStream server with the default 1 MiB
 /// `max_payload`; the event log lowers `event_size_max_bytes` to what its server accepts.
+/// Start from [`Limits::default`] and set the fields that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The most mutations one batch may hold.
     pub batch_mutations_max: usize,
