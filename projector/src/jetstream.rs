@@ -43,9 +43,6 @@ pub struct ProjectorConfig {
     pub ack_wait: Duration,
     /// How long one fetch waits for events.
     pub fetch_wait: Duration,
-    /// A fault point for crash tests: every batch stops with an error after its views are
-    /// written and before it is acknowledged, as a crash there would. Always `false` in use.
-    pub stop_before_ack: bool,
 }
 
 impl Default for ProjectorConfig {
@@ -57,7 +54,6 @@ impl Default for ProjectorConfig {
             batch: 4096,
             ack_wait: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(250),
-            stop_before_ack: false,
         }
     }
 }
@@ -104,6 +100,9 @@ pub struct JetStreamProjector {
     written: HashMap<String, (View, u64)>,
     /// The last batch's acknowledgements, being sent.
     acks: Option<tokio::task::JoinHandle<Result<(), ProjectorError>>>,
+    /// A fault point of crash tests (see [`JetStreamProjector::stop_before_ack`]).
+    #[cfg(feature = "fault-injection")]
+    stop_before_ack: bool,
 }
 
 /// A fetched message and the event it carries.
@@ -236,7 +235,17 @@ impl JetStreamProjector {
             prefetched: None,
             written: HashMap::new(),
             acks: None,
+            #[cfg(feature = "fault-injection")]
+            stop_before_ack: false,
         })
+    }
+
+    /// A fault point for crash tests, built only with the `fault-injection` feature: every
+    /// batch then stops with an error after its views are written and before it is
+    /// acknowledged, as a crash there would.
+    #[cfg(feature = "fault-injection")]
+    pub fn stop_before_ack(&mut self) {
+        self.stop_before_ack = true;
     }
 
     /// The counters, shared.
@@ -336,7 +345,8 @@ impl JetStreamProjector {
             .await?
             .into_iter()
             .collect();
-        if self.config.stop_before_ack {
+        #[cfg(feature = "fault-injection")]
+        if self.stop_before_ack {
             return Err(ProjectorError::Log(LogError::new(
                 LogErrorKind::Unexpected,
                 "stopped after writing the views and before acknowledging the batch (a test's \

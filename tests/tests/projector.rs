@@ -231,9 +231,9 @@ async fn a_crash_between_view_writes_and_ack_applies_nothing_twice() {
         }
     }
     let mut crashing = quick_projector();
-    crashing.stop_before_ack = true;
     crashing.batch = 40;
     let mut first = JetStreamProjector::open(&log, crashing).await.unwrap();
+    first.stop_before_ack();
     assert!(first.run_batch().await.is_err());
     let first_applied = first.stats().applied.load(Ordering::Relaxed);
     assert_eq!(first_applied, 40);
