@@ -13,7 +13,8 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged, forget, undo};
-use crate::canonical::{EventHead, write_event_parts};
+use crate::codec::{EventHead, write_event_parts};
+use crate::error::Reason;
 use crate::error::{FoldError, PrepareError, StaleCommit};
 use crate::event::{Event, SCHEMA_VERSION};
 use crate::hash::Hash;
@@ -22,7 +23,7 @@ use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
 use crate::receipt::Receipt;
 use crate::state::{CaseState, Token};
-use crate::validate::{BatchEntry, Reason, apply_batch_logged};
+use crate::validate::{BatchEntry, apply_batch_logged};
 use crate::value::Map;
 
 type CtxClosure = Box<dyn Fn(&mut Map) + Send + Sync>;

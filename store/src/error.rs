@@ -5,10 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::SCHEMA_VERSION;
 use crate::hash::Hash;
-use crate::id::{CaseId, ID_LENGTH_MAX};
-use crate::validate::Reason;
+pub use crate::hash::HashError;
+use crate::id::CaseId;
+pub use crate::id::IdError;
 
 /// What is wrong with a stored event or view, for machines: audit problems, quarantine records
 /// and fold errors carry one. Its text form (serde, [`Code::as_str`]) is `snake_case` and is
@@ -93,67 +93,6 @@ impl fmt::Display for Code {
     }
 }
 
-/// A text that is not a hash: 64 hex digits are expected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid hash {text:?}: expected 64 hex digits")]
-pub struct HashError {
-    text: String,
-    #[source]
-    source: hex::FromHexError,
-}
-
-impl HashError {
-    pub(crate) fn new(text: &str, source: hex::FromHexError) -> Self {
-        HashError {
-            text: text.to_owned(),
-            source,
-        }
-    }
-}
-
-/// Why a string is not a valid id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum IdError {
-    /// The id is the empty string.
-    #[error(
-        "invalid {what}: the id is empty; use 1 to {ID_LENGTH_MAX} characters of [A-Za-z0-9_-]"
-    )]
-    Empty {
-        /// Which kind of id.
-        what: &'static str,
-    },
-    /// The id is longer than [`ID_LENGTH_MAX`].
-    #[error("invalid {what}: {length} characters is longer than the limit of {ID_LENGTH_MAX}")]
-    TooLong {
-        /// Which kind of id.
-        what: &'static str,
-        /// Its length in characters.
-        length: usize,
-    },
-    /// The id holds a character outside `[A-Za-z0-9_-]`.
-    #[error(
-        "invalid {what} {id:?}: character {character:?} at index {index} is not allowed; \
-         use only [A-Za-z0-9_-]"
-    )]
-    BadCharacter {
-        /// Which kind of id.
-        what: &'static str,
-        /// The rejected id (as given).
-        id: String,
-        /// The first offending character.
-        character: char,
-        /// Its index, in characters.
-        index: usize,
-    },
-    /// A commit id that is not a hyphenated UUID.
-    #[error("invalid commit id {id:?}: expected a hyphenated UUID")]
-    NotUuid {
-        /// The rejected text.
-        id: String,
-    },
-}
-
 /// Why bytes are not a usable event. Decoding never panics on any input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -162,12 +101,12 @@ pub enum DecodeError {
     #[error("not a valid event: {0}")]
     Malformed(String),
     /// Written by a schema version this build does not know.
-    #[error(
-        "unknown event schema version {found}; this build reads versions 1 to {SCHEMA_VERSION}"
-    )]
+    #[error("unknown event schema version {found}; this build reads versions 1 to {supported}")]
     UnknownSchema {
         /// The version found.
         found: u64,
+        /// The newest version this build reads.
+        supported: u64,
     },
     /// A required field is missing.
     #[error("the event has no {0:?} field")]
@@ -280,6 +219,129 @@ pub struct StaleCommit {
     pub prepared: u64,
     /// The case's version.
     pub current: u64,
+}
+
+/// Why one mutation cannot be applied: machine-readable (its serde form is tagged by `code`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    /// The case is Done, Failed or Cancelled: only `set_metadata` is accepted.
+    #[error("the case is {status}; a finished case accepts only set_metadata")]
+    CaseNotRunning {
+        /// The case's status.
+        status: &'static str,
+    },
+    /// `set_ctx` was given something other than a map.
+    #[error("ctx must be a map, found {found}")]
+    CtxNotMap {
+        /// The type found.
+        found: &'static str,
+    },
+    /// A ctx key is empty.
+    #[error("a ctx key is empty")]
+    KeyEmpty,
+    /// A ctx key is too long.
+    #[error("ctx key {key:?} is {length} bytes, over the limit of {limit}")]
+    KeyTooLong {
+        /// The key (shortened to 64 characters).
+        key: String,
+        /// Its length in bytes.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `patch_ctx` both sets and removes a key.
+    #[error("ctx key {key:?} is both set and removed")]
+    KeySetAndRemoved {
+        /// The key.
+        key: String,
+    },
+    /// A value nests arrays and maps too deeply.
+    #[error("a value nests {depth} levels deep, over the limit of {limit}")]
+    ValueTooDeep {
+        /// The depth found (at least).
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `add_token` with an id already in use.
+    #[error("token {id:?} already exists")]
+    TokenExists {
+        /// The token id.
+        id: String,
+    },
+    /// The token does not exist.
+    #[error("token {id:?} does not exist")]
+    TokenNotFound {
+        /// The token id.
+        id: String,
+    },
+    /// A status change other than Active → Complete/Cancelled.
+    #[error("token {id:?} cannot move from {from} to {to}; only active → complete/cancelled")]
+    TokenStatusChange {
+        /// The token id.
+        id: String,
+        /// Its status.
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
+    /// An `update_token` closure changed the token's id.
+    #[error("the update_token closure for {id:?} changed the token's id to {new_id:?}")]
+    TokenIdChanged {
+        /// The token id.
+        id: String,
+        /// The id the closure set.
+        new_id: String,
+    },
+    /// `enter_scope` with an id already in use.
+    #[error("scope {id:?} already exists")]
+    ScopeExists {
+        /// The scope id.
+        id: String,
+    },
+    /// The scope does not exist.
+    #[error("scope {id:?} does not exist")]
+    ScopeNotFound {
+        /// The scope id.
+        id: String,
+    },
+    /// The scope is Cancelled, so it takes no new tokens or child scopes.
+    #[error("scope {id:?} is cancelled")]
+    ScopeCancelled {
+        /// The scope id.
+        id: String,
+    },
+    /// `exit_scope` on the root scope.
+    #[error("the root scope cannot be exited")]
+    ScopeIsRoot,
+    /// `exit_scope` on a scope that still has child scopes.
+    #[error("scope {id:?} still has child scope {child:?}; exit or cancel it first")]
+    ScopeHasChildren {
+        /// The scope id.
+        id: String,
+        /// One of its child scopes.
+        child: String,
+    },
+    /// `exit_scope` on a scope that still has an Active token.
+    #[error("scope {id:?} still has active token {token:?}")]
+    ScopeHasActiveTokens {
+        /// The scope id.
+        id: String,
+        /// One of its Active tokens.
+        token: String,
+    },
+    /// `set_case_status` other than Running → Done/Failed/Cancelled.
+    #[error(
+        "the case status cannot move from {from} to {to}; only running → done/failed/cancelled"
+    )]
+    CaseStatusChange {
+        /// The case's status.
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
 }
 
 /// One invalid mutation of a batch.

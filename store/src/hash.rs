@@ -6,8 +6,6 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::error::HashError;
-
 /// A SHA-256 digest: state hashes, event hashes and chain links.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash(pub [u8; 32]);
@@ -71,6 +69,24 @@ impl<'de> Deserialize<'de> for Hash {
             }
         }
         deserializer.deserialize_bytes(HashVisitor)
+    }
+}
+
+/// A text that is not a hash: 64 hex digits are expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid hash {text:?}: expected 64 hex digits")]
+pub struct HashError {
+    text: String,
+    #[source]
+    source: hex::FromHexError,
+}
+
+impl HashError {
+    pub(crate) fn new(text: &str, source: hex::FromHexError) -> Self {
+        HashError {
+            text: text.to_owned(),
+            source,
+        }
     }
 }
 

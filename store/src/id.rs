@@ -12,10 +12,51 @@ use std::sync::Arc;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::IdError;
-
 /// The longest id, in characters.
 pub const ID_LENGTH_MAX: usize = 64;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The id is the empty string.
+    #[error(
+        "invalid {what}: the id is empty; use 1 to {ID_LENGTH_MAX} characters of [A-Za-z0-9_-]"
+    )]
+    Empty {
+        /// Which kind of id.
+        what: &'static str,
+    },
+    /// The id is longer than [`ID_LENGTH_MAX`].
+    #[error("invalid {what}: {length} characters is longer than the limit of {ID_LENGTH_MAX}")]
+    TooLong {
+        /// Which kind of id.
+        what: &'static str,
+        /// Its length in characters.
+        length: usize,
+    },
+    /// The id holds a character outside `[A-Za-z0-9_-]`.
+    #[error(
+        "invalid {what} {id:?}: character {character:?} at index {index} is not allowed; \
+         use only [A-Za-z0-9_-]"
+    )]
+    BadCharacter {
+        /// Which kind of id.
+        what: &'static str,
+        /// The rejected id (as given).
+        id: String,
+        /// The first offending character.
+        character: char,
+        /// Its index, in characters.
+        index: usize,
+    },
+    /// A commit id that is not a hyphenated UUID.
+    #[error("invalid commit id {id:?}: expected a hyphenated UUID")]
+    NotUuid {
+        /// The rejected text.
+        id: String,
+    },
+}
 
 fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
     if id.is_empty() {

@@ -32,15 +32,14 @@
 //! ```
 
 mod apply;
-mod canonical;
 mod case;
+mod codec;
 mod error;
 mod event;
 mod hash;
 mod id;
 mod limits;
 mod mutation;
-mod reader;
 mod receipt;
 mod state;
 mod validate;
@@ -54,8 +53,8 @@ mod prop_tests;
 
 pub use case::{Case, CommitMeta, PreparedCommit, Tentative};
 pub use error::{
-    Code, DecodeError, FoldError, HashError, IdError, InvariantError, PrepareError, StaleCommit,
-    UnknownCode, ValidationError, ValidationErrors,
+    Code, DecodeError, FoldError, HashError, IdError, InvariantError, PrepareError, Reason,
+    StaleCommit, UnknownCode, ValidationError, ValidationErrors,
 };
 pub use event::{Event, SCHEMA_VERSION};
 pub use hash::Hash;
@@ -64,5 +63,5 @@ pub use limits::Limits;
 pub use mutation::{Mutation, TokenUpdate};
 pub use receipt::Receipt;
 pub use state::{CaseState, CaseStatus, Scope, ScopeStatus, Token, TokenStatus};
-pub use validate::{Reason, validate};
+pub use validate::validate;
 pub use value::{Map, Value};

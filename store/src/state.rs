@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvariantError;
-use crate::hash::Hash;
 use crate::id::{CaseId, ScopeId, TokenId};
 use crate::value::{Map, Value};
 
@@ -162,18 +161,6 @@ impl CaseState {
             tokens: BTreeMap::new(),
             version: 0,
         }
-    }
-
-    /// The canonical CBOR encoding of the state (what [`CaseState::hash`] covers).
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(256);
-        crate::canonical::write_state(self, &mut bytes);
-        bytes
-    }
-
-    /// SHA-256 of the canonical encoding: the `state_hash` of events and receipts.
-    pub fn hash(&self) -> Hash {
-        crate::canonical::state_hash(self)
     }
 
     /// The ids of the scope's direct child scopes (the root is not its own child).

@@ -4,140 +4,15 @@
 //! earlier mutations of the same batch leave it, and every error of the batch is collected.
 //! [`apply_batch`] does both in one pass.
 
-use serde::Serialize;
-
 use std::borrow::Cow;
 
 use crate::apply::{Journal, apply_logged};
-use crate::error::{ValidationError, ValidationErrors};
+use crate::error::{Reason, ValidationError, ValidationErrors};
 use crate::id::{ScopeId, TokenId};
 use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
 use crate::state::{CaseState, CaseStatus, ScopeStatus, TokenStatus};
 use crate::value::Value;
-
-/// Why one mutation cannot be applied: machine-readable (its serde form is tagged by `code`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "code", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Reason {
-    /// The case is Done, Failed or Cancelled: only `set_metadata` is accepted.
-    #[error("the case is {status}; a finished case accepts only set_metadata")]
-    CaseNotRunning {
-        /// The case's status.
-        status: &'static str,
-    },
-    /// `set_ctx` was given something other than a map.
-    #[error("ctx must be a map, found {found}")]
-    CtxNotMap {
-        /// The type found.
-        found: &'static str,
-    },
-    /// A ctx key is empty.
-    #[error("a ctx key is empty")]
-    KeyEmpty,
-    /// A ctx key is too long.
-    #[error("ctx key {key:?} is {length} bytes, over the limit of {limit}")]
-    KeyTooLong {
-        /// The key (shortened to 64 characters).
-        key: String,
-        /// Its length in bytes.
-        length: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// `patch_ctx` both sets and removes a key.
-    #[error("ctx key {key:?} is both set and removed")]
-    KeySetAndRemoved {
-        /// The key.
-        key: String,
-    },
-    /// A value nests arrays and maps too deeply.
-    #[error("a value nests {depth} levels deep, over the limit of {limit}")]
-    ValueTooDeep {
-        /// The depth found (at least).
-        depth: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// `add_token` with an id already in use.
-    #[error("token {id:?} already exists")]
-    TokenExists {
-        /// The token id.
-        id: String,
-    },
-    /// The token does not exist.
-    #[error("token {id:?} does not exist")]
-    TokenNotFound {
-        /// The token id.
-        id: String,
-    },
-    /// A status change other than Active → Complete/Cancelled.
-    #[error("token {id:?} cannot move from {from} to {to}; only active → complete/cancelled")]
-    TokenStatusChange {
-        /// The token id.
-        id: String,
-        /// Its status.
-        from: &'static str,
-        /// The status asked for.
-        to: &'static str,
-    },
-    /// An `update_token` closure changed the token's id.
-    #[error("the update_token closure for {id:?} changed the token's id to {new_id:?}")]
-    TokenIdChanged {
-        /// The token id.
-        id: String,
-        /// The id the closure set.
-        new_id: String,
-    },
-    /// `enter_scope` with an id already in use.
-    #[error("scope {id:?} already exists")]
-    ScopeExists {
-        /// The scope id.
-        id: String,
-    },
-    /// The scope does not exist.
-    #[error("scope {id:?} does not exist")]
-    ScopeNotFound {
-        /// The scope id.
-        id: String,
-    },
-    /// The scope is Cancelled, so it takes no new tokens or child scopes.
-    #[error("scope {id:?} is cancelled")]
-    ScopeCancelled {
-        /// The scope id.
-        id: String,
-    },
-    /// `exit_scope` on the root scope.
-    #[error("the root scope cannot be exited")]
-    ScopeIsRoot,
-    /// `exit_scope` on a scope that still has child scopes.
-    #[error("scope {id:?} still has child scope {child:?}; exit or cancel it first")]
-    ScopeHasChildren {
-        /// The scope id.
-        id: String,
-        /// One of its child scopes.
-        child: String,
-    },
-    /// `exit_scope` on a scope that still has an Active token.
-    #[error("scope {id:?} still has active token {token:?}")]
-    ScopeHasActiveTokens {
-        /// The scope id.
-        id: String,
-        /// One of its Active tokens.
-        token: String,
-    },
-    /// `set_case_status` other than Running → Done/Failed/Cancelled.
-    #[error(
-        "the case status cannot move from {from} to {to}; only running → done/failed/cancelled"
-    )]
-    CaseStatusChange {
-        /// The case's status.
-        from: &'static str,
-        /// The status asked for.
-        to: &'static str,
-    },
-}
 
 /// Checks one mutation against `state`.
 ///

@@ -1,7 +1,7 @@
 //! Batches: sequential validation, every error reported, nothing changed on failure, a
 //! finished case, limits, versions and closures.
 
-use crate::validate::Reason;
+use crate::error::Reason;
 use crate::{Case, CaseStatus, Mutation, PrepareError, ScopeId, TokenId, TokenStatus, Value};
 
 use super::*;

@@ -7,7 +7,7 @@ mod batches;
 mod history;
 mod mutations;
 
-use crate::validate::Reason;
+use crate::error::Reason;
 use crate::{
     Case, CaseId, CommitId, CommitMeta, Mutation, PrepareError, ScopeId, TokenId, TokenStatus,
     TokenUpdate, Value,

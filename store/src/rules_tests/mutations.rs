@@ -1,6 +1,6 @@
 //! Each mutation kind: valid, and every way it is invalid.
 
-use crate::validate::Reason;
+use crate::error::Reason;
 use crate::{CaseStatus, Map, Mutation, ScopeId, ScopeStatus, TokenStatus, Value};
 
 use super::*;

@@ -1,4 +1,4 @@
-//! Events read back in the form [`crate::canonical::write_event`] writes them, without serde.
+//! Events read back in the form [`super::write`] writes them, without serde.
 //!
 //! Every fold (projector, replay, audit, load) decodes its event first, and through serde
 //! ciborium spends most of that time pulling and converting headers. This reader takes the
@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 
-use crate::event::WireEvent;
+use super::reference::WireEvent;
 use crate::hash::Hash;
 use crate::mutation::{Fields, Mutation, Op};
 use crate::value::{Map, Value};
