@@ -72,12 +72,12 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StoredEvent, LogError>> 
 /// Positions are the log's own sequence numbers: they increase, but a case's positions are
 /// not contiguous (other cases' events sit between them).
 pub trait EventLog: Send + Sync + 'static {
-    /// Appends `payload` as the next event of `case`, if the case's last event is at
+    /// Appends `payload` as the next event of `case_id`, if the case's last event is at
     /// `expected_position` (0: the case has no events). `commit_id` makes a retry of the same
     /// append land at most once.
     fn append(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         commit_id: CommitId,
         expected_position: u64,
         payload: Bytes,
@@ -90,7 +90,7 @@ pub trait EventLog: Send + Sync + 'static {
     /// ([`AppendOutcome::Duplicate`]): read the case to see whether it landed.
     fn append_many(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         events: &[(CommitId, Bytes)],
         expected_position: u64,
     ) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
@@ -98,13 +98,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// The case's last event, if it has any.
     fn last_event(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
     ) -> impl Future<Output = Result<Option<StoredEvent>, LogError>> + Send;
 
     /// The case's first event after `position`, if any.
     fn event_after(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         position: u64,
     ) -> impl Future<Output = Result<Option<StoredEvent>, LogError>> + Send;
 
@@ -117,7 +117,7 @@ pub trait EventLog: Send + Sync + 'static {
     /// The case's events after `position`, in order, up to its last event when called.
     fn history(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         after_position: u64,
     ) -> impl Future<Output = Result<EventStream, LogError>> + Send;
 

@@ -276,7 +276,7 @@ impl EmbeddedLog {
     /// Hands one request to the writer thread and waits for its answer.
     async fn submit(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         expected: u64,
         events: Vec<(String, Bytes)>,
     ) -> Result<AppendOutcome, LogError> {
@@ -285,7 +285,7 @@ impl EmbeddedLog {
         }
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
-            case_id: case.to_string(),
+            case_id: case_id.to_string(),
             expected,
             events,
             reply,
@@ -304,13 +304,13 @@ impl EmbeddedLog {
 impl EventLog for EmbeddedLog {
     async fn append(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         commit_id: CommitId,
         expected_position: u64,
         payload: Bytes,
     ) -> Result<AppendOutcome, LogError> {
         self.submit(
-            case,
+            case_id,
             expected_position,
             vec![(commit_id.to_string(), payload)],
         )
@@ -319,7 +319,7 @@ impl EventLog for EmbeddedLog {
 
     async fn append_many(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         events: &[(CommitId, Bytes)],
         expected_position: u64,
     ) -> Result<AppendOutcome, LogError> {
@@ -328,18 +328,18 @@ impl EventLog for EmbeddedLog {
             .iter()
             .map(|(commit_id, payload)| (commit_id.to_string(), payload.clone()))
             .collect();
-        self.submit(case, expected_position, events).await
+        self.submit(case_id, expected_position, events).await
     }
 
-    async fn last_event(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
-        let case = case.to_string();
+    async fn last_event(&self, case_id: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        let case_id = case_id.to_string();
         self.read(move |connection| {
             connection
                 .prepare_cached(
                     "SELECT position, case_id, commit_id, payload FROM events
                      WHERE case_id = ?1 ORDER BY version DESC LIMIT 1",
                 )?
-                .query_row([case], row_event)
+                .query_row([case_id], row_event)
                 .optional()
         })
         .await
@@ -347,19 +347,19 @@ impl EventLog for EmbeddedLog {
 
     async fn event_after(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         position: u64,
     ) -> Result<Option<StoredEvent>, LogError> {
-        let case = case.to_string();
+        let case_id = case_id.to_string();
         let after = i64::try_from(position).unwrap_or(i64::MAX);
         self.read(move |connection| {
-            let from = version_at(connection, &case, after)?;
+            let from = version_at(connection, &case_id, after)?;
             connection
                 .prepare_cached(
                     "SELECT position, case_id, commit_id, payload FROM events
                      WHERE case_id = ?1 AND version > ?2 ORDER BY version LIMIT 1",
                 )?
-                .query_row(params![case, from], row_event)
+                .query_row(params![case_id, from], row_event)
                 .optional()
         })
         .await
@@ -378,9 +378,18 @@ impl EventLog for EmbeddedLog {
         .await
     }
 
-    async fn history(&self, case: &CaseId, after_position: u64) -> Result<EventStream, LogError> {
+    async fn history(
+        &self,
+        case_id: &CaseId,
+        after_position: u64,
+    ) -> Result<EventStream, LogError> {
         let until = self.last_position().await?;
-        Ok(self.stream(Some(case.to_string()), after_position, Some(until), false))
+        Ok(self.stream(
+            Some(case_id.to_string()),
+            after_position,
+            Some(until),
+            false,
+        ))
     }
 
     async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {

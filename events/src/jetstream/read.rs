@@ -73,30 +73,33 @@ impl JetStreamLog {
     }
 
     /// The case's last event.
-    pub(crate) async fn last_of(&self, case: &CaseId) -> Result<Option<StoredEvent>, LogError> {
-        self.direct_get(self.stream.direct_get_last_for_subject(self.subject(case)))
-            .await
+    pub(crate) async fn last_of(&self, case_id: &CaseId) -> Result<Option<StoredEvent>, LogError> {
+        self.direct_get(
+            self.stream
+                .direct_get_last_for_subject(self.subject(case_id)),
+        )
+        .await
     }
 
     /// The case's first event after `position`.
     pub(crate) async fn next_event(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         position: u64,
     ) -> Result<Option<StoredEvent>, LogError> {
         self.direct_get(
             self.stream
-                .direct_get_next_for_subject(self.subject(case), Some(position + 1)),
+                .direct_get_next_for_subject(self.subject(case_id), Some(position + 1)),
         )
         .await
     }
 
     pub(crate) async fn read_history(
         &self,
-        case: &CaseId,
+        case_id: &CaseId,
         after_position: u64,
     ) -> Result<EventStream, LogError> {
-        let Some(last) = self.last_of(case).await? else {
+        let Some(last) = self.last_of(case_id).await? else {
             return Ok(Box::pin(futures::stream::empty()));
         };
         let last = last.position;
@@ -106,7 +109,7 @@ impl JetStreamLog {
         let mut head = Vec::new();
         let mut position = after_position;
         while head.len() < DIRECT_READS && position < last {
-            match self.next_event(case, position).await? {
+            match self.next_event(case_id, position).await? {
                 Some(event) => {
                     position = event.position;
                     head.push(Ok(event));
@@ -119,7 +122,7 @@ impl JetStreamLog {
         }
         let name = format!("wfstate-read-{}", CommitId::generate());
         let events = self
-            .ordered(self.subject(case), position, Some(name.clone()))
+            .ordered(self.subject(case_id), position, Some(name.clone()))
             .await?;
         // The ordered consumer would wait for more: end right after the last event known at
         // the start, without asking it for another, and delete the consumer.
