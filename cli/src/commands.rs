@@ -11,7 +11,7 @@ use wfstate_events::Workspace;
 use wfstate_projector::{
     Projector, ViewSource, audit_all, audit_case, audit_follow, export, import, replay, verify,
 };
-use wfstate_store::{CaseId, Event, Hash, Mutation, Value};
+use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
 use crate::Command;
 use crate::backend::Backend;
@@ -182,7 +182,7 @@ async fn show<L: Backend>(log: &L, id: &CaseId, fresh: bool, json: bool) -> Resu
 }
 
 async fn history<L: Backend>(log: &L, id: &CaseId, json: bool) -> Result<u8, CliError> {
-    let mut events = log.history(id, 0).await?;
+    let mut events = log.history(id, Position::ZERO).await?;
     let mut count = 0;
     while let Some(stored) = events.try_next().await? {
         count += 1;

@@ -4,14 +4,14 @@ use std::fmt::Write;
 
 use serde_json::{Value as Json, json};
 use wfstate_projector::Quarantine;
-use wfstate_store::{CaseState, Receipt, Value};
+use wfstate_store::{CaseState, Position, Receipt, Value};
 
 fn value_json(value: &Value) -> Json {
     serde_json::to_value(value).unwrap_or(Json::Null)
 }
 
 /// The state as the JSON object of `show --json` and `replay --json`.
-pub fn state_json(state: &CaseState, position: u64, quarantine: Option<&Quarantine>) -> Json {
+pub fn state_json(state: &CaseState, position: Position, quarantine: Option<&Quarantine>) -> Json {
     let tokens: Vec<Json> = state
         .tokens
         .values()
@@ -61,7 +61,11 @@ pub fn state_json(state: &CaseState, position: u64, quarantine: Option<&Quaranti
 }
 
 /// The state for people.
-pub fn state_text(state: &CaseState, position: u64, quarantine: Option<&Quarantine>) -> String {
+pub fn state_text(
+    state: &CaseState,
+    position: Position,
+    quarantine: Option<&Quarantine>,
+) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,

@@ -12,7 +12,9 @@
 
 use std::fmt;
 
-use wfstate_store::{CaseId, CommitId, FoldError, IdError, PrepareError, ValidationErrors};
+use wfstate_store::{
+    CaseId, CommitId, FoldError, IdError, Position, PrepareError, ValidationErrors, Version,
+};
 
 /// A cause of any type, kept for [`std::error::Error::source`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -195,9 +197,9 @@ pub enum Misuse {
         /// The commit in doubt.
         commit_id: CommitId,
         /// Its version.
-        prepared: u64,
+        prepared: Version,
         /// The handle's version.
-        current: u64,
+        current: Version,
     },
 }
 
@@ -215,9 +217,9 @@ pub enum CommitError {
         /// The case.
         case_id: CaseId,
         /// The position this commit expected.
-        expected: u64,
+        expected: Position,
         /// The position of the other writer's event.
-        actual: u64,
+        actual: Position,
     },
     /// `create` of a case that already has events.
     #[error("case {0} already exists")]
@@ -256,7 +258,7 @@ pub enum CommitError {
         /// The case.
         case_id: CaseId,
         /// The event's position.
-        position: u64,
+        position: Position,
         /// What is wrong with it.
         source: FoldError,
     },

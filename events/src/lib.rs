@@ -13,7 +13,7 @@
 //!     workspace.create(CaseId::generate(), [Mutation::set_key("order", 42)]).await?;
 //! case.case_mut().buffer(Mutation::IncrementStepCount);
 //! let next = workspace.commit(&mut case).await?;
-//! assert_eq!(next.version, receipt.version + 1);
+//! assert_eq!(next.version, receipt.version.next());
 //! # Ok(())
 //! # }
 //! ```

@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 use crate::error::LogError;
 
@@ -17,7 +17,7 @@ use crate::error::LogError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     /// The event's position (stream sequence).
-    pub position: u64,
+    pub position: Position,
     /// The case the event was stored under (its subject or key), as the log knows it.
     pub case_id: String,
     /// The idempotency key it was stored with (`Nats-Msg-Id`), if any.
@@ -33,14 +33,14 @@ pub enum AppendOutcome {
     /// The event is stored at `position` (for a multi-event append: its last event's).
     Appended {
         /// Where the event is stored.
-        position: u64,
+        position: Position,
     },
     /// The log already had an event with this commit id, stored by an earlier attempt (for a
     /// multi-event append: one of its commit ids), and stored nothing now. `position` is
     /// where that event is, when the log says.
     Duplicate {
         /// The stored event's position, when known.
-        position: Option<u64>,
+        position: Option<Position>,
     },
     /// The case's last event is not at the expected position; nothing was stored. `actual`
     /// is the case's last position when the log reports it (on a replicated stream the
@@ -48,14 +48,14 @@ pub enum AppendOutcome {
     /// earlier attempt of this one.
     Conflict {
         /// The case's last position, when known.
-        actual: Option<u64>,
+        actual: Option<Position>,
     },
 }
 
 impl AppendOutcome {
     /// Where the event with this commit id is stored, when the log said: the position of an
     /// append or of the duplicate it found; `None` for a conflict.
-    pub fn stored_at(&self) -> Option<u64> {
+    pub fn stored_at(&self) -> Option<Position> {
         match *self {
             AppendOutcome::Appended { position } => Some(position),
             AppendOutcome::Duplicate { position } => position,
@@ -79,7 +79,7 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected_position: u64,
+        expected_position: Position,
         payload: Bytes,
     ) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
 
@@ -92,7 +92,7 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
 
     /// The case's last event, if it has any.
@@ -105,30 +105,30 @@ pub trait EventLog: Send + Sync + 'static {
     fn event_after(
         &self,
         case_id: &CaseId,
-        position: u64,
+        position: Position,
     ) -> impl Future<Output = Result<Option<StoredEvent>, LogError>> + Send;
 
     /// The event at `position`, if there is one.
     fn event_at(
         &self,
-        position: u64,
+        position: Position,
     ) -> impl Future<Output = Result<Option<StoredEvent>, LogError>> + Send;
 
     /// The case's events after `position`, in order, up to its last event when called.
     fn history(
         &self,
         case_id: &CaseId,
-        after_position: u64,
+        after_position: Position,
     ) -> impl Future<Output = Result<EventStream, LogError>> + Send;
 
     /// Every event after `position`, in order, waiting for new ones as they are appended.
     fn follow(
         &self,
-        after_position: u64,
+        after_position: Position,
     ) -> impl Future<Output = Result<EventStream, LogError>> + Send;
 
     /// The position of the log's last event (0 when empty).
-    fn last_position(&self) -> impl Future<Output = Result<u64, LogError>> + Send;
+    fn last_position(&self) -> impl Future<Output = Result<Position, LogError>> + Send;
 
     /// The largest payload the log accepts, in bytes.
     fn payload_size_max(&self) -> usize;

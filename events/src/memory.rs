@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 use crate::error::LogError;
 use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
@@ -87,7 +87,7 @@ impl MemoryLog {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> Result<AppendOutcome, LogError> {
         for (_, payload) in events {
             LogError::check_size(payload, self.payload_size_max)?;
@@ -99,7 +99,7 @@ impl MemoryLog {
             .collect();
         if let Some(&position) = stored.first() {
             return Ok(AppendOutcome::Duplicate {
-                position: (events.len() == 1).then_some(position),
+                position: (events.len() == 1).then_some(Position::new(position)),
             });
         }
         let last = log
@@ -107,14 +107,16 @@ impl MemoryLog {
             .get(case_id.as_str())
             .and_then(|positions| positions.last().copied())
             .unwrap_or(0);
-        if last != expected_position {
-            return Ok(AppendOutcome::Conflict { actual: Some(last) });
+        if last != expected_position.get() {
+            return Ok(AppendOutcome::Conflict {
+                actual: Some(Position::new(last)),
+            });
         }
         let mut position = 0;
         for (commit_id, payload) in events {
             position = log.all.len() as u64 + 1;
             log.all.push(StoredEvent {
-                position,
+                position: Position::new(position),
                 case_id: case_id.to_string(),
                 commit_id: Some(*commit_id),
                 payload: payload.clone(),
@@ -127,7 +129,9 @@ impl MemoryLog {
         }
         drop(log);
         self.shared.appended.send_replace(position);
-        Ok(AppendOutcome::Appended { position })
+        Ok(AppendOutcome::Appended {
+            position: Position::new(position),
+        })
     }
 
     /// The case's events after `after`, up to `until`, at most a page.
@@ -165,7 +169,7 @@ impl EventLog for MemoryLog {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected_position: u64,
+        expected_position: Position,
         payload: Bytes,
     ) -> Result<AppendOutcome, LogError> {
         self.store(case_id, &[(commit_id, payload)], expected_position)
@@ -175,7 +179,7 @@ impl EventLog for MemoryLog {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> Result<AppendOutcome, LogError> {
         assert!(!events.is_empty(), "the client sends no empty append");
         self.store(case_id, events, expected_position)
@@ -193,30 +197,30 @@ impl EventLog for MemoryLog {
     async fn event_after(
         &self,
         case_id: &CaseId,
-        position: u64,
+        position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         Ok(self
-            .case_page(case_id.as_str(), position, u64::MAX)
+            .case_page(case_id.as_str(), position.get(), u64::MAX)
             .into_iter()
             .next())
     }
 
-    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
+    async fn event_at(&self, position: Position) -> Result<Option<StoredEvent>, LogError> {
         let log = self.lock();
-        Ok((position > 0)
-            .then(|| log.all.get(index(position)).cloned())
+        Ok((position > Position::ZERO)
+            .then(|| log.all.get(index(position.get())).cloned())
             .flatten())
     }
 
     async fn history(
         &self,
         case_id: &CaseId,
-        after_position: u64,
+        after_position: Position,
     ) -> Result<EventStream, LogError> {
         let until = self.lock().all.len() as u64;
         let (log, case_id) = (self.clone(), case_id.to_string());
         Ok(Box::pin(futures::stream::unfold(
-            (after_position, Vec::new().into_iter()),
+            (after_position.get(), Vec::new().into_iter()),
             move |(after, mut page)| {
                 let (log, case_id) = (log.clone(), case_id.clone());
                 async move {
@@ -224,17 +228,17 @@ impl EventLog for MemoryLog {
                         page = log.case_page(&case_id, after, until).into_iter();
                     }
                     let event = page.next()?;
-                    let after = event.position;
+                    let after = event.position.get();
                     Some((Ok(event), (after, page)))
                 }
             },
         )))
     }
 
-    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
+    async fn follow(&self, after_position: Position) -> Result<EventStream, LogError> {
         let log = self.clone();
         Ok(Box::pin(futures::stream::unfold(
-            (after_position, Vec::new().into_iter()),
+            (after_position.get(), Vec::new().into_iter()),
             move |(after, mut page)| {
                 let log = log.clone();
                 async move {
@@ -247,15 +251,15 @@ impl EventLog for MemoryLog {
                         }
                     }
                     let event = page.next()?;
-                    let after = event.position;
+                    let after = event.position.get();
                     Some((Ok(event), (after, page)))
                 }
             },
         )))
     }
 
-    async fn last_position(&self) -> Result<u64, LogError> {
-        Ok(self.lock().all.len() as u64)
+    async fn last_position(&self) -> Result<Position, LogError> {
+        Ok(Position::new(self.lock().all.len() as u64))
     }
 
     fn payload_size_max(&self) -> usize {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use futures::TryStreamExt;
 use serde::Serialize;
 use wfstate_events::{EventLog, StoredEvent};
-use wfstate_store::{Case, CaseId, Code, Event, Hash, Receipt};
+use wfstate_store::{Case, CaseId, Code, Event, Hash, Position, Receipt, Version};
 
 use crate::ProjectorError;
 
@@ -17,7 +17,7 @@ pub struct Problem {
     /// The case, as its subject or key names it (perhaps not a valid case id).
     pub case_id: String,
     /// The event's position (for `head_mismatch`, the last position read).
-    pub position: u64,
+    pub position: Position,
     /// What kind of problem it is.
     pub code: Code,
     /// What is wrong, in words.
@@ -32,7 +32,7 @@ struct Chain {
     /// Hash of the last stored payload (whatever it held).
     head: Hash,
     /// Version of the last decodable event.
-    version: u64,
+    version: Version,
     events: u64,
 }
 
@@ -83,7 +83,7 @@ impl Auditor {
             .or_insert_with(|| Chain {
                 case: Some(Case::new(case_id)),
                 head: Hash::ZERO,
-                version: 0,
+                version: Version::ZERO,
                 events: 0,
             });
         let event_hash = Hash::of(&stored.payload);
@@ -99,7 +99,7 @@ impl Auditor {
             }
         };
         let mut found = Vec::new();
-        if event.version != chain.version + 1 {
+        if event.version != chain.version.next() {
             found.push((
                 Code::VersionGap,
                 format!(
@@ -157,7 +157,7 @@ impl Auditor {
             if actual != expected {
                 self.problems.push(Problem {
                     case_id: case_id.to_string(),
-                    position: 0,
+                    position: Position::ZERO,
                     code: Code::HeadMismatch,
                     detail: format!(
                         "the last stored event hashes to {actual}, the expected head is {expected}: events are missing or differ"
@@ -184,7 +184,7 @@ pub async fn audit_case<L: EventLog>(
     mut on_receipt: impl FnMut(&Receipt),
 ) -> Result<AuditReport, ProjectorError> {
     let mut auditor = Auditor::new();
-    let mut events = log.history(case_id, 0).await?;
+    let mut events = log.history(case_id, Position::ZERO).await?;
     while let Some(stored) = events.try_next().await? {
         if let Some(receipt) = auditor.observe(&stored) {
             on_receipt(&receipt);
@@ -203,8 +203,8 @@ pub async fn audit_all<L: EventLog>(
 ) -> Result<AuditReport, ProjectorError> {
     let mut auditor = Auditor::new();
     let last = log.last_position().await?;
-    if last > 0 {
-        let mut events = log.follow(0).await?;
+    if last > Position::ZERO {
+        let mut events = log.follow(Position::ZERO).await?;
         while let Some(stored) = events.try_next().await? {
             if let Some(receipt) = auditor.observe(&stored) {
                 on_receipt(&receipt);
@@ -229,7 +229,7 @@ pub async fn audit_follow<L: EventLog>(
     mut on_problem: impl FnMut(&Problem),
 ) -> Result<(), ProjectorError> {
     let mut auditor = Auditor::new();
-    let mut events = log.follow(0).await?;
+    let mut events = log.follow(Position::ZERO).await?;
     while let Some(stored) = events.try_next().await? {
         let known = auditor.problems.len();
         if let Some(receipt) = auditor.observe(&stored) {

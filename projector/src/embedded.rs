@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use wfstate_events::{LogError, LogErrorKind, StoredEvent};
-use wfstate_store::{CaseId, Code};
+use wfstate_store::{CaseId, Code, Position};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
 use crate::jetstream::ProjectorStats;
@@ -103,7 +103,7 @@ impl EmbeddedProjector {
     }
 }
 
-fn checkpoint(connection: &Connection, name: &str) -> Result<u64, ProjectorError> {
+fn checkpoint(connection: &Connection, name: &str) -> Result<Position, ProjectorError> {
     let position: Option<i64> = connection
         .query_row(
             "SELECT position FROM checkpoints WHERE name = ?1",
@@ -112,7 +112,9 @@ fn checkpoint(connection: &Connection, name: &str) -> Result<u64, ProjectorError
         )
         .optional()
         .map_err(sql("reading the checkpoint"))?;
-    position.map_or(Ok(0), |position| unsigned(position, "the checkpoint"))
+    position.map_or(Ok(Position::ZERO), |position| {
+        unsigned(position, "the checkpoint").map(Position::new)
+    })
 }
 
 fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, ProjectorError> {
@@ -154,13 +156,13 @@ fn row_code(text: &str) -> rusqlite::Result<Code> {
     })
 }
 
-fn to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+fn to_sql(value: Position) -> i64 {
+    i64::try_from(value.get()).unwrap_or(i64::MAX)
 }
 
 fn read_events(
     connection: &Connection,
-    after: u64,
+    after: Position,
     batch: usize,
 ) -> Result<Vec<StoredEvent>, ProjectorError> {
     connection
@@ -174,7 +176,7 @@ fn read_events(
                 .query_map(params![to_sql(after), limit], |row| {
                     let commit_id: String = row.get(2)?;
                     Ok(StoredEvent {
-                        position: row_position(row.get(0)?)?,
+                        position: Position::new(row_position(row.get(0)?)?),
                         case_id: row.get(1)?,
                         commit_id: commit_id.parse().ok(),
                         payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
@@ -262,7 +264,7 @@ fn project_batch(
         }
     }
     for record in &records {
-        tracing::warn!(position = record.position, case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
+        tracing::warn!(position = record.position.get(), case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
         transaction
             .prepare_cached("INSERT OR REPLACE INTO quarantine (position, case_key, code, reason) VALUES (?1, ?2, ?3, ?4)")
             .and_then(|mut s| s.execute(params![to_sql(record.position), record.case_id, record.code.as_str(), record.reason]))
@@ -318,7 +320,7 @@ impl Projector for EmbeddedProjector {
                     statement
                         .query_map([], |row| {
                             Ok(QuarantineRecord {
-                                position: row_position(row.get(0)?)?,
+                                position: Position::new(row_position(row.get(0)?)?),
                                 case_id: row.get(1)?,
                                 code: row_code(&row.get::<_, String>(2)?)?,
                                 reason: row.get(3)?,

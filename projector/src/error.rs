@@ -1,7 +1,7 @@
 //! [`ProjectorError`]: why projecting, replaying, verifying or auditing did not complete.
 
 use wfstate_events::LogError;
-use wfstate_store::FoldError;
+use wfstate_store::{FoldError, Position};
 
 use crate::view::ViewError;
 
@@ -22,7 +22,7 @@ pub enum ProjectorError {
         /// The case.
         case_id: String,
         /// The event's position.
-        position: u64,
+        position: Position,
         /// What is wrong with it.
         source: FoldError,
     },

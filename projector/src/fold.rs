@@ -1,7 +1,7 @@
 //! The projector's pure step: fold one stored event into a case's view.
 
 use wfstate_events::StoredEvent;
-use wfstate_store::{Case, CaseId, Code, FoldError};
+use wfstate_store::{Case, CaseId, Code, FoldError, Position};
 
 use crate::view::{Quarantine, View};
 
@@ -24,7 +24,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuarantineRecord {
     /// The event's position.
-    pub position: u64,
+    pub position: Position,
     /// The case named by its subject or key (possibly not a valid case id).
     #[serde(alias = "case_key")]
     pub case_id: String,
@@ -57,9 +57,9 @@ pub fn fold_event(
             view.quarantine,
             true,
         ),
-        None => (Case::new(case_id.clone()), 0, None, false),
+        None => (Case::new(case_id.clone()), Position::ZERO, None, false),
     };
-    let rebuild = |case: Case, position: u64, quarantined: Option<Quarantine>| {
+    let rebuild = |case: Case, position: Position, quarantined: Option<Quarantine>| {
         let mut view = View::of(case, position);
         view.quarantine = quarantined;
         view
@@ -91,7 +91,7 @@ pub fn fold_event(
 /// Marks the case's view quarantined by `record` (keeping the first quarantine), creating an
 /// empty view when the case has none. Its state and position stay at the last good event.
 pub(crate) fn quarantine(view: Option<View>, case_id: &CaseId, record: &QuarantineRecord) -> View {
-    let mut marked = view.unwrap_or_else(|| View::of(Case::new(case_id.clone()), 0));
+    let mut marked = view.unwrap_or_else(|| View::of(Case::new(case_id.clone()), Position::ZERO));
     marked.quarantine.get_or_insert(Quarantine {
         position: record.position,
         code: record.code,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind, StoredEvent};
-use wfstate_store::{CaseId, Code};
+use wfstate_store::{CaseId, Code, Position};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
 use crate::view::View;
@@ -151,7 +151,7 @@ fn consumed_event(
         .unwrap_or(subject)
         .to_owned();
     Ok(StoredEvent {
-        position: info.stream_sequence,
+        position: Position::new(info.stream_sequence),
         case_id,
         commit_id,
         payload: message.payload.clone(),
@@ -445,7 +445,10 @@ impl JetStreamProjector {
                 self.record_quarantine(&record).await?;
             }
             Outcome::Ahead(record) => {
-                let applied = entry.view.as_ref().map_or(0, |view| view.position);
+                let applied = entry
+                    .view
+                    .as_ref()
+                    .map_or(Position::ZERO, |view| view.position);
                 let earlier = self.log.event_after(&case_id, applied).await?;
                 if earlier.is_some_and(|earlier| earlier.position < stored.position) {
                     self.stats.deferred.fetch_add(1, Ordering::Relaxed);
@@ -460,7 +463,7 @@ impl JetStreamProjector {
     }
 
     async fn record_quarantine(&self, record: &QuarantineRecord) -> Result<(), ProjectorError> {
-        tracing::warn!(position = record.position, case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
+        tracing::warn!(position = record.position.get(), case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
         let mut bytes = Vec::new();
         ciborium::into_writer(record, &mut bytes).expect("a record always encodes");
         // Keyed by position: a redelivered bad event overwrites its own record.

@@ -2,7 +2,7 @@
 
 use futures::{Stream, StreamExt};
 use wfstate_events::{EventLog, LogError, LogErrorKind, StoredEvent};
-use wfstate_store::{Case, CaseId, CaseState, Hash};
+use wfstate_store::{Case, CaseId, CaseState, Hash, Position};
 
 use crate::view::View;
 use crate::{ProjectorError, ViewSource};
@@ -15,7 +15,7 @@ pub struct Replayed {
     /// The hash of the last event.
     pub last_event_hash: Hash,
     /// The position of the last event.
-    pub position: u64,
+    pub position: Position,
     /// How many events were folded (after the starting view, if any).
     pub events_folded: u64,
 }
@@ -44,7 +44,7 @@ pub async fn replay<L: EventLog>(
 ) -> Result<Replayed, ProjectorError> {
     let (case, position) = match from.filter(|view| view.is_healthy()) {
         Some(view) => (view.to_case(), view.position),
-        None => (Case::new(case_id.clone()), 0),
+        None => (Case::new(case_id.clone()), Position::ZERO),
     };
     let mut fold = Fold {
         case_id: case_id.clone(),
@@ -73,7 +73,7 @@ pub async fn replay<L: EventLog>(
 struct Fold {
     case_id: CaseId,
     case: Case,
-    position: u64,
+    position: Position,
     events_folded: u64,
 }
 

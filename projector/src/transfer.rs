@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use wfstate_events::{AppendOutcome, BoxError, EventLog, StoredEvent};
-use wfstate_store::{CaseId, Event, Hash};
+use wfstate_store::{CaseId, Event, Hash, Position, Version};
 
 use crate::ProjectorError;
 use crate::audit::{AuditReport, Auditor};
@@ -32,7 +32,7 @@ struct Header {
 #[derive(Serialize, Deserialize)]
 struct Record {
     case_id: String,
-    position: u64,
+    position: Position,
     #[serde(with = "serde_bytes_compat")]
     payload: Vec<u8>,
 }
@@ -140,8 +140,11 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
     write_item(&header, &mut out, path)?;
     let mut auditor = Auditor::new();
     let last = log.last_position().await.map_err(ProjectorError::from)?;
-    if last > 0 {
-        let mut events = log.follow(0).await.map_err(ProjectorError::from)?;
+    if last > Position::ZERO {
+        let mut events = log
+            .follow(Position::ZERO)
+            .await
+            .map_err(ProjectorError::from)?;
         while let Some(stored) = events.try_next().await.map_err(ProjectorError::from)? {
             auditor.observe(&stored);
             let record = Record {
@@ -273,9 +276,9 @@ pub struct Imported {
 /// Where a case of the file stands in the target log: the version, payload hash and position
 /// of its last event there.
 struct Present {
-    version: u64,
+    version: Version,
     event_hash: Hash,
-    position: u64,
+    position: Position,
     /// Whether the file's event at `version` is that very event.
     matched: bool,
 }
@@ -336,7 +339,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
         }
     }
     let mut reader = Reader::open(path)?;
-    let mut positions: HashMap<String, u64> = present
+    let mut positions: HashMap<String, Position> = present
         .iter()
         .map(|(case, standing)| (case.clone(), standing.position))
         .collect();
@@ -352,7 +355,10 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
         }
         let case_id =
             CaseId::new(stored.case_id.as_str()).map_err(|e| bad_file(e.to_string(), e))?;
-        let expected = positions.get(&stored.case_id).copied().unwrap_or(0);
+        let expected = positions
+            .get(&stored.case_id)
+            .copied()
+            .unwrap_or(Position::ZERO);
         let outcome = log
             .append(&case_id, event.commit_id, expected, stored.payload)
             .await
@@ -379,7 +385,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
 }
 
 /// The version of an event of a verified file.
-fn file_version(stored: &StoredEvent) -> Result<u64, TransferError> {
+fn file_version(stored: &StoredEvent) -> Result<Version, TransferError> {
     Event::decode(&stored.payload)
         .map(|event| event.version)
         .map_err(|e| bad_file(e.to_string(), e))

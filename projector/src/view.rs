@@ -1,7 +1,7 @@
 //! [`View`]: the materialised state of one case, as the projector stores it.
 
 use serde::{Deserialize, Serialize};
-use wfstate_store::{Case, CaseState, Code, Hash, InvariantError};
+use wfstate_store::{Case, CaseState, Code, Hash, InvariantError, Position};
 
 /// The schema version of stored views.
 pub const VIEW_SCHEMA: u64 = 1;
@@ -10,7 +10,7 @@ pub const VIEW_SCHEMA: u64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantine {
     /// The bad event's position.
-    pub position: u64,
+    pub position: Position,
     /// What kind of problem it is.
     pub code: Code,
     /// What is wrong, in words.
@@ -23,7 +23,7 @@ pub struct View {
     /// Always [`VIEW_SCHEMA`].
     pub schema: u64,
     /// The position of the last event applied to `state`. Events at or below it are skipped.
-    pub position: u64,
+    pub position: Position,
     /// The hash of the last event applied.
     pub last_event_hash: Hash,
     /// The state after the last applied event.
@@ -34,7 +34,7 @@ pub struct View {
 
 impl View {
     /// A view of `case` after the event at `position`.
-    pub fn of(case: Case, position: u64) -> View {
+    pub fn of(case: Case, position: Position) -> View {
         let (state, last_event_hash) = case.into_parts();
         View {
             schema: VIEW_SCHEMA,

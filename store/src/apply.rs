@@ -10,6 +10,7 @@ use std::mem;
 
 use crate::id::{ScopeId, TokenId};
 use crate::mutation::{Mutation, TokenUpdate};
+use crate::position::Version;
 use crate::state::{CaseState, CaseStatus, Scope, ScopeStatus, Token, TokenStatus};
 use crate::value::{Map, Value};
 
@@ -49,7 +50,7 @@ pub(crate) enum Undo {
     /// The old case status.
     Status(CaseStatus),
     /// The old bookkeeping: version, `created_at_ms`, `last_commit_at_ms`.
-    Commit(u64, u64, u64),
+    Commit(Version, u64, u64),
 }
 
 /// Where apply records what it changed. `()` records nothing and costs nothing.
@@ -365,7 +366,7 @@ pub(crate) fn apply_commit_logged(
     journal: &mut impl Journal,
 ) {
     journal.record(|| Undo::Commit(state.version, state.created_at_ms, state.last_commit_at_ms));
-    state.version += 1;
+    state.version = state.version.next();
     if state.version == 1 {
         state.created_at_ms = committed_at_ms;
     }

@@ -21,6 +21,7 @@ use crate::hash::Hash;
 use crate::id::{CaseId, CommitId, TokenId};
 use crate::limits::Limits;
 use crate::mutation::{Mutation, TokenUpdate};
+use crate::position::Position;
 use crate::receipt::Receipt;
 use crate::state::{CaseState, Token};
 use crate::validate::{BatchEntry, apply_batch_logged};
@@ -145,7 +146,7 @@ impl Tentative<'_> {
         &self.case.state
     }
     /// The commit's receipt, once the log stored the payload at `position`.
-    pub fn receipt(&self, position: u64) -> Receipt {
+    pub fn receipt(&self, position: Position) -> Receipt {
         Receipt {
             commit_id: self.meta.commit_id,
             case_id: self.case.state.case_id.clone(),
@@ -422,7 +423,7 @@ impl Case {
             buffered,
             ..
         } = prepared;
-        let follows = event.version == self.state.version + 1
+        let follows = event.version == self.state.version.next()
             && event.prev_event_hash == self.last_event_hash
             && event.case_id == self.state.case_id;
         if !follows {
@@ -519,9 +520,9 @@ impl Case {
                 found: event.case_id.clone(),
             });
         }
-        if event.version != self.state.version + 1 {
+        if event.version != self.state.version.next() {
             return Err(FoldError::VersionGap {
-                expected: self.state.version + 1,
+                expected: self.state.version.next(),
                 found: event.version,
             });
         }

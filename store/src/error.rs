@@ -9,6 +9,7 @@ use crate::hash::Hash;
 pub use crate::hash::HashError;
 use crate::id::CaseId;
 pub use crate::id::IdError;
+use crate::position::Version;
 
 /// What is wrong with a stored event or view, for machines: audit problems, quarantine records
 /// and fold errors carry one. Its text form (serde, [`Code::as_str`]) is `snake_case` and is
@@ -169,9 +170,9 @@ pub enum FoldError {
     #[error("the event has version {found}; the case expects version {expected}")]
     VersionGap {
         /// The version that should come next.
-        expected: u64,
+        expected: Version,
         /// The event's version.
-        found: u64,
+        found: Version,
     },
     /// `prev_event_hash` does not match the previous event: altered, dropped, reordered or
     /// forged history.
@@ -216,9 +217,9 @@ impl FoldError {
 #[error("the prepared commit (version {prepared}) does not follow the case (version {current})")]
 pub struct StaleCommit {
     /// The prepared commit's version.
-    pub prepared: u64,
+    pub prepared: Version,
     /// The case's version.
-    pub current: u64,
+    pub current: Version,
 }
 
 /// Why one mutation cannot be applied: machine-readable (its serde form is tagged by `code`).

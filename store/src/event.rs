@@ -11,6 +11,7 @@ use crate::error::DecodeError;
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId};
 use crate::mutation::Mutation;
+use crate::position::Version;
 
 /// The event schema version this build writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -25,7 +26,7 @@ pub struct Event {
     /// The case the commit changed.
     pub case_id: CaseId,
     /// 1 for the case's first commit, then +1 each.
-    pub version: u64,
+    pub version: Version,
     /// The resolved mutations, in order.
     pub mutations: Vec<Mutation>,
     /// The writer's clock, ms since the Unix epoch.
@@ -41,7 +42,7 @@ pub struct Event {
 impl Event {
     /// The checks every event passes on both sides of the codec.
     pub(crate) fn check(&self) -> Result<(), DecodeError> {
-        if self.version == 0 {
+        if self.version == Version::ZERO {
             return Err(DecodeError::Impossible(
                 "version 0; versions start at 1".into(),
             ));

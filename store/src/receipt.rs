@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::event::Event;
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId};
+use crate::position::{Position, Version};
 
 /// The proof of one commit: its ids, its position in the log and its hashes. Auditors rebuild
 /// receipts from the stored events and check that each links to the one before.
@@ -15,9 +16,9 @@ pub struct Receipt {
     /// The case.
     pub case_id: CaseId,
     /// The case's version after the commit.
-    pub version: u64,
+    pub version: Version,
     /// The event's position (sequence number) in the log.
-    pub position: u64,
+    pub position: Position,
     /// How many mutations the commit held.
     pub mutation_count: usize,
     /// SHA-256 of the event's payload.
@@ -39,7 +40,7 @@ fn hex_hash<S: serde::Serializer>(hash: &Hash, serializer: S) -> Result<S::Ok, S
 
 impl Receipt {
     /// The receipt of `event`, stored at `position`, whose payload hashes to `event_hash`.
-    pub fn new(event: &Event, event_hash: Hash, position: u64) -> Self {
+    pub fn new(event: &Event, event_hash: Hash, position: Position) -> Self {
         Receipt {
             commit_id: event.commit_id,
             case_id: event.case_id.clone(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InvariantError;
 use crate::id::{CaseId, ScopeId, TokenId};
+use crate::position::Version;
 use crate::value::{Map, Value};
 
 /// The lifecycle status of a case. Only `Running` cases accept mutations other than
@@ -136,7 +137,7 @@ pub struct CaseState {
     /// The case's tokens.
     pub tokens: BTreeMap<TokenId, Token>,
     /// The number of commits the case has had (0 before the first).
-    pub version: u64,
+    pub version: Version,
 }
 
 impl CaseState {
@@ -159,7 +160,7 @@ impl CaseState {
             status: CaseStatus::Running,
             step_count: 0,
             tokens: BTreeMap::new(),
-            version: 0,
+            version: Version::ZERO,
         }
     }
 

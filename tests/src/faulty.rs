@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wfstate_events::{AppendOutcome, EventLog, EventStream, LogError, LogErrorKind, StoredEvent};
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 /// What happens to one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl<L: EventLog + Clone> EventLog for FaultyLog<L> {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected_position: u64,
+        expected_position: Position,
         payload: Bytes,
     ) -> Result<AppendOutcome, LogError> {
         self.faulty(|| {
@@ -211,7 +211,7 @@ impl<L: EventLog + Clone> EventLog for FaultyLog<L> {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> Result<AppendOutcome, LogError> {
         self.faulty(|| self.inner.append_many(case_id, events, expected_position))
             .await
@@ -224,28 +224,28 @@ impl<L: EventLog + Clone> EventLog for FaultyLog<L> {
     async fn event_after(
         &self,
         case_id: &CaseId,
-        position: u64,
+        position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         self.inner.event_after(case_id, position).await
     }
 
-    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
+    async fn event_at(&self, position: Position) -> Result<Option<StoredEvent>, LogError> {
         self.inner.event_at(position).await
     }
 
     async fn history(
         &self,
         case_id: &CaseId,
-        after_position: u64,
+        after_position: Position,
     ) -> Result<EventStream, LogError> {
         self.inner.history(case_id, after_position).await
     }
 
-    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
+    async fn follow(&self, after_position: Position) -> Result<EventStream, LogError> {
         self.inner.follow(after_position).await
     }
 
-    async fn last_position(&self) -> Result<u64, LogError> {
+    async fn last_position(&self) -> Result<Position, LogError> {
         self.inner.last_position().await
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use wfstate_events::{EmbeddedConfig, EmbeddedLog, EventLog};
 use wfstate_projector::audit_all;
-use wfstate_store::{CaseId, Event, Hash};
+use wfstate_store::{CaseId, Event, Hash, Position};
 
 /// Runs the writer until it has printed `acks` receipts (or 20 s passed), kills it, and
 /// returns every receipt it printed.
@@ -70,7 +70,7 @@ async fn a_killed_writer_leaves_only_whole_commits_and_every_acknowledged_one() 
     for n in 0..16 {
         let id = CaseId::new(format!("crash-{n}")).unwrap();
         let events: Vec<_> = log
-            .history(&id, 0)
+            .history(&id, Position::ZERO)
             .await
             .unwrap()
             .try_collect()
@@ -78,7 +78,10 @@ async fn a_killed_writer_leaves_only_whole_commits_and_every_acknowledged_one() 
             .unwrap();
         for event in events {
             let version = Event::decode(&event.payload).unwrap().version;
-            stored.insert((id.to_string(), version), Hash::of(&event.payload).to_hex());
+            stored.insert(
+                (id.to_string(), version.get()),
+                Hash::of(&event.payload).to_hex(),
+            );
         }
     }
     for (case, version, hash) in &acknowledged {

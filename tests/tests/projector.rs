@@ -20,7 +20,7 @@ use wfstate_projector::{
     audit_follow, replay, verify,
 };
 use wfstate_store::{
-    CaseId, CommitId, Event, Hash, Mutation, ScopeId, TokenId, TokenStatus, Value,
+    CaseId, CommitId, Event, Hash, Mutation, ScopeId, TokenId, TokenStatus, Value, Version,
 };
 use wfstate_tests::NatsServer;
 
@@ -211,8 +211,8 @@ async fn views_equal_replays_under_random_commits_and_projector_crashes() {
         let view = last.view(id).await.unwrap().unwrap();
         let replayed = replay(&log, id, None).await.unwrap();
         assert_eq!(view.state, replayed.state);
-        assert_eq!(view.position, replayed.position);
-        events += view.state.version;
+        assert_eq!(view.position.get(), replayed.position.get());
+        events += view.state.version.get();
     }
     assert_eq!(events, total);
     assert_eq!(last.case_ids().await.unwrap().len(), 50);
@@ -302,8 +302,8 @@ async fn a_stale_kept_view_is_refused_and_nothing_is_applied_twice() {
     let replayed = replay(&log, &case("shared"), None).await.unwrap();
     assert_eq!(view.quarantine, None);
     assert_eq!(
-        (view.state, view.position),
-        (replayed.state, replayed.position)
+        (view.state, view.position.get()),
+        (replayed.state, replayed.position.get())
     );
     let applied: u64 = [first.stats(), second.stats()]
         .iter()
@@ -351,7 +351,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     let truncated = publish_raw(&log, "truncated", good[..good.len() / 2].to_vec()).await;
     let mut future = Event::decode(&good).unwrap();
     future.schema = 2;
-    future.version = 3;
+    future.version = Version::new(3);
     let future = publish_raw(&log, "future", future.encode()).await;
     let mut forged = Event::decode(
         &log.last_event(&case("forged"))
@@ -362,7 +362,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     )
     .unwrap();
     forged.case_id = case("forged");
-    forged.version = 3;
+    forged.version = Version::new(3);
     forged.prev_event_hash = Hash::of(b"not the previous event");
     forged.commit_id = CommitId::generate();
     let forged = publish_raw(&log, "forged", forged.encode()).await;
@@ -374,7 +374,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     let records = projector.quarantined().await.unwrap();
     let found: Vec<(u64, &str, &str)> = records
         .iter()
-        .map(|r| (r.position, r.case_id.as_str(), r.code.as_str()))
+        .map(|r| (r.position.get(), r.case_id.as_str(), r.code.as_str()))
         .collect();
     assert_eq!(
         found,
@@ -393,8 +393,12 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     ] {
         let view = projector.view(&case(id)).await.unwrap().unwrap();
         let quarantine = view.quarantine.expect("marked");
-        assert_eq!(quarantine.position, position, "{id}");
-        assert_eq!(view.state.version, 2, "{id} keeps its last good state");
+        assert_eq!(quarantine.position.get(), position, "{id}");
+        assert_eq!(
+            view.state.version.get(),
+            2,
+            "{id} keeps its last good state"
+        );
     }
 
     // The healthy case keeps being projected.
@@ -419,7 +423,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(
         (
-            report.problems[0].position,
+            report.problems[0].position.get(),
             report.problems[0].code.as_str()
         ),
         (forged, "broken_chain")
@@ -428,7 +432,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     let codes: Vec<(u64, &str)> = report
         .problems
         .iter()
-        .map(|p| (p.position, p.code.as_str()))
+        .map(|p| (p.position.get(), p.code.as_str()))
         .collect();
     assert_eq!(
         codes,
@@ -577,7 +581,11 @@ async fn audit_follow_reports_new_events_and_broken_links_as_they_arrive() {
             |receipt| sender.send(format!("receipt {}", receipt.version)).unwrap(),
             |problem| {
                 problems
-                    .send(format!("problem {} at {}", problem.code, problem.position))
+                    .send(format!(
+                        "problem {} at {}",
+                        problem.code,
+                        problem.position.get()
+                    ))
                     .unwrap();
             },
         )
@@ -593,7 +601,7 @@ async fn audit_follow_reports_new_events_and_broken_links_as_they_arrive() {
             .payload,
     )
     .unwrap();
-    forged.version = 3;
+    forged.version = Version::new(3);
     forged.commit_id = CommitId::generate();
     let forged_at = publish_raw(&log, "watched", forged.encode()).await;
 

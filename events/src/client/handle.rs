@@ -2,14 +2,14 @@
 //! last event, and what it sent whose outcome is not known yet.
 
 use bytes::Bytes;
-use wfstate_store::{Case, CommitId, Event, Hash, PreparedCommit, Tentative};
+use wfstate_store::{Case, CommitId, Event, Hash, Position, PreparedCommit, Tentative};
 
 /// A case loaded or created through a [`crate::Workspace`]: the store's [`Case`] plus the
 /// position of its last event.
 #[derive(Debug)]
 pub struct CaseHandle {
     pub(crate) case: Case,
-    pub(crate) position: u64,
+    pub(crate) position: Position,
     /// What was sent and may have landed: the next commit resolves it before anything else.
     pub(crate) in_doubt: Option<InDoubt>,
 }
@@ -30,11 +30,11 @@ pub(crate) enum InDoubt {
 pub(crate) struct PendingMany {
     pub events: Vec<(Event, Hash, Bytes)>,
     pub after: Case,
-    pub expected: u64,
+    pub expected: Position,
 }
 
 impl CaseHandle {
-    pub(crate) fn new(case: Case, position: u64) -> Self {
+    pub(crate) fn new(case: Case, position: Position) -> Self {
         CaseHandle {
             case,
             position,
@@ -53,7 +53,7 @@ impl CaseHandle {
     }
 
     /// The position of the case's last event (0 before the first).
-    pub fn position(&self) -> u64 {
+    pub fn position(&self) -> Position {
         self.position
     }
 

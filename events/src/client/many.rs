@@ -1,7 +1,7 @@
 //! Several commits of one case in one round trip: [`Workspace::commit_many`].
 
 use bytes::Bytes;
-use wfstate_store::{Case, CommitId, Mutation, Receipt};
+use wfstate_store::{Case, CommitId, Mutation, Position, Receipt};
 
 use super::Workspace;
 use super::handle::{CaseHandle, InDoubt, PendingMany};
@@ -74,7 +74,7 @@ impl<L: EventLog> Workspace<L> {
         let last = match outcome {
             Ok(Resolved::Ours { position }) => position,
             // Stored together: our first event there means all of them are.
-            Ok(Resolved::Stored(first)) => first.position + count - 1,
+            Ok(Resolved::Stored(first)) => Position::new(first.position.get() + count - 1),
             Err(error @ CommitError::InDoubt { .. }) => return Err(error),
             Err(error) => {
                 handle.in_doubt = None;
@@ -84,12 +84,13 @@ impl<L: EventLog> Workspace<L> {
         let Some(InDoubt::Many(pending)) = handle.in_doubt.take() else {
             unreachable!("the events sent are in the handle")
         };
-        let first_position = last + 1 - count;
+        // Stored together, contiguously: the positions run up to the last one's.
+        let first_position = last.get() + 1 - count;
         let receipts = pending
             .events
             .iter()
             .zip(first_position..)
-            .map(|((event, hash, _), position)| Receipt::new(event, *hash, position))
+            .map(|((event, hash, _), position)| Receipt::new(event, *hash, Position::new(position)))
             .collect();
         handle.case = pending.after;
         handle.position = last;

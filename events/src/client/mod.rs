@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
-use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Hash, Limits, PreparedCommit, Receipt};
+use wfstate_store::{
+    Case, CaseId, CommitId, CommitMeta, Hash, Limits, Position, PreparedCommit, Receipt,
+};
 
 pub use handle::CaseHandle;
 use handle::{InDoubt, InFlight};
@@ -140,7 +142,7 @@ impl<L: EventLog> Workspace<L> {
     /// A handle on a case that has no events yet: buffer its first mutations, then
     /// [`Workspace::commit`] creates it (or fails with [`CommitError::CaseExists`]).
     pub fn new_case(&self, case_id: CaseId) -> CaseHandle {
-        CaseHandle::new(Case::new(case_id).with_limits(self.limits), 0)
+        CaseHandle::new(Case::new(case_id).with_limits(self.limits), Position::ZERO)
     }
 
     /// Creates a case with `mutations` as its first commit.
@@ -167,11 +169,11 @@ impl<L: EventLog> Workspace<L> {
     /// event that does not decode or fold; [`CommitError::Log`] when the log fails.
     pub async fn load(&self, case_id: &CaseId) -> Result<CaseHandle, CommitError> {
         let mut handle = self.new_case(case_id.clone());
-        let mut events = self.log.history(case_id, 0).await?;
+        let mut events = self.log.history(case_id, Position::ZERO).await?;
         while let Some(event) = events.try_next().await? {
             fold(&mut handle, &event)?;
         }
-        if handle.position == 0 {
+        if handle.position == Position::ZERO {
             return Err(CommitError::CaseNotFound(case_id.clone()));
         }
         Ok(handle)
@@ -281,7 +283,7 @@ impl<L: EventLog> Workspace<L> {
     ) -> Result<Receipt, CommitError> {
         match outcome {
             Ok(resolved) => Self::adopt(handle, prepared, &resolved),
-            Err(CommitError::Conflict { .. }) if handle.position == 0 => {
+            Err(CommitError::Conflict { .. }) if handle.position == Position::ZERO => {
                 Err(CommitError::CaseExists(handle.case.id().clone()))
             }
             Err(error @ CommitError::InDoubt { .. }) => {

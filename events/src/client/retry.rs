@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 use super::Workspace;
 use crate::error::{CommitError, LogError, LogErrorKind};
@@ -68,7 +68,7 @@ impl RetryPolicy {
 /// What the log holds for an append that was resolved.
 pub(crate) enum Resolved {
     /// This attempt stored the events; `position` is the last one's.
-    Ours { position: u64 },
+    Ours { position: Position },
     /// The log holds an event with the (first) commit id: a duplicate, or a conflict resolved
     /// by reading the case. Its bytes may be an earlier attempt's.
     Stored(StoredEvent),
@@ -79,7 +79,7 @@ enum AfterExpected {
     /// The event with our commit id: an earlier attempt landed.
     Ours(StoredEvent),
     /// Another writer's event, at this position.
-    Theirs(u64),
+    Theirs(Position),
     /// Nothing yet, or the read failed: try again.
     Retry(LogError),
 }
@@ -89,7 +89,7 @@ enum AfterExpected {
 pub(crate) struct Append<'a> {
     pub case_id: &'a CaseId,
     pub commit_id: CommitId,
-    pub expected: u64,
+    pub expected: Position,
     pub may_have_landed: bool,
 }
 
@@ -165,8 +165,8 @@ impl<L: EventLog> Workspace<L> {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected: u64,
-        position: Option<u64>,
+        expected: Position,
+        position: Option<Position>,
     ) -> AfterExpected {
         let Some(position) = position else {
             return self.after_expected(case_id, expected, commit_id).await;
@@ -188,7 +188,7 @@ impl<L: EventLog> Workspace<L> {
     async fn after_expected(
         &self,
         case_id: &CaseId,
-        expected: u64,
+        expected: Position,
         ours: CommitId,
     ) -> AfterExpected {
         match self.log.event_after(case_id, expected).await {
@@ -207,7 +207,7 @@ impl<L: EventLog> Workspace<L> {
     }
 }
 
-fn conflict(case_id: &CaseId, expected: u64, actual: u64) -> CommitError {
+fn conflict(case_id: &CaseId, expected: Position, actual: Position) -> CommitError {
     CommitError::Conflict {
         case_id: case_id.clone(),
         expected,

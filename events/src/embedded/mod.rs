@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 pub use schema::SQLITE_SCHEMA_VERSION;
 pub(crate) use schema::storage_failure;
@@ -213,10 +213,10 @@ impl EmbeddedLog {
                 let mut cursor = cursor?;
                 loop {
                     if let Some(event) = cursor.buffered.pop_front() {
-                        if until.is_some_and(|until| event.position > until) {
+                        if until.is_some_and(|until| event.position.get() > until) {
                             return None;
                         }
-                        cursor.after = event.position;
+                        cursor.after = event.position.get();
                         return Some((Ok(event), Some(cursor)));
                     }
                     match cursor.log.page(cursor.case.clone(), cursor.after).await {
@@ -265,7 +265,7 @@ fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     let commit_id: String = row.get(2)?;
     let payload: Vec<u8> = row.get(3)?;
     Ok(StoredEvent {
-        position: unsigned(row.get(0)?)?,
+        position: Position::new(unsigned(row.get(0)?)?),
         case_id: row.get(1)?,
         commit_id: commit_id.parse().ok(),
         payload: Bytes::from(payload),
@@ -277,7 +277,7 @@ impl EmbeddedLog {
     async fn submit(
         &self,
         case_id: &CaseId,
-        expected: u64,
+        expected: Position,
         events: Vec<(String, Bytes)>,
     ) -> Result<AppendOutcome, LogError> {
         for (_, payload) in &events {
@@ -306,7 +306,7 @@ impl EventLog for EmbeddedLog {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected_position: u64,
+        expected_position: Position,
         payload: Bytes,
     ) -> Result<AppendOutcome, LogError> {
         self.submit(
@@ -321,7 +321,7 @@ impl EventLog for EmbeddedLog {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> Result<AppendOutcome, LogError> {
         assert!(!events.is_empty(), "the client sends no empty append");
         let events = events
@@ -348,10 +348,10 @@ impl EventLog for EmbeddedLog {
     async fn event_after(
         &self,
         case_id: &CaseId,
-        position: u64,
+        position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         let case_id = case_id.to_string();
-        let after = i64::try_from(position).unwrap_or(i64::MAX);
+        let after = i64::try_from(position.get()).unwrap_or(i64::MAX);
         self.read(move |connection| {
             let from = version_at(connection, &case_id, after)?;
             connection
@@ -365,8 +365,8 @@ impl EventLog for EmbeddedLog {
         .await
     }
 
-    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
-        let position = i64::try_from(position).unwrap_or(i64::MAX);
+    async fn event_at(&self, position: Position) -> Result<Option<StoredEvent>, LogError> {
+        let position = i64::try_from(position.get()).unwrap_or(i64::MAX);
         self.read(move |connection| {
             connection
                 .prepare_cached(
@@ -381,25 +381,25 @@ impl EventLog for EmbeddedLog {
     async fn history(
         &self,
         case_id: &CaseId,
-        after_position: u64,
+        after_position: Position,
     ) -> Result<EventStream, LogError> {
-        let until = self.last_position().await?;
+        let until = self.last_position().await?.get();
         Ok(self.stream(
             Some(case_id.to_string()),
-            after_position,
+            after_position.get(),
             Some(until),
             false,
         ))
     }
 
-    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
-        Ok(self.stream(None, after_position, None, true))
+    async fn follow(&self, after_position: Position) -> Result<EventStream, LogError> {
+        Ok(self.stream(None, after_position.get(), None, true))
     }
 
-    async fn last_position(&self) -> Result<u64, LogError> {
+    async fn last_position(&self) -> Result<Position, LogError> {
         self.read(|connection| {
             connection.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-                unsigned(row.get(0)?)
+                unsigned(row.get(0)?).map(Position::new)
             })
         })
         .await

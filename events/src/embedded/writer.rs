@@ -9,6 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
 use super::schema::{shared_sqlite_error, unsigned};
+use wfstate_store::Position;
+
 use crate::error::LogError;
 use crate::log::AppendOutcome;
 
@@ -19,7 +21,7 @@ const GROUP_MAX: usize = 1024;
 /// together, contiguously, or not at all).
 pub(crate) struct AppendRequest {
     pub case_id: String,
-    pub expected: u64,
+    pub expected: Position,
     /// Commit ids and payloads, in order.
     pub events: Vec<(String, Bytes)>,
     pub reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
@@ -78,7 +80,7 @@ fn append_group(
     for request in group {
         let outcome = append_one(&transaction, request)?;
         if let AppendOutcome::Appended { position } = outcome {
-            last = Some(position);
+            last = Some(position.get());
         }
         outcomes.push(outcome);
     }
@@ -103,7 +105,7 @@ fn append_one(
     if let Some(&position) = stored.first() {
         // As JetStream refuses an atomic batch holding commit ids it has, without saying
         // where: nothing of it is stored again, and the caller finds out by reading the case.
-        let position = (request.events.len() == 1).then_some(position);
+        let position = (request.events.len() == 1).then_some(Position::new(position));
         return Ok(AppendOutcome::Duplicate { position });
     }
     let last: Option<(i64, i64)> = transaction
@@ -114,9 +116,9 @@ fn append_one(
         .optional()?;
     let (last_position, mut version) = last.unwrap_or((0, 0));
     let last_position = unsigned(last_position)?;
-    if last_position != request.expected {
+    if last_position != request.expected.get() {
         return Ok(AppendOutcome::Conflict {
-            actual: Some(last_position),
+            actual: Some(Position::new(last_position)),
         });
     }
     for (commit_id, payload) in &request.events {
@@ -133,7 +135,7 @@ fn append_one(
             ])?;
     }
     Ok(AppendOutcome::Appended {
-        position: unsigned(transaction.last_insert_rowid())?,
+        position: Position::new(unsigned(transaction.last_insert_rowid())?),
     })
 }
 

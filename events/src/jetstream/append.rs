@@ -4,7 +4,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 use super::JetStreamLog;
 use super::codes::{Meaning, actual_position, api_error, description, meaning, request_kind, why};
@@ -120,7 +120,7 @@ impl JetStreamLog {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected_position: u64,
+        expected_position: Position,
         payload: Bytes,
     ) -> Result<AppendOutcome, LogError> {
         LogError::check_size(&payload, self.payload_size_max)?;
@@ -128,7 +128,7 @@ impl JetStreamLog {
         let message = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(commit_id.encode(&mut [0; CommitId::TEXT_LENGTH]))
-            .expected_last_subject_sequence(expected_position)
+            .expected_last_subject_sequence(expected_position.get())
             .header(headers::CONTENT_TYPE, "application/cbor")
             .header(headers::SCHEMA, headers::SCHEMA_VALUE);
         let subject = async_nats::Subject::from(self.subject(case_id));
@@ -138,10 +138,10 @@ impl JetStreamLog {
         };
         match ack {
             Ok(ack) if ack.duplicate => Ok(AppendOutcome::Duplicate {
-                position: Some(ack.sequence),
+                position: Some(Position::new(ack.sequence)),
             }),
             Ok(ack) => Ok(AppendOutcome::Appended {
-                position: ack.sequence,
+                position: Position::new(ack.sequence),
             }),
             Err(error) => self.publish_outcome(error, &subject, size),
         }
@@ -154,7 +154,7 @@ impl JetStreamLog {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> Result<AppendOutcome, LogError> {
         assert!(!events.is_empty(), "the client sends no empty append");
         let total = events.len();
@@ -226,7 +226,7 @@ fn batch_headers(
     batch_id: &str,
     index: usize,
     commit_id: CommitId,
-    expected_position: u64,
+    expected_position: Position,
     last: bool,
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -272,7 +272,9 @@ fn batch_outcome(reply: &[u8], what: &str, size: usize) -> Result<AppendOutcome,
         .with_source(e)
     })?;
     match ack.error {
-        None if ack.seq > 0 => Ok(AppendOutcome::Appended { position: ack.seq }),
+        None if ack.seq > 0 => Ok(AppendOutcome::Appended {
+            position: Position::new(ack.seq),
+        }),
         None => Err(LogError::new(
             LogErrorKind::Unexpected,
             format!("{what}: the acknowledgement names no position"),
@@ -290,12 +292,16 @@ mod tests {
         let answer = |json: &str| batch_outcome(json.as_bytes(), "x", 2000);
         assert_eq!(
             answer(r#"{"seq": 9, "count": 3}"#).unwrap(),
-            AppendOutcome::Appended { position: 9 }
+            AppendOutcome::Appended {
+                position: Position::new(9)
+            }
         );
         assert_eq!(
             answer(r#"{"error": {"err_code": 10071, "description": "wrong last sequence: 4"}}"#)
                 .unwrap(),
-            AppendOutcome::Conflict { actual: Some(4) }
+            AppendOutcome::Conflict {
+                actual: Some(Position::new(4))
+            }
         );
         assert_eq!(
             answer(r#"{"error": {"err_code": 10201, "description": "duplicate"}}"#).unwrap(),

@@ -9,6 +9,8 @@ use std::error::Error as StdError;
 
 use async_nats::jetstream::{self, ErrorCode};
 
+use wfstate_store::Position;
+
 use crate::error::{LogError, LogErrorKind};
 
 /// What an answer means.
@@ -145,9 +147,9 @@ pub(crate) fn why(code: u64) -> Option<&'static str> {
 }
 
 /// The position a 10071 answer names ("wrong last sequence: 41"), if it names one.
-pub(crate) fn actual_position(description: &str) -> Option<u64> {
+pub(crate) fn actual_position(description: &str) -> Option<Position> {
     let (_, number) = description.rsplit_once(':')?;
-    number.trim().parse().ok()
+    number.trim().parse().ok().map(Position::new)
 }
 
 /// The server's description of an API error: its `Display` without the codes async-nats
@@ -350,12 +352,15 @@ mod tests {
             r#"{"code": 400, "err_code": 10071, "description": "wrong last sequence: 41"}"#,
         )
         .unwrap();
-        assert_eq!(actual_position(&description(&api)), Some(41));
+        assert_eq!(actual_position(&description(&api)), Some(Position::new(41)));
     }
 
     #[test]
     fn a_wrong_last_sequence_names_the_actual_position() {
-        assert_eq!(actual_position("wrong last sequence: 41"), Some(41));
+        assert_eq!(
+            actual_position("wrong last sequence: 41"),
+            Some(Position::new(41))
+        );
         assert_eq!(actual_position("wrong last sequence"), None);
     }
 

@@ -16,7 +16,7 @@ mod stream;
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 pub(crate) use codes::nats_failure;
 pub use config::{Auth, JetStreamConfig, Tls};
@@ -95,7 +95,7 @@ impl EventLog for JetStreamLog {
         &self,
         case_id: &CaseId,
         commit_id: CommitId,
-        expected_position: u64,
+        expected_position: Position,
         payload: Bytes,
     ) -> Result<AppendOutcome, LogError> {
         self.append_one(case_id, commit_id, expected_position, payload)
@@ -106,7 +106,7 @@ impl EventLog for JetStreamLog {
         &self,
         case_id: &CaseId,
         events: &[(CommitId, Bytes)],
-        expected_position: u64,
+        expected_position: Position,
     ) -> Result<AppendOutcome, LogError> {
         self.append_batch(case_id, events, expected_position).await
     }
@@ -118,28 +118,29 @@ impl EventLog for JetStreamLog {
     async fn event_after(
         &self,
         case_id: &CaseId,
-        position: u64,
+        position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         self.next_event(case_id, position).await
     }
 
-    async fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, LogError> {
-        self.direct_get(self.stream.direct_get(position)).await
+    async fn event_at(&self, position: Position) -> Result<Option<StoredEvent>, LogError> {
+        self.direct_get(self.stream.direct_get(position.get()))
+            .await
     }
 
     async fn history(
         &self,
         case_id: &CaseId,
-        after_position: u64,
+        after_position: Position,
     ) -> Result<EventStream, LogError> {
         self.read_history(case_id, after_position).await
     }
 
-    async fn follow(&self, after_position: u64) -> Result<EventStream, LogError> {
+    async fn follow(&self, after_position: Position) -> Result<EventStream, LogError> {
         self.read_all(after_position).await
     }
 
-    async fn last_position(&self) -> Result<u64, LogError> {
+    async fn last_position(&self) -> Result<Position, LogError> {
         self.stream_last_position().await
     }
 

@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
-use wfstate_store::{CaseId, CommitId};
+use wfstate_store::{CaseId, CommitId, Position};
 
 use super::codes::{api_error, api_error_of, request_kind};
 use super::{DIRECT_READS, JetStreamLog};
@@ -18,7 +18,7 @@ impl JetStreamLog {
     ) -> StoredEvent {
         stored_event(
             &self.subject_prefix,
-            message.sequence,
+            Position::new(message.sequence),
             &message.subject,
             message
                 .headers
@@ -85,11 +85,11 @@ impl JetStreamLog {
     pub(crate) async fn next_event(
         &self,
         case_id: &CaseId,
-        position: u64,
+        position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         self.direct_get(
             self.stream
-                .direct_get_next_for_subject(self.subject(case_id), Some(position + 1)),
+                .direct_get_next_for_subject(self.subject(case_id), Some(position.get() + 1)),
         )
         .await
     }
@@ -97,7 +97,7 @@ impl JetStreamLog {
     pub(crate) async fn read_history(
         &self,
         case_id: &CaseId,
-        after_position: u64,
+        after_position: Position,
     ) -> Result<EventStream, LogError> {
         let Some(last) = self.last_of(case_id).await? else {
             return Ok(Box::pin(futures::stream::empty()));
@@ -148,12 +148,12 @@ impl JetStreamLog {
         Ok(Box::pin(futures::stream::iter(head).chain(tail)))
     }
 
-    pub(crate) async fn read_all(&self, after_position: u64) -> Result<EventStream, LogError> {
+    pub(crate) async fn read_all(&self, after_position: Position) -> Result<EventStream, LogError> {
         self.ordered(format!("{}.*", self.subject_prefix), after_position, None)
             .await
     }
 
-    pub(crate) async fn stream_last_position(&self) -> Result<u64, LogError> {
+    pub(crate) async fn stream_last_position(&self) -> Result<Position, LogError> {
         let info = self.stream.get_info().await.map_err(|error| {
             let what = format!("reading the stream's state on {}", self.urls);
             let code = api_error(&error).map(|api| api.error_code().0);
@@ -161,20 +161,20 @@ impl JetStreamLog {
             self.permission_error("$JS.API.STREAM.INFO", &what)
                 .unwrap_or_else(|| api_error_of(&what, code, request, error))
         })?;
-        Ok(info.state.last_sequence)
+        Ok(Position::new(info.state.last_sequence))
     }
     /// An ordered consumer over `filter` from `after + 1`, as a stream of events.
     pub(crate) async fn ordered(
         &self,
         filter: String,
-        after: u64,
+        after: Position,
         name: Option<String>,
     ) -> Result<EventStream, LogError> {
-        let deliver_policy = if after == 0 {
+        let deliver_policy = if after == Position::ZERO {
             consumer::DeliverPolicy::All
         } else {
             consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
+                start_sequence: after.get() + 1,
             }
         };
         let consumer = self
@@ -240,7 +240,7 @@ pub(crate) fn consumed_event(
         .map(async_nats::HeaderValue::as_str);
     Ok(stored_event(
         prefix,
-        info.stream_sequence,
+        Position::new(info.stream_sequence),
         &message.subject,
         commit_id,
         message.payload.clone(),
@@ -250,7 +250,7 @@ pub(crate) fn consumed_event(
 /// The event a message from the stream carries, its case taken from its subject.
 pub(crate) fn stored_event(
     prefix: &str,
-    position: u64,
+    position: Position,
     subject: &str,
     commit_id: Option<&str>,
     payload: Bytes,
@@ -277,14 +277,14 @@ mod tests {
         let commit = CommitId::generate();
         let event = stored_event(
             "wfstate.case",
-            7,
+            Position::new(7),
             "wfstate.case.c1",
             Some(&commit.to_string()),
             Bytes::from_static(b"x"),
         );
         assert_eq!(
             (event.position, event.case_id.as_str(), event.commit_id),
-            (7, "c1", Some(commit))
+            (Position::new(7), "c1", Some(commit))
         );
     }
 }

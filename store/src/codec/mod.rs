@@ -97,6 +97,7 @@ mod tests {
     use super::*;
     use crate::id::{CaseId, CommitId};
     use crate::mutation::Mutation;
+    use crate::position::Version;
     use crate::value::Value;
 
     fn sample(version: u64) -> Event {
@@ -104,7 +105,7 @@ mod tests {
             schema: SCHEMA_VERSION,
             commit_id: CommitId::generate(),
             case_id: CaseId::new("case-1").unwrap(),
-            version,
+            version: Version::new(version),
             mutations: vec![Mutation::set_key("k", 1), Mutation::IncrementStepCount],
             committed_at_ms: 1_700_000_000_000,
             writer: "host/1".into(),
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn impossible_contents_are_refused() {
         let mut zero = sample(1);
-        zero.version = 0;
+        zero.version = Version::ZERO;
         assert!(matches!(
             Event::decode(&zero.encode()),
             Err(DecodeError::Impossible(_))

@@ -15,6 +15,7 @@ use serde::de::value::{Error as ValueError, StrDeserializer};
 use super::reference::WireEvent;
 use crate::hash::Hash;
 use crate::mutation::{Fields, Mutation, Op};
+use crate::position::Version;
 use crate::value::{Map, Value};
 
 const UNSIGNED: u8 = 0;
@@ -36,7 +37,7 @@ pub(crate) fn read_event(bytes: &[u8]) -> Option<WireEvent> {
             "schema" => fill(&mut wire.schema, reader.unsigned()?)?,
             "commit_id" => fill(&mut wire.commit_id, reader.text()?.parse().ok()?)?,
             "case_id" => fill(&mut wire.case_id, reader.text()?.parse().ok()?)?,
-            "version" => fill(&mut wire.version, reader.unsigned()?)?,
+            "version" => fill(&mut wire.version, Version::new(reader.unsigned()?))?,
             "mutations" => {
                 let count = reader.length(ARRAY)?;
                 let mut mutations = Vec::with_capacity(count.min(1024));

@@ -12,6 +12,7 @@ use crate::event::SCHEMA_VERSION;
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId};
 use crate::mutation::{Mutation, put};
+use crate::position::Version;
 
 /// The wire form: every field optional, so that the schema is checked before anything else
 /// and a missing field is named. Unknown keys are ignored.
@@ -20,7 +21,7 @@ pub(crate) struct WireEvent {
     pub(crate) schema: Option<u64>,
     pub(crate) commit_id: Option<CommitId>,
     pub(crate) case_id: Option<CaseId>,
-    pub(crate) version: Option<u64>,
+    pub(crate) version: Option<Version>,
     pub(crate) mutations: Option<Vec<Mutation>>,
     pub(crate) committed_at_ms: Option<u64>,
     pub(crate) writer: Option<String>,

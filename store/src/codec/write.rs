@@ -16,6 +16,7 @@ use crate::event::Event;
 use crate::hash::Hash;
 use crate::id::{CaseId, CommitId};
 use crate::mutation::{Mutation, TokenUpdate};
+use crate::position::Version;
 use crate::state::{CaseState, Scope, Token};
 use crate::value::{Map, Value};
 
@@ -72,7 +73,7 @@ pub(crate) fn write_state(state: &CaseState, out: &mut Vec<u8>) {
         text(out, id.as_str());
         write_token(out, token);
     });
-    unsigned_field(out, "version", state.version);
+    unsigned_field(out, "version", state.version.get());
 }
 
 /// Appends the encoding of `event` (the serde form of [`Event`]) to `out`.
@@ -95,7 +96,7 @@ pub(crate) struct EventHead<'a> {
     pub(crate) schema: u64,
     pub(crate) commit_id: CommitId,
     pub(crate) case_id: &'a CaseId,
-    pub(crate) version: u64,
+    pub(crate) version: Version,
     pub(crate) committed_at_ms: u64,
     pub(crate) writer: &'a str,
     pub(crate) state_hash: Hash,
@@ -115,7 +116,7 @@ pub(crate) fn write_event_parts<'m>(
     unsigned_field(out, "schema", head.schema);
     text_field(out, "commit_id", commit_id);
     text_field(out, "case_id", head.case_id.as_str());
-    unsigned_field(out, "version", head.version);
+    unsigned_field(out, "version", head.version.get());
     text(out, "mutations");
     header(out, ARRAY, mutations.len() as u64);
     for mutation in mutations {

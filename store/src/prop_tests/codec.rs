@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 
+use crate::Version;
 use crate::{
     Case, CaseId, CaseState, CaseStatus, CommitId, Event, Hash, Mutation, Scope, ScopeStatus,
     Token, TokenId, Value,
@@ -103,7 +104,7 @@ fn encoding_state() -> impl Strategy<Value = CaseState> {
         .prop_map(|(numbers, ctx, metadata, scopes, tokens, status)| {
             let mut state = CaseState::new(CaseId::new("c").unwrap());
             (state.created_at_ms, state.last_commit_at_ms) = (numbers.0, numbers.1);
-            (state.step_count, state.version) = (numbers.2, numbers.3);
+            (state.step_count, state.version) = (numbers.2, Version::new(numbers.3));
             state.ctx = ctx;
             state.metadata = metadata;
             state.status = status;
@@ -140,7 +141,7 @@ fn any_event() -> impl Strategy<Value = Event> {
             schema: crate::SCHEMA_VERSION,
             commit_id: CommitId::generate(),
             case_id: CaseId::new("c-1").unwrap(),
-            version,
+            version: Version::new(version),
             mutations,
             committed_at_ms: at,
             writer,

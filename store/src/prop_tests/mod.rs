@@ -17,8 +17,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use crate::{
-    Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Mutation, PrepareError, Receipt,
-    ScopeId, TokenId, TokenStatus, TokenUpdate, Value,
+    Case, CaseId, CaseState, CaseStatus, CommitId, CommitMeta, Mutation, Position, PrepareError,
+    Receipt, ScopeId, TokenId, TokenStatus, TokenUpdate, Value,
 };
 
 pub(super) fn runner(name: &str, cases: u32) -> TestRunner {
@@ -388,8 +388,8 @@ pub(super) fn run_against_model(
                 let tentative = tried.try_commit(meta).unwrap();
                 prop_assert_eq!(tentative.payload(), prepared.payload());
                 prop_assert_eq!(
-                    tentative.receipt(7),
-                    Receipt::new(prepared.event(), prepared.event_hash(), 7)
+                    tentative.receipt(Position::new(7)),
+                    Receipt::new(prepared.event(), prepared.event_hash(), Position::new(7))
                 );
                 tentative.keep();
                 payloads.push(prepared.payload().to_vec());

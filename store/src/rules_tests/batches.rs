@@ -103,7 +103,7 @@ fn failed_commit_keeps_version_state_and_buffer() {
     case.buffer(Mutation::set_key("fine", 1));
     let prepared = case.prepare_commit(meta(9)).unwrap();
     case.complete(prepared).unwrap();
-    assert_eq!(case.state().version, version + 1);
+    assert_eq!(case.state().version, version.next());
 }
 
 #[test]
@@ -165,7 +165,11 @@ fn versions_timestamps_and_chain_advance_per_commit() {
     }
     let state = case.state();
     assert_eq!(
-        (state.version, state.created_at_ms, state.last_commit_at_ms),
+        (
+            state.version.get(),
+            state.created_at_ms,
+            state.last_commit_at_ms
+        ),
         (3, 10, 30)
     );
     assert_eq!(case.last_event_hash(), crate::Hash::of(&payloads[2]));

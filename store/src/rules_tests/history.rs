@@ -1,6 +1,7 @@
 //! Stored history: folding detects dropped, reordered, forged and foreign events; a tentative
 //! commit writes the prepared event and applies it once.
 
+use crate::Version;
 use crate::{Case, CaseId, Mutation, ScopeId, Value};
 
 use super::*;
@@ -61,8 +62,8 @@ fn fold_detects_dropped_reordered_forged_and_foreign_events() {
     assert_eq!(
         dropped,
         FoldError::VersionGap {
-            expected: 2,
-            found: 3
+            expected: Version::new(2),
+            found: Version::new(3)
         }
     );
 

@@ -39,7 +39,7 @@ pub(super) fn commit(case: &mut Case, mutations: Vec<Mutation>) {
         case.buffer(mutation);
     }
     let prepared = case
-        .prepare_commit(meta(1000 + case.state().version))
+        .prepare_commit(meta(1000 + case.state().version.get()))
         .unwrap();
     case.complete(prepared).unwrap();
 }

@@ -488,7 +488,7 @@ async fn projector_catch_up(log: &JetStreamLog, run_id: u128) -> Result<Figure, 
     projector.catch_up().await?;
     Ok(finish(
         started,
-        usize::try_from(events).unwrap_or(0),
+        usize::try_from(events.get()).unwrap_or(0),
         Vec::new(),
     ))
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use wfstate_events::{AppendOutcome, CommitError, CommitErrorKind, EventLog, Workspace};
-use wfstate_store::{Case, CaseId, CommitId, Mutation};
+use wfstate_store::{Case, CaseId, CommitId, Mutation, Position};
 
 use std::time::Duration;
 
@@ -20,12 +20,12 @@ pub async fn commit_and_receipt(fixture: &impl Fixture) {
         .unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let second = workspace.commit(&mut handle).await.unwrap();
-    assert_eq!((first.version, second.version), (1, 2));
+    assert_eq!((first.version.get(), second.version.get()), (1, 2));
     assert_eq!(second.prev_event_hash, first.event_hash);
     assert_eq!(second.state_hash, handle.case().state().hash());
     let loaded = workspace.load(&case("c1")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
-    assert_eq!(loaded.position(), second.position);
+    assert_eq!(loaded.position(), second.position.get());
     assert_eq!(
         workspace.create(case("c1"), []).await.unwrap_err().kind(),
         CommitErrorKind::CaseExists
@@ -60,7 +60,7 @@ pub async fn a_dropped_commit_is_in_doubt_not_forgotten(fixture: &impl Fixture) 
         case.buffer(Mutation::IncrementStepCount);
     };
     let (receipt, attempts) = workspace.transact_on(&mut handle, increment).await.unwrap();
-    assert_eq!((receipt.version, attempts), (2, 1));
+    assert_eq!((receipt.version.get(), attempts), (2, 1));
     let stored = workspace.load(&case("dropped")).await.unwrap();
     assert_eq!(
         stored.case().state().step_count,
@@ -121,10 +121,14 @@ pub async fn conflict_between_two_writers(fixture: &impl Fixture) {
     workspace.commit(&mut a).await.unwrap();
     let lost = workspace.commit(&mut b).await.unwrap_err();
     assert!(
-        matches!(lost, CommitError::Conflict { expected: 1, .. }),
+        matches!(lost, CommitError::Conflict { expected, .. } if expected == 1),
         "{lost:?}"
     );
-    assert_eq!(b.case().state().version, 1, "the lost commit is undone");
+    assert_eq!(
+        b.case().state().version.get(),
+        1,
+        "the lost commit is undone"
+    );
     assert_eq!(b.case().state().step_count, 0);
     assert_eq!(b.case().buffered(), 1, "and its batch kept");
     let transacted = workspace
@@ -172,25 +176,28 @@ pub async fn atomic_batches(fixture: &impl Fixture) {
         .map(|n| vec![Mutation::set_key("n", n), Mutation::IncrementStepCount])
         .collect();
     let receipts = workspace.commit_many(&mut handle, batches).await.unwrap();
-    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version.get()).collect();
     assert_eq!(versions, [2, 3, 4, 5, 6]);
     for pair in receipts.windows(2) {
         assert_eq!(pair[1].prev_event_hash, pair[0].event_hash);
     }
     let loaded = workspace.load(&case("hot")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
-    assert_eq!(loaded.position(), receipts[4].position);
+    assert_eq!(loaded.position(), receipts[4].position.get());
     let stored: Vec<_> = log
-        .history(&case("hot"), receipts[0].position - 1)
+        .history(&case("hot"), Position::new(receipts[0].position.get() - 1))
         .await
         .unwrap()
         .try_collect()
         .await
         .unwrap();
-    let positions: Vec<u64> = stored.iter().map(|e| e.position).collect();
+    let positions: Vec<u64> = stored.iter().map(|e| e.position.get()).collect();
     assert_eq!(
         positions,
-        receipts.iter().map(|r| r.position).collect::<Vec<_>>()
+        receipts
+            .iter()
+            .map(|r| r.position.get())
+            .collect::<Vec<_>>()
     );
     let before = log.last_position().await.unwrap();
 
@@ -200,16 +207,23 @@ pub async fn atomic_batches(fixture: &impl Fixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CommitError::Conflict { expected: 1, .. }),
+        matches!(error, CommitError::Conflict { expected, .. } if expected == 1),
         "{error:?}"
     );
-    assert_eq!(stale.case().state().version, 1, "the handle is unchanged");
+    assert_eq!(
+        stale.case().state().version.get(),
+        1,
+        "the handle is unchanged"
+    );
     // The same events again, as a retry after a lost answer would send them: refused whole.
     let events: Vec<(CommitId, Bytes)> = stored
         .iter()
         .map(|e| (e.commit_id.unwrap(), e.payload.clone()))
         .collect();
-    let again = log.append_many(&case("hot"), &events, 1).await.unwrap();
+    let again = log
+        .append_many(&case("hot"), &events, Position::new(1))
+        .await
+        .unwrap();
     assert!(
         matches!(
             again,

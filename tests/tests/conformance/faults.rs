@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use wfstate_events::{CommitErrorKind, EventLog, LogErrorKind};
-use wfstate_store::{CommitMeta, Mutation};
+use wfstate_store::{CommitMeta, Mutation, Position};
 use wfstate_tests::{Fault, FaultyLog, Script};
 
 use crate::fixtures::{Fixture, case, meta, patient};
@@ -37,7 +37,7 @@ pub async fn a_conflict_without_a_position_is_resolved_by_reading_the_case(fixtu
             .on(3, Fault::Conflict { stored });
         let log = FaultyLog::new(fixture.log(), script);
         let handle = increments(&log, &name, 1).await;
-        assert_eq!(handle.case().state().version, 2, "stored: {stored}");
+        assert_eq!(handle.case().state().version.get(), 2, "stored: {stored}");
         let history = log.inner().last_event(&case(&name)).await.unwrap().unwrap();
         assert_eq!(history.position, handle.position(), "stored once");
         // Stored: the case was read after the first answer. Not stored: both answers came.
@@ -58,7 +58,7 @@ pub async fn a_lost_or_failed_append_is_retried_to_one_event(fixture: &impl Fixt
     let log = FaultyLog::new(fixture.log(), script);
     let handle = increments(&log, "lossy", 4).await;
     assert_eq!(handle.case().state().step_count, 4);
-    assert_eq!(handle.case().state().version, 5);
+    assert_eq!(handle.case().state().version.get(), 5);
     assert_eq!(log.injected().len(), 4);
     let events = log.inner().last_position().await.unwrap();
     assert_eq!(events, handle.position(), "no event stored twice");
@@ -76,8 +76,11 @@ pub async fn a_commit_is_found_after_the_log_forgot_its_id(fixture: &impl Fixtur
     let (mut handle, _) = workspace.create(case("late"), []).await.unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let receipt = workspace.commit(&mut handle).await.unwrap();
-    assert_eq!(receipt.version, 2);
-    assert_eq!(log.inner().last_position().await.unwrap(), receipt.position);
+    assert_eq!(receipt.version.get(), 2);
+    assert_eq!(
+        log.inner().last_position().await.unwrap(),
+        receipt.position.get()
+    );
 
     let first = CommitMeta {
         committed_at_ms: 1,
@@ -137,19 +140,31 @@ pub async fn a_commit_in_doubt_is_resolved_by_the_next_commit(fixture: &impl Fix
     // Past the scripted faults, the next commit sends the same event and finds it stored.
     while log.appends() < 40 {
         let _ = log
-            .append(&case("padding"), meta().commit_id, 0, Bytes::new())
+            .append(
+                &case("padding"),
+                meta().commit_id,
+                Position::ZERO,
+                Bytes::new(),
+            )
             .await;
     }
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let resolved = quick.commit(&mut handle).await.unwrap();
-    assert_eq!(resolved.version, 2, "the commit in doubt, not the new one");
+    assert_eq!(
+        resolved.version.get(),
+        2,
+        "the commit in doubt, not the new one"
+    );
     assert_eq!(
         handle.case().buffered(),
         1,
         "the new one waits in the buffer"
     );
     let next = quick.commit(&mut handle).await.unwrap();
-    assert_eq!((next.version, handle.case().state().step_count), (3, 2));
+    assert_eq!(
+        (next.version.get(), handle.case().state().step_count),
+        (3, 2)
+    );
 }
 
 /// Many commits on a few cases under a seeded mix of faults: each commit lands once (a
@@ -190,7 +205,11 @@ pub async fn a_seeded_mix_of_faults_loses_and_doubles_nothing(fixture: &impl Fix
     for (n, handle) in handles.iter().enumerate() {
         let loaded = workspace.load(&case(&format!("mix{n}"))).await.unwrap();
         assert_eq!(loaded.case().state(), handle.case().state(), "seed {seed}");
-        assert_eq!(loaded.case().state().version, committed[n], "seed {seed}");
+        assert_eq!(
+            loaded.case().state().version.get(),
+            committed[n],
+            "seed {seed}"
+        );
     }
     eprintln!("faults injected: {}", log.injected().len());
 }

@@ -7,7 +7,7 @@ use wfstate_events::{
     EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, MemoryLog, Workspace,
 };
 use wfstate_projector::{EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig};
-use wfstate_store::{CaseId, CommitId, CommitMeta};
+use wfstate_store::{CaseId, CommitId, CommitMeta, Position};
 use wfstate_tests::NatsServer;
 
 /// A backend of the log.
@@ -133,13 +133,13 @@ pub fn meta() -> CommitMeta {
 }
 
 /// Appends raw bytes as the case's next event, around the commit client.
-pub async fn inject<L: EventLog>(log: &L, case_id: &str, payload: &[u8]) -> u64 {
+pub async fn inject<L: EventLog>(log: &L, case_id: &str, payload: &[u8]) -> Position {
     let id = case(case_id);
     let last = log
         .last_event(&id)
         .await
         .unwrap()
-        .map_or(0, |event| event.position);
+        .map_or(Position::ZERO, |event| event.position);
     log.append(
         &id,
         CommitId::generate(),

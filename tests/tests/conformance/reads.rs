@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use wfstate_events::{EmbeddedConfig, EmbeddedLog, EventLog, Workspace};
 use wfstate_projector::{ProjectorError, replay};
-use wfstate_store::{Case, CommitId, Hash, Mutation, Receipt};
+use wfstate_store::{Case, CommitId, Hash, Mutation, Position, Receipt};
 
 use crate::fixtures::{Fixture, case, meta};
 
@@ -23,7 +23,7 @@ pub async fn history_read(fixture: &impl Fixture) {
         others.push(workspace.commit(&mut b).await.unwrap().position);
     }
     let log = fixture.log();
-    let history = async |after: u64| -> Vec<u64> {
+    let history = async |after: Position| -> Vec<Position> {
         log.history(&case("ha"), after)
             .await
             .unwrap()
@@ -32,11 +32,11 @@ pub async fn history_read(fixture: &impl Fixture) {
             .await
             .unwrap()
     };
-    assert_eq!(history(0).await, positions);
+    assert_eq!(history(Position::ZERO).await, positions);
     assert_eq!(history(positions[30]).await, positions[31..]);
     // From a position that is another case's event: the case's events after it.
     let after_other = history(others[20]).await;
-    let expected: Vec<u64> = positions
+    let expected: Vec<Position> = positions
         .iter()
         .copied()
         .filter(|position| *position > others[20])
@@ -47,7 +47,7 @@ pub async fn history_read(fixture: &impl Fixture) {
     let last = log.last_event(&case("ha")).await.unwrap();
     assert_eq!(last.map(|e| e.position), positions.last().copied());
     let none: Vec<_> = log
-        .history(&case("nobody"), 0)
+        .history(&case("nobody"), Position::ZERO)
         .await
         .unwrap()
         .try_collect()
@@ -77,12 +77,12 @@ pub async fn follow_from_a_position(fixture: &impl Fixture) {
             .unwrap()
             .unwrap()
             .unwrap();
-        seen.push((event.position, event.case_id));
+        seen.push((event.position.get(), event.case_id));
     }
     let expected: Vec<(u64, String)> = receipts[2..]
         .iter()
         .chain([&later])
-        .map(|r: &Receipt| (r.position, r.case_id.to_string()))
+        .map(|r: &Receipt| (r.position.get(), r.case_id.to_string()))
         .collect();
     assert_eq!(seen, expected);
 }
@@ -94,9 +94,9 @@ async fn write_long_case<L: EventLog>(
     id: &str,
     events: u64,
     forged_at: u64,
-) -> (Case, u64) {
+) -> (Case, Position) {
     let mut case = Case::new(self::case(id));
-    let mut last = 0;
+    let mut last = Position::ZERO;
     for n in 1..=events {
         case.buffer(Mutation::set_key(format!("k{}", n % 7), n));
         let prepared = case.prepare_commit(meta()).unwrap();
@@ -134,7 +134,7 @@ pub async fn long_replay(fixture: &impl Fixture) {
 
     write_long_case(&log, "forged", 1500, 700).await;
     let forged_position = log
-        .history(&case("forged"), 0)
+        .history(&case("forged"), Position::ZERO)
         .await
         .unwrap()
         .skip(699)
@@ -161,7 +161,7 @@ async fn embedded_follow_sees_events_written_by_another_process() {
     // A second open of the same file has its own writer and no in-process notification link
     // to the first: only polling can see its events.
     let other = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
-    let mut events = reader.follow(0).await.unwrap();
+    let mut events = reader.follow(Position::ZERO).await.unwrap();
     let workspace = Workspace::new(other);
     let (_, receipt) = workspace.create(case("elsewhere"), []).await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(5), events.next())
@@ -170,7 +170,7 @@ async fn embedded_follow_sees_events_written_by_another_process() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (event.position, event.case_id.as_str()),
-        (receipt.position, "elsewhere")
+        (event.position.get(), event.case_id.as_str()),
+        (receipt.position.get(), "elsewhere")
     );
 }

@@ -168,7 +168,7 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
         .find(|(key, _)| key.as_text() == Some("payload"))
         .unwrap();
     let mut event = wfstate_store::Event::decode(payload.1.as_bytes().unwrap()).unwrap();
-    assert_eq!((event.case_id.as_str(), event.version), ("x1", 1));
+    assert_eq!((event.case_id.as_str(), event.version.get()), ("x1", 1));
     event.committed_at_ms += 1;
     payload.1 = ciborium::Value::Bytes(event.encode());
     write_items(&file, &items);
@@ -181,7 +181,7 @@ async fn import_refuses_a_file_with_a_broken_chain_and_writes_nothing() {
     let found: Vec<(u64, &str, &str)> = report
         .problems
         .iter()
-        .map(|p| (p.position, p.case_id.as_str(), p.code.as_str()))
+        .map(|p| (p.position.get(), p.case_id.as_str(), p.code.as_str()))
         .collect();
     // The clock is part of the state (created_at_ms), so the altered event fails its own state
     // hash, and the next event no longer links to it.

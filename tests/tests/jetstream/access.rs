@@ -110,7 +110,7 @@ async fn commit_through(config: &JetStreamConfig, id: &str) {
         .create(case(id), [Mutation::set_key("k", 1)])
         .await
         .unwrap();
-    assert_eq!(receipt.version, 1);
+    assert_eq!(receipt.version.get(), 1);
 }
 
 /// A JWT of the NATS decentralised auth, signed by `issuer`: `nats` holds the entity's claims.

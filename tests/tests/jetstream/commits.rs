@@ -5,7 +5,9 @@ use bytes::Bytes;
 use wfstate_events::{
     AppendOutcome, CommitError, CommitErrorKind, EventLog, JetStreamLog, LogErrorKind,
 };
-use wfstate_store::{CaseId, CommitId, CommitMeta, Hash, Mutation, ScopeId, TokenId, Value};
+use wfstate_store::{
+    CaseId, CommitId, CommitMeta, Hash, Mutation, Position, ScopeId, TokenId, Value,
+};
 use wfstate_tests::NatsServer;
 
 use crate::*;
@@ -19,7 +21,11 @@ async fn commit_returns_receipt_and_history_replays_to_the_writers_state() {
         .await
         .unwrap();
     assert_eq!(
-        (first.version, first.prev_event_hash, first.mutation_count),
+        (
+            first.version.get(),
+            first.prev_event_hash,
+            first.mutation_count
+        ),
         (1, Hash::ZERO, 1)
     );
 
@@ -39,16 +45,16 @@ async fn commit_returns_receipt_and_history_replays_to_the_writers_state() {
             ctx.insert("paid".into(), Value::Bool(true));
         });
     let second = workspace.commit(&mut handle).await.unwrap();
-    assert_eq!(second.version, 2);
+    assert_eq!(second.version.get(), 2);
     assert_eq!(second.prev_event_hash, first.event_hash);
     assert!(second.position > first.position);
     assert_eq!(second.state_hash, handle.case().state().hash());
-    assert_eq!(handle.position(), second.position);
+    assert_eq!(handle.position(), second.position.get());
 
     let loaded = workspace.load(&case("order-1")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
     assert_eq!(loaded.case().last_event_hash(), second.event_hash);
-    assert_eq!(loaded.position(), second.position);
+    assert_eq!(loaded.position(), second.position.get());
     assert_chain(workspace.log(), &case("order-1")).await;
 
     let missing = workspace.load(&case("nobody")).await.unwrap_err();
@@ -86,7 +92,7 @@ async fn the_same_commit_published_twice_stores_one_event() {
     let payload = Bytes::from_static(b"raw");
     let a = workspace
         .log()
-        .append(&case("raw"), commit_id, 0, payload.clone())
+        .append(&case("raw"), commit_id, Position::ZERO, payload.clone())
         .await
         .unwrap();
     let AppendOutcome::Appended { position } = a else {
@@ -94,7 +100,7 @@ async fn the_same_commit_published_twice_stores_one_event() {
     };
     let b = workspace
         .log()
-        .append(&case("raw"), commit_id, 0, payload)
+        .append(&case("raw"), commit_id, Position::ZERO, payload)
         .await
         .unwrap();
     assert!(
@@ -202,13 +208,13 @@ async fn publish_raw(
     log: &JetStreamLog,
     case_id: &str,
     meta: &CommitMeta,
-    expected: u64,
+    expected: Position,
     payload: &[u8],
-) -> u64 {
+) -> Position {
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(Bytes::copy_from_slice(payload))
         .message_id(meta.commit_id.to_string())
-        .expected_last_subject_sequence(expected);
+        .expected_last_subject_sequence(expected.get());
     log.context()
         .send_publish(format!("wfstate.case.{case_id}"), message)
         .await
@@ -216,6 +222,7 @@ async fn publish_raw(
         .await
         .unwrap()
         .sequence
+        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +273,12 @@ async fn an_oversized_event_is_a_clear_error_and_the_connection_keeps_serving() 
     let oversized = Bytes::from(vec![0u8; limit + 1]);
     let raw = workspace
         .log()
-        .append(&case("big"), CommitId::generate(), 0, oversized)
+        .append(
+            &case("big"),
+            CommitId::generate(),
+            Position::ZERO,
+            oversized,
+        )
         .await;
     let raw = raw.unwrap_err();
     assert_eq!(raw.kind(), LogErrorKind::TooLarge);

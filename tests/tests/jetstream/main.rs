@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use wfstate_events::{EventLog, JetStreamConfig, JetStreamLog, RetryPolicy, Workspace};
-use wfstate_store::{CaseId, CommitId, CommitMeta, Event, Hash};
+use wfstate_store::{CaseId, CommitId, CommitMeta, Event, Hash, Position};
 use wfstate_tests::NatsServer;
 
 pub(crate) async fn connect(
@@ -70,7 +70,7 @@ pub(crate) fn meta() -> CommitMeta {
 /// Reads a case's stored payloads and checks they form one gap-free chain.
 pub(crate) async fn assert_chain(log: &JetStreamLog, case_id: &CaseId) -> Vec<Event> {
     let stored: Vec<_> = log
-        .history(case_id, 0)
+        .history(case_id, Position::ZERO)
         .await
         .unwrap()
         .try_collect()
@@ -80,7 +80,7 @@ pub(crate) async fn assert_chain(log: &JetStreamLog, case_id: &CaseId) -> Vec<Ev
     let mut events = Vec::new();
     for (n, stored) in stored.iter().enumerate() {
         let event = Event::decode(&stored.payload).unwrap();
-        assert_eq!(event.version, n as u64 + 1, "versions are contiguous");
+        assert_eq!(event.version.get(), n as u64 + 1, "versions are contiguous");
         assert_eq!(
             event.prev_event_hash, previous,
             "version {} links to its predecessor",

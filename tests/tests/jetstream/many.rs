@@ -6,7 +6,7 @@ use bytes::Bytes;
 use wfstate_events::{
     AppendOutcome, CommitError, CommitErrorKind, EventLog, RetryPolicy, Workspace,
 };
-use wfstate_store::{CommitId, Mutation, TokenId};
+use wfstate_store::{CommitId, Mutation, Position, TokenId};
 use wfstate_tests::NatsServer;
 
 use crate::*;
@@ -25,15 +25,15 @@ async fn a_hot_case_commits_several_batches_in_one_atomic_round_trip() {
     let receipts = workspace.commit_many(&mut handle, batches).await.unwrap();
 
     // One event per batch, contiguous, each chained to the one before.
-    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version.get()).collect();
     assert_eq!(versions, (2..=11).collect::<Vec<_>>());
     for pair in receipts.windows(2) {
         assert_eq!(pair[1].prev_event_hash, pair[0].event_hash);
-        assert_eq!(pair[1].position, pair[0].position + 1);
+        assert_eq!(pair[1].position.get(), pair[0].position.get() + 1);
     }
     assert_eq!(assert_chain(workspace.log(), &case("hot")).await.len(), 11);
     assert_eq!(handle.case().state().step_count, 10);
-    assert_eq!(handle.position(), receipts[9].position);
+    assert_eq!(handle.position(), receipts[9].position.get());
     let loaded = workspace.load(&case("hot")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
     // The handle goes on with ordinary commits.
@@ -66,7 +66,7 @@ async fn an_atomic_batch_in_doubt_is_resolved_and_never_applied_twice() {
     let error = quick.commit_many(&mut handle, batches()).await.unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::InDoubt, "{error}");
     assert_eq!(handle.in_doubt().len(), 3);
-    assert_eq!(handle.case().state().version, 1, "the state waits");
+    assert_eq!(handle.case().state().version.get(), 1, "the state waits");
     // Nothing else is committed on the handle while the batch is in doubt.
     let refused = quick.commit_many(&mut handle, batches()).await.unwrap_err();
     assert!(refused.to_string().contains("in doubt"), "{refused}");
@@ -76,7 +76,7 @@ async fn an_atomic_batch_in_doubt_is_resolved_and_never_applied_twice() {
     handle.case_mut().rollback();
     server.restart().await;
     let receipts = patient.commit_many(&mut handle, Vec::new()).await.unwrap();
-    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version.get()).collect();
     assert_eq!(versions, [2, 3, 4]);
     assert!(handle.in_doubt().is_empty());
     assert_eq!(assert_chain(patient.log(), &case("doubt")).await.len(), 4);
@@ -98,7 +98,7 @@ async fn an_atomic_batch_in_doubt_is_resolved_and_never_applied_twice() {
         .append_many(&case("doubt"), &pending, handle.position())
         .await;
     let receipts = patient.commit_many(&mut handle, Vec::new()).await.unwrap();
-    let versions: Vec<u64> = receipts.iter().map(|r| r.version).collect();
+    let versions: Vec<u64> = receipts.iter().map(|r| r.version.get()).collect();
     assert_eq!(versions, [5, 6, 7]);
     let stored = assert_chain(patient.log(), &case("doubt")).await;
     assert_eq!(stored.len(), 7, "each event stored once");
@@ -129,11 +129,15 @@ async fn an_atomic_batch_is_all_or_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CommitError::Conflict { expected: 1, .. }),
+        matches!(error, CommitError::Conflict { expected, .. } if expected == 1),
         "{error:?}"
     );
     assert_eq!(message_count(workspace.log()).await, before);
-    assert_eq!(stale.case().state().version, 1, "the handle is unchanged");
+    assert_eq!(
+        stale.case().state().version.get(),
+        1,
+        "the handle is unchanged"
+    );
 
     // An invalid batch: nothing is sent.
     let invalid = vec![
@@ -158,7 +162,7 @@ async fn an_atomic_batch_is_all_or_nothing() {
         .last_event(&case("raw-batch"))
         .await
         .unwrap()
-        .map_or(0, |e| e.position);
+        .map_or(Position::ZERO, |e| e.position);
     let first = workspace
         .log()
         .append_many(&case("raw-batch"), &events, position)
