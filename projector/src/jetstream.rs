@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
-use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind, StoredEvent};
+use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind};
 use wfstate_store::{CaseId, Code, Position};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
+use crate::nats::{Fetched, bucket, failed, receive, task_failed};
 use crate::view::View;
 use crate::{Projector, ProjectorError, ViewSource};
 
@@ -105,92 +106,12 @@ pub struct JetStreamProjector {
     stop_before_ack: bool,
 }
 
-/// A fetched message and the event it carries.
-type Received = (jetstream::Message, StoredEvent);
-
-/// A batch being received.
-type Fetched = tokio::task::JoinHandle<Result<Vec<Received>, ProjectorError>>;
-
-/// Receives a fetched batch: every message and the event it carries.
-async fn receive(
-    mut messages: consumer::pull::Batch,
-    batch: usize,
-    prefix: String,
-) -> Result<Vec<Received>, ProjectorError> {
-    let mut received = Vec::with_capacity(batch);
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| failed("receiving events", e))?;
-        let stored = consumed_event(&prefix, &message)?;
-        received.push((message, stored));
-    }
-    Ok(received)
-}
-
-/// The event a delivered message carries: its position from the message's metadata, its
-/// commit id from `Nats-Msg-Id`, its case from its subject.
-fn consumed_event(
-    prefix: &str,
-    message: &jetstream::Message,
-) -> Result<StoredEvent, ProjectorError> {
-    let info = message.info().map_err(|error| {
-        LogError::new(
-            LogErrorKind::Unexpected,
-            "a delivered message carries no JetStream metadata",
-        )
-        .with_source(error)
-    })?;
-    let commit_id = message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-        .and_then(|id| id.as_str().parse().ok());
-    let subject = message.subject.as_str();
-    let case_id = subject
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(subject)
-        .to_owned();
-    Ok(StoredEvent {
-        position: Position::new(info.stream_sequence),
-        case_id,
-        commit_id,
-        payload: message.payload.clone(),
-    })
-}
-
 impl std::fmt::Debug for JetStreamProjector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamProjector")
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn failed(what: &str, error: impl Into<wfstate_events::BoxError>) -> ProjectorError {
-    ProjectorError::Log(LogError::from_nats(what, error))
-}
-
-/// A task of the projector's own that ended without an answer (it panicked).
-fn task_failed(what: &str, error: tokio::task::JoinError) -> ProjectorError {
-    ProjectorError::Log(
-        LogError::new(LogErrorKind::Unexpected, format!("{what}: the task failed"))
-            .with_source(error),
-    )
-}
-
-async fn bucket(context: &jetstream::Context, name: &str) -> Result<kv::Store, ProjectorError> {
-    if let Ok(store) = context.get_key_value(name).await {
-        return Ok(store);
-    }
-    context
-        .create_key_value(kv::Config {
-            bucket: name.to_owned(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..kv::Config::default()
-        })
-        .await
-        .map_err(|e| failed(&format!("creating KV bucket {name}"), e))
 }
 
 impl JetStreamProjector {

@@ -33,6 +33,7 @@ mod embedded;
 mod error;
 mod fold;
 mod jetstream;
+mod nats;
 mod replay;
 mod transfer;
 mod view;

@@ -1,0 +1,92 @@
+//! The projector's JetStream plumbing: receiving fetched messages as stored events, opening its
+//! buckets, and what a failed call means.
+
+use async_nats::jetstream::{self, consumer, kv};
+use futures::StreamExt;
+use wfstate_events::{LogError, LogErrorKind, StoredEvent};
+use wfstate_store::Position;
+
+use crate::ProjectorError;
+
+/// A fetched message and the event it carries.
+pub(crate) type Received = (jetstream::Message, StoredEvent);
+
+/// A batch being received.
+pub(crate) type Fetched = tokio::task::JoinHandle<Result<Vec<Received>, ProjectorError>>;
+
+/// Receives a fetched batch: every message and the event it carries.
+pub(crate) async fn receive(
+    mut messages: consumer::pull::Batch,
+    batch: usize,
+    prefix: String,
+) -> Result<Vec<Received>, ProjectorError> {
+    let mut received = Vec::with_capacity(batch);
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| failed("receiving events", e))?;
+        let stored = consumed_event(&prefix, &message)?;
+        received.push((message, stored));
+    }
+    Ok(received)
+}
+
+/// The event a delivered message carries: its position from the message's metadata, its
+/// commit id from `Nats-Msg-Id`, its case from its subject.
+pub(crate) fn consumed_event(
+    prefix: &str,
+    message: &jetstream::Message,
+) -> Result<StoredEvent, ProjectorError> {
+    let info = message.info().map_err(|error| {
+        LogError::new(
+            LogErrorKind::Unexpected,
+            "a delivered message carries no JetStream metadata",
+        )
+        .with_source(error)
+    })?;
+    let commit_id = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .and_then(|id| id.as_str().parse().ok());
+    let subject = message.subject.as_str();
+    let case_id = subject
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(subject)
+        .to_owned();
+    Ok(StoredEvent {
+        position: Position::new(info.stream_sequence),
+        case_id,
+        commit_id,
+        payload: message.payload.clone(),
+    })
+}
+
+pub(crate) fn failed(what: &str, error: impl Into<wfstate_events::BoxError>) -> ProjectorError {
+    ProjectorError::Log(LogError::from_nats(what, error))
+}
+
+/// A task of the projector's own that ended without an answer (it panicked).
+pub(crate) fn task_failed(what: &str, error: tokio::task::JoinError) -> ProjectorError {
+    ProjectorError::Log(
+        LogError::new(LogErrorKind::Unexpected, format!("{what}: the task failed"))
+            .with_source(error),
+    )
+}
+
+pub(crate) async fn bucket(
+    context: &jetstream::Context,
+    name: &str,
+) -> Result<kv::Store, ProjectorError> {
+    if let Ok(store) = context.get_key_value(name).await {
+        return Ok(store);
+    }
+    context
+        .create_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..kv::Config::default()
+        })
+        .await
+        .map_err(|e| failed(&format!("creating KV bucket {name}"), e))
+}
