@@ -145,8 +145,8 @@ mod tests {
 
     use super::*;
 
-    /// A misuse of the client and a damaged file are for the user to fix (2); the old mapping
-    /// sent both to "backend unavailable" (4).
+    /// A misuse of the client and a damaged file are for the user to fix (2), not "try again
+    /// later" (4).
     #[test]
     fn what_the_user_must_fix_is_not_try_again_later() {
         let misuse = CliError::from(CommitError::Misuse(Misuse::HandleBusy));

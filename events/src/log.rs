@@ -26,6 +26,31 @@ pub struct StoredEvent {
     pub payload: Bytes,
 }
 
+impl StoredEvent {
+    /// The event a message of a JetStream stream carries: its case named by its subject
+    /// (`<subject_prefix>.<case id>`, or the whole subject if it has another form), its commit
+    /// id by its `Nats-Msg-Id` text (none when that is not a commit id).
+    pub fn from_message(
+        subject_prefix: &str,
+        position: Position,
+        subject: &str,
+        message_id: Option<&str>,
+        payload: Bytes,
+    ) -> StoredEvent {
+        let case_id = subject
+            .strip_prefix(subject_prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(subject)
+            .to_owned();
+        StoredEvent {
+            position,
+            case_id,
+            commit_id: message_id.and_then(|id| id.parse().ok()),
+            payload,
+        }
+    }
+}
+
 /// The log's answer to an append: the protocol's normal outcomes, as values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]

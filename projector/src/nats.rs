@@ -42,23 +42,18 @@ pub(crate) fn consumed_event(
         )
         .with_source(error)
     })?;
-    let commit_id = message
+    let message_id = message
         .headers
         .as_ref()
         .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-        .and_then(|id| id.as_str().parse().ok());
-    let subject = message.subject.as_str();
-    let case_id = subject
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(subject)
-        .to_owned();
-    Ok(StoredEvent {
-        position: Position::new(info.stream_sequence),
-        case_id,
-        commit_id,
-        payload: message.payload.clone(),
-    })
+        .map(async_nats::HeaderValue::as_str);
+    Ok(StoredEvent::from_message(
+        prefix,
+        Position::new(info.stream_sequence),
+        &message.subject,
+        message_id,
+        message.payload.clone(),
+    ))
 }
 
 pub(crate) fn failed(what: &str, error: impl Into<wfstate_events::BoxError>) -> ProjectorError {

@@ -27,6 +27,7 @@ mod retry;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use wfstate_store::{
     Case, CaseId, CommitId, CommitMeta, Hash, Limits, Position, PreparedCommit, Receipt,
@@ -224,17 +225,8 @@ impl<L: EventLog> Workspace<L> {
                 tentative.payload_bytes(),
             )
         };
-        let append = Append {
-            case_id: &case_id,
-            commit_id,
-            expected,
-            may_have_landed: false,
-        };
         let outcome = self
-            .resolve(append, || {
-                self.log
-                    .append(&case_id, commit_id, expected, payload.clone())
-            })
+            .append_one(&case_id, commit_id, expected, payload, false)
             .await;
         let tentative = in_flight.landed();
         if let Ok(Resolved::Ours { position: stored }) = outcome {
@@ -256,22 +248,36 @@ impl<L: EventLog> Workspace<L> {
         let (commit_id, payload) = (prepared.event().commit_id, prepared.payload_bytes());
         let case_id = handle.case.id().clone();
         let expected = handle.position;
-        let append = Append {
-            case_id: &case_id,
-            commit_id,
-            expected,
-            may_have_landed: true,
-        };
         let outcome = self
-            .resolve(append, || {
-                self.log
-                    .append(&case_id, commit_id, expected, payload.clone())
-            })
+            .append_one(&case_id, commit_id, expected, payload, true)
             .await;
         let Some(InDoubt::One(prepared)) = handle.in_doubt.take() else {
             unreachable!("the handle was borrowed while its commit was resent")
         };
         Self::settle(handle, prepared, outcome)
+    }
+
+    /// Appends one event and resolves the outcome ([`Workspace::resolve`]); `may_have_landed`
+    /// when an earlier attempt of the same event may have.
+    async fn append_one(
+        &self,
+        case_id: &CaseId,
+        commit_id: CommitId,
+        expected: Position,
+        payload: Bytes,
+        may_have_landed: bool,
+    ) -> Result<Resolved, CommitError> {
+        let append = Append {
+            case_id,
+            commit_id,
+            expected,
+            may_have_landed,
+        };
+        self.resolve(append, || {
+            self.log
+                .append(case_id, commit_id, expected, payload.clone())
+        })
+        .await
     }
 
     /// Ends a commit from its prepared event and the outcome of its append: the handle takes

@@ -2,7 +2,6 @@
 //! consumers for long histories and for following the whole stream.
 
 use async_nats::jetstream::{self, consumer, stream};
-use bytes::Bytes;
 use futures::StreamExt;
 use wfstate_store::{CaseId, CommitId, Position};
 
@@ -16,7 +15,7 @@ impl JetStreamLog {
         &self,
         message: &async_nats::jetstream::message::StreamMessage,
     ) -> StoredEvent {
-        stored_event(
+        StoredEvent::from_message(
             &self.subject_prefix,
             Position::new(message.sequence),
             &message.subject,
@@ -238,7 +237,7 @@ pub(crate) fn consumed_event(
         .as_ref()
         .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
         .map(async_nats::HeaderValue::as_str);
-    Ok(stored_event(
+    Ok(StoredEvent::from_message(
         prefix,
         Position::new(info.stream_sequence),
         &message.subject,
@@ -247,35 +246,16 @@ pub(crate) fn consumed_event(
     ))
 }
 
-/// The event a message from the stream carries, its case taken from its subject.
-pub(crate) fn stored_event(
-    prefix: &str,
-    position: Position,
-    subject: &str,
-    commit_id: Option<&str>,
-    payload: Bytes,
-) -> StoredEvent {
-    let case_id = subject
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(subject)
-        .to_owned();
-    StoredEvent {
-        position,
-        case_id,
-        commit_id: commit_id.and_then(|id| id.parse().ok()),
-        payload,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
     fn stored_events_carry_case_and_commit_id() {
         let commit = CommitId::generate();
-        let event = stored_event(
+        let event = StoredEvent::from_message(
             "wfstate.case",
             Position::new(7),
             "wfstate.case.c1",
