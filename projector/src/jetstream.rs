@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv};
-use futures::StreamExt;
-use wfstate_events::{EventLog, JetStreamLog, LogError, LogErrorKind};
+use async_nats::jetstream::{self, consumer};
+use wfstate_events::{EventLog, JetStreamLog};
 use wfstate_store::{CaseId, Code, Position};
 
 use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
-use crate::nats::{Fetched, bucket, failed, receive, task_failed};
+use crate::kv::{KvViews, ViewStore};
+use crate::nats::{Fetched, failed, receive, task_failed};
 use crate::view::View;
 use crate::{Projector, ProjectorError, ViewSource};
 
@@ -85,12 +85,12 @@ struct Entry {
 
 type Work = BTreeMap<String, Entry>;
 
-/// The projector over a JetStream log.
-pub struct JetStreamProjector {
+/// The projector over a JetStream log, keeping its views in `V` ([`KvViews`] unless a test
+/// wraps it).
+pub struct JetStreamProjector<V = KvViews> {
     log: JetStreamLog,
     consumer: consumer::PullConsumer,
-    views: kv::Store,
-    quarantine: kv::Store,
+    store: V,
     prefix: String,
     config: ProjectorConfig,
     stats: Arc<ProjectorStats>,
@@ -101,12 +101,9 @@ pub struct JetStreamProjector {
     written: HashMap<String, (View, u64)>,
     /// The last batch's acknowledgements, being sent.
     acks: Option<tokio::task::JoinHandle<Result<(), ProjectorError>>>,
-    /// A fault point of crash tests (see [`JetStreamProjector::stop_before_ack`]).
-    #[cfg(feature = "fault-injection")]
-    stop_before_ack: bool,
 }
 
-impl std::fmt::Debug for JetStreamProjector {
+impl<V> std::fmt::Debug for JetStreamProjector<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamProjector")
             .field("config", &self.config)
@@ -120,6 +117,21 @@ impl JetStreamProjector {
     /// # Errors
     /// [`ProjectorError::Log`] when the server does not answer or refuses.
     pub async fn open(log: &JetStreamLog, config: ProjectorConfig) -> Result<Self, ProjectorError> {
+        let store = KvViews::open(log, &config).await?;
+        JetStreamProjector::with_store(log, config, store).await
+    }
+}
+
+impl<V: ViewStore> JetStreamProjector<V> {
+    /// Opens (or creates) the durable consumer, keeping the views in `store`.
+    ///
+    /// # Errors
+    /// [`ProjectorError::Log`] when the server does not answer or refuses.
+    pub async fn with_store(
+        log: &JetStreamLog,
+        config: ProjectorConfig,
+        store: V,
+    ) -> Result<Self, ProjectorError> {
         let prefix = log.subject_prefix().to_owned();
         let stream = log
             .context()
@@ -143,30 +155,17 @@ impl JetStreamProjector {
             )
             .await
             .map_err(|e| failed("creating the projector's consumer", e))?;
-        let views = bucket(log.context(), &config.views_bucket).await?;
-        let quarantine = bucket(log.context(), &config.quarantine_bucket).await?;
         Ok(JetStreamProjector {
             log: log.clone(),
             consumer,
-            views,
-            quarantine,
+            store,
             prefix,
             config,
             stats: Arc::default(),
             prefetched: None,
             written: HashMap::new(),
             acks: None,
-            #[cfg(feature = "fault-injection")]
-            stop_before_ack: false,
         })
-    }
-
-    /// A fault point for crash tests, built only with the `fault-injection` feature: every
-    /// batch then stops with an error after its views are written and before it is
-    /// acknowledged, as a crash there would.
-    #[cfg(feature = "fault-injection")]
-    pub fn stop_before_ack(&mut self) {
-        self.stop_before_ack = true;
     }
 
     /// The counters, shared.
@@ -224,7 +223,7 @@ impl JetStreamProjector {
             async move {
                 let loaded = match cached {
                     Some(cached) => Some(cached),
-                    None => this.load(key).await?,
+                    None => this.store.load(key).await?,
                 };
                 let (view, revision) = loaded.map_or((None, None), |(view, revision)| {
                     (Some(view), Some(revision))
@@ -266,14 +265,6 @@ impl JetStreamProjector {
             .await?
             .into_iter()
             .collect();
-        #[cfg(feature = "fault-injection")]
-        if self.stop_before_ack {
-            return Err(ProjectorError::Log(LogError::new(
-                LogErrorKind::Unexpected,
-                "stopped after writing the views and before acknowledging the batch (a test's \
-                 fault point)",
-            )));
-        }
         // Acknowledged only once every view of the batch is written, on a task of their own
         // so that the next batch is folded meanwhile. An acknowledgement that is lost only
         // brings its event back, to be skipped: its view is past it.
@@ -382,39 +373,9 @@ impl JetStreamProjector {
         }
         Ok(false)
     }
+}
 
-    async fn record_quarantine(&self, record: &QuarantineRecord) -> Result<(), ProjectorError> {
-        tracing::warn!(position = record.position.get(), case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
-        let mut bytes = Vec::new();
-        ciborium::into_writer(record, &mut bytes).expect("a record always encodes");
-        // Keyed by position: a redelivered bad event overwrites its own record.
-        self.quarantine
-            .put(format!("{:020}", record.position), bytes.into())
-            .await
-            .map_err(|e| failed("recording a quarantined event", e))?;
-        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn load(&self, key: &str) -> Result<Option<(View, u64)>, ProjectorError> {
-        let entry = self
-            .views
-            .entry(key)
-            .await
-            .map_err(|e| failed("reading a view", e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                let view =
-                    View::decode(&entry.value).map_err(|source| ProjectorError::BadView {
-                        case_id: key.to_owned(),
-                        source,
-                    })?;
-                Ok(Some((view, entry.revision)))
-            }
-            _ => Ok(None),
-        }
-    }
-
+impl<V: ViewStore> JetStreamProjector<V> {
     /// Writes a view with compare-and-set on `revision`; returns its new revision.
     async fn write_view(
         &self,
@@ -422,38 +383,16 @@ impl JetStreamProjector {
         view: &View,
         revision: Option<u64>,
     ) -> Result<u64, ProjectorError> {
-        let bytes = view.encode().into();
-        // Compare-and-set: a second projector writing the same case makes this batch fail
-        // (and be redelivered) rather than lose an update.
-        let what = format!("writing the view of case {key}");
-        // A refused compare-and-set is another projector's write, not a failure of the store:
-        // the batch is not acknowledged and comes back.
-        let raced = || {
-            ProjectorError::Log(LogError::new(
-                LogErrorKind::Unavailable,
-                format!("{what}: another projector wrote it meanwhile; the batch comes back"),
-            ))
-        };
-        let revision = match revision {
-            Some(revision) => self
-                .views
-                .update(key, bytes, revision)
-                .await
-                .map_err(|e| match e.kind() {
-                    kv::UpdateErrorKind::WrongLastRevision => raced(),
-                    _ => failed(&what, e),
-                })?,
-            None => self
-                .views
-                .create(key, bytes)
-                .await
-                .map_err(|e| match e.kind() {
-                    kv::CreateErrorKind::AlreadyExists => raced(),
-                    _ => failed(&what, e),
-                })?,
-        };
+        let revision = self.store.write(key, view, revision).await?;
         self.stats.view_writes.fetch_add(1, Ordering::Relaxed);
         Ok(revision)
+    }
+
+    async fn record_quarantine(&self, record: &QuarantineRecord) -> Result<(), ProjectorError> {
+        tracing::warn!(position = record.position.get(), case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
+        self.store.record_quarantine(record).await?;
+        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Every quarantined event, by position.
@@ -461,38 +400,11 @@ impl JetStreamProjector {
     /// # Errors
     /// [`ProjectorError::Log`].
     pub async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
-        let mut keys: Vec<String> = self
-            .quarantine
-            .keys()
-            .await
-            .map_err(|e| failed("listing quarantined events", e))?
-            .filter_map(|key| async move { key.ok() })
-            .collect()
-            .await;
-        keys.sort();
-        let mut records = Vec::new();
-        for key in keys {
-            if let Some(bytes) = self
-                .quarantine
-                .get(&key)
-                .await
-                .map_err(|e| failed("reading a quarantine record", e))?
-            {
-                let record = ciborium::from_reader(bytes.as_ref()).map_err(|e| {
-                    LogError::new(
-                        LogErrorKind::Corrupted,
-                        format!("the quarantine record {key} cannot be decoded"),
-                    )
-                    .with_source(e)
-                })?;
-                records.push(record);
-            }
-        }
-        Ok(records)
+        self.store.quarantined().await
     }
 }
 
-impl Projector for JetStreamProjector {
+impl<V: ViewStore> Projector for JetStreamProjector<V> {
     async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
         JetStreamProjector::run_batch(self).await
     }
@@ -510,23 +422,16 @@ impl Projector for JetStreamProjector {
     }
 }
 
-impl ViewSource for JetStreamProjector {
+impl<V: ViewStore> ViewSource for JetStreamProjector<V> {
     async fn view(&self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
-        Ok(self.load(case_id.as_str()).await?.map(|(view, _)| view))
+        Ok(self
+            .store
+            .load(case_id.as_str())
+            .await?
+            .map(|(view, _)| view))
     }
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
-        let keys: Vec<String> = self
-            .views
-            .keys()
-            .await
-            .map_err(|e| failed("listing views", e))?
-            .filter_map(|key| async move { key.ok() })
-            .collect()
-            .await;
-        Ok(keys
-            .into_iter()
-            .filter_map(|key| CaseId::new(key).ok())
-            .collect())
+        self.store.case_ids().await
     }
 }

@@ -1,5 +1,6 @@
-//! Shared helpers of the integration tests: the NATS server fixture, and [`FaultyLog`], which
-//! injects faults into any log's appends on a seeded script.
+//! Shared helpers of the integration tests: the NATS server fixture, [`FaultyLog`], which
+//! injects faults into any log's appends on a seeded script, and [`FaultyViews`], which
+//! crashes a projector between writing its views and acknowledging the events.
 //!
 //! [`NatsServer::start`] gets a real nats-server, in this order:
 //! 1. the URL in `WFSTATE_TEST_NATS_URL` (a server someone else runs; it cannot be restarted);
@@ -12,6 +13,7 @@
 //! a server never passes without one.
 
 mod faulty;
+mod faulty_views;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
 
 pub use faulty::{Fault, FaultyLog, Script};
+pub use faulty_views::FaultyViews;
 
 /// The image tag used with testcontainers: the store needs nats-server 2.12 or newer.
 pub const NATS_IMAGE_TAG: &str = "2.12";
