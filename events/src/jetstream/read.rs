@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use wfstate_store::{CaseId, CommitId, Position};
 
-use super::codes::{api_error, api_error_of, request_kind};
+use super::codes::{api_error, api_error_of, api_failure, request_kind};
 use super::{DIRECT_READS, JetStreamLog};
 use crate::error::{LogError, LogErrorKind};
 use crate::log::{EventStream, StoredEvent};
@@ -71,17 +71,68 @@ impl JetStreamLog {
         LogError::new(kind, message).with_source(error)
     }
 
-    /// The case's last event.
+    /// A read answered by the stream's leader (the `STREAM.MSG.GET` API): it sees every event
+    /// acknowledged before it was sent, which a direct get answered by a lagging replica does
+    /// not promise. The reads that decide a commit go this way.
+    pub(crate) async fn leader_get(
+        &self,
+        get: impl Future<Output = Result<jetstream::message::StreamMessage, stream::RawMessageError>>,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        let error = match get.await {
+            Ok(message) => return Ok(Some(self.stored(&message))),
+            Err(error) => error,
+        };
+        let what = format!("reading events from the stream leader on {}", self.urls);
+        let code = match error.kind() {
+            stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            stream::LastRawMessageErrorKind::JetStream(api)
+                if api.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND =>
+            {
+                return Ok(None);
+            }
+            stream::LastRawMessageErrorKind::JetStream(api) => Some(api.error_code().0),
+            _ => None,
+        };
+        let request = request_kind(&error);
+        Err(self
+            .permission_error("$JS.API.STREAM.MSG.GET", &what)
+            .unwrap_or_else(|| {
+                let kind = api_failure(code, request);
+                // A request that failed without an answer (the connection dropped) may pass.
+                if code.is_none() && kind == LogErrorKind::Unexpected {
+                    return LogError::new(
+                        LogErrorKind::Unavailable,
+                        format!("{what}: no answer; try again later"),
+                    )
+                    .with_source(error);
+                }
+                api_error_of(&what, code, request, error)
+            }))
+    }
+
+    /// The case's last event, as the stream's leader has it.
     pub(crate) async fn last_of(&self, case_id: &CaseId) -> Result<Option<StoredEvent>, LogError> {
-        self.direct_get(
+        let subject = self.subject(case_id);
+        self.leader_get(self.stream.get_last_raw_message_by_subject(&subject))
+            .await
+    }
+
+    /// The case's first event after `position`, as the stream's leader has it.
+    pub(crate) async fn next_event(
+        &self,
+        case_id: &CaseId,
+        position: Position,
+    ) -> Result<Option<StoredEvent>, LogError> {
+        self.leader_get(
             self.stream
-                .direct_get_last_for_subject(self.subject(case_id)),
+                .get_first_raw_message_by_subject(self.subject(case_id), position.get() + 1),
         )
         .await
     }
 
-    /// The case's first event after `position`.
-    pub(crate) async fn next_event(
+    /// The case's first event after `position`, from any replica (a direct get); for reads
+    /// bounded by a position the leader gave.
+    async fn next_event_any(
         &self,
         case_id: &CaseId,
         position: Position,
@@ -104,11 +155,17 @@ impl JetStreamLog {
         let last = last.position;
         // Short histories (most loads) are read with direct gets: a consumer costs more round
         // trips than a few events. Long ones go on through an ordered consumer, which streams
-        // them without a request per event.
+        // them without a request per event. Both are bounded by the last position the leader
+        // gave: a replica that lags behind it is asked again through the leader, so it can
+        // never make the history look shorter.
         let mut head = Vec::new();
         let mut position = after_position;
         while head.len() < DIRECT_READS && position < last {
-            match self.next_event(case_id, position).await? {
+            let next = match self.next_event_any(case_id, position).await? {
+                Some(event) if event.position <= last => Some(event),
+                _ => self.next_event(case_id, position).await?,
+            };
+            match next {
                 Some(event) => {
                     position = event.position;
                     head.push(Ok(event));

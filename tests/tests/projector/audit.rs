@@ -74,7 +74,8 @@ accounts: {
               "$JS.API.CONSUMER.CREATE.WFSTATE", "$JS.API.CONSUMER.CREATE.WFSTATE.>",
               "$JS.API.CONSUMER.MSG.NEXT.WFSTATE.>", "$JS.API.CONSUMER.INFO.WFSTATE.>",
               "$JS.API.CONSUMER.DELETE.WFSTATE.>",
-              "$JS.API.DIRECT.GET.WFSTATE", "$JS.API.DIRECT.GET.WFSTATE.>"
+              "$JS.API.DIRECT.GET.WFSTATE", "$JS.API.DIRECT.GET.WFSTATE.>",
+              "$JS.API.STREAM.MSG.GET.WFSTATE"
             ]
           }
           subscribe: { allow: ["_INBOX.>"] }
