@@ -125,3 +125,32 @@ fn sqlite_errors_are_classified_by_code() {
     assert!(failure(ffi::SQLITE_BUSY).is_retryable());
     assert!(!failure(ffi::SQLITE_FULL).is_retryable());
 }
+
+/// An append is acknowledged only once it is durable: every connection of the log runs with
+/// `synchronous = FULL` (2) unless the configuration turns fsync off.
+#[tokio::test]
+async fn the_log_fsyncs_every_commit_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+    let synchronous = |log: &EmbeddedLog| {
+        let log = log.clone();
+        async move {
+            log.read(|connection| {
+                connection.query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(synchronous(&log).await, 2, "FULL");
+    let writer = schema::open_writable(log.path(), true).unwrap();
+    let mode: i64 = writer
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "the writer's connection is opened the same way");
+
+    let mut relaxed = EmbeddedConfig::new(dir.path());
+    relaxed.fsync = false;
+    let relaxed = EmbeddedLog::open(&relaxed).unwrap();
+    assert_eq!(synchronous(&relaxed).await, 1, "NORMAL");
+}
