@@ -85,6 +85,7 @@ pub async fn open(args: &StoreArgs) -> Result<Store, CliError> {
     config.tls.key.clone_from(&args.tls_key);
     config.connect_timeout = Duration::from_secs(args.timeout.max(1));
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
+    config.replicas = args.replicas.map(usize::from);
     Ok(Store::JetStream(Box::new(
         JetStreamLog::connect(&config).await?,
     )))

@@ -81,6 +81,10 @@ struct StoreArgs {
     /// The longest wait for the server, in seconds.
     #[arg(long, env = "WFSTATE_TIMEOUT", default_value_t = 5, global = true)]
     timeout: u64,
+    /// Replicas of the stream and of the projector's buckets (default: 3 on a cluster, 1 on a
+    /// single server); an existing stream or bucket with fewer is refused.
+    #[arg(long, env = "WFSTATE_REPLICAS", global = true, value_parser = clap::value_parser!(u16).range(1..=5))]
+    replicas: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,8 +73,8 @@ impl KvViews {
         config: &ProjectorConfig,
     ) -> Result<Self, ProjectorError> {
         Ok(KvViews {
-            views: bucket(log.context(), &config.views_bucket).await?,
-            quarantine: bucket(log.context(), &config.quarantine_bucket).await?,
+            views: bucket(log.context(), &config.views_bucket, log.replicas()).await?,
+            quarantine: bucket(log.context(), &config.quarantine_bucket, log.replicas()).await?,
         })
     }
 }

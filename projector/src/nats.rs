@@ -68,11 +68,29 @@ pub(crate) fn task_failed(what: &str, error: tokio::task::JoinError) -> Projecto
     )
 }
 
+/// Opens the bucket `name`, or creates it with `replicas` replicas; an existing bucket with
+/// fewer is refused, saying what to change.
 pub(crate) async fn bucket(
     context: &jetstream::Context,
     name: &str,
+    replicas: usize,
 ) -> Result<kv::Store, ProjectorError> {
     if let Ok(store) = context.get_key_value(name).await {
+        let status = store
+            .status()
+            .await
+            .map_err(|e| failed(&format!("reading KV bucket {name}"), e))?;
+        let actual = status.info.config.num_replicas;
+        if actual < replicas {
+            return Err(ProjectorError::Log(LogError::new(
+                LogErrorKind::Config,
+                format!(
+                    "KV bucket {name} has {actual} replica(s), fewer than the {replicas} asked \
+                     for: raise them (nats kv edit {name} --replicas {replicas}) or ask for \
+                     {actual} (--replicas, WFSTATE_REPLICAS)"
+                ),
+            )));
+        }
         return Ok(store);
     }
     context
@@ -80,8 +98,14 @@ pub(crate) async fn bucket(
             bucket: name.to_owned(),
             history: 1,
             storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
             ..kv::Config::default()
         })
         .await
-        .map_err(|e| failed(&format!("creating KV bucket {name}"), e))
+        .map_err(|e| {
+            failed(
+                &format!("creating KV bucket {name} with {replicas} replica(s)"),
+                e,
+            )
+        })
 }

@@ -12,6 +12,7 @@
 //! When none can be had it panics with a message that says how to get one: a test that needs
 //! a server never passes without one.
 
+mod cluster;
 mod faulty;
 mod faulty_views;
 
@@ -24,6 +25,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
 
+pub use cluster::NatsCluster;
 pub use faulty::{Fault, FaultyLog, Script};
 pub use faulty_views::FaultyViews;
 

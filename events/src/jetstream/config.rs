@@ -55,8 +55,9 @@ pub struct JetStreamConfig {
     pub stream: String,
     /// Case subjects are `<subject_prefix>.<case id>`.
     pub subject_prefix: String,
-    /// Replicas when the stream is created (1, or 3 on a cluster).
-    pub replicas: usize,
+    /// Replicas of the stream (and of the projector's buckets). `None`: three when the server
+    /// is part of a cluster, one on a single server. An existing stream with fewer is refused.
+    pub replicas: Option<usize>,
     /// How long the server remembers commit ids for dedup.
     pub duplicate_window: Duration,
     /// The longest wait for the first connection.
@@ -68,8 +69,8 @@ pub struct JetStreamConfig {
 }
 
 impl JetStreamConfig {
-    /// The defaults for `urls`: stream `WFSTATE`, subjects `wfstate.case.*`, one replica,
-    /// a two-minute duplicate window, 5 s timeouts.
+    /// The defaults for `urls`: stream `WFSTATE`, subjects `wfstate.case.*`, three replicas on
+    /// a cluster and one on a single server, a two-minute duplicate window, 5 s timeouts.
     pub fn new(urls: impl Into<String>) -> Self {
         JetStreamConfig {
             urls: urls.into(),
@@ -77,7 +78,7 @@ impl JetStreamConfig {
             tls: Tls::default(),
             stream: "WFSTATE".into(),
             subject_prefix: "wfstate.case".into(),
-            replicas: 1,
+            replicas: None,
             duplicate_window: Duration::from_mins(2),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -85,14 +86,14 @@ impl JetStreamConfig {
         }
     }
 
-    /// The stream configuration the store creates.
-    pub(crate) fn stream_config(&self) -> stream::Config {
+    /// The stream configuration the store creates, with `replicas` replicas.
+    pub(crate) fn stream_config(&self, replicas: usize) -> stream::Config {
         stream::Config {
             name: self.stream.clone(),
             subjects: vec![format!("{}.*", self.subject_prefix)],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
-            num_replicas: self.replicas,
+            num_replicas: replicas,
             duplicate_window: self.duplicate_window,
             max_messages: -1,
             max_bytes: -1,

@@ -173,7 +173,12 @@ impl JetStreamLog {
         let context = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());
-        let stream = open_stream(&context, config, &violations).await?;
+        // Three replicas survive the loss of one server; a single server has nowhere to put
+        // more than one.
+        let replicas = config
+            .replicas
+            .unwrap_or(if info.cluster.is_some() { 3 } else { 1 });
+        let stream = open_stream(&context, config, replicas, &violations).await?;
         let stream_size_max = usize::try_from(stream.cached_info().config.max_message_size)
             .ok()
             .filter(|size| *size > 0)
@@ -188,6 +193,7 @@ impl JetStreamLog {
             stream,
             subject_prefix: config.subject_prefix.clone(),
             payload_size_max,
+            replicas,
             urls: config.urls.clone(),
             violations,
         })
@@ -199,9 +205,11 @@ impl JetStreamLog {
     /// # Errors
     /// As [`JetStreamLog::connect`] for the stream.
     pub async fn with_layout(&self, config: &JetStreamConfig) -> Result<JetStreamLog, LogError> {
-        let stream = open_stream(&self.context, config, &self.violations).await?;
+        let replicas = config.replicas.unwrap_or(self.replicas);
+        let stream = open_stream(&self.context, config, replicas, &self.violations).await?;
         Ok(JetStreamLog {
             stream,
+            replicas,
             subject_prefix: config.subject_prefix.clone(),
             ..self.clone()
         })

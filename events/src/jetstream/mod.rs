@@ -41,6 +41,8 @@ pub struct JetStreamLog {
     stream: jetstream::stream::Stream,
     subject_prefix: String,
     payload_size_max: usize,
+    /// The replicas asked for (or chosen): the stream has at least as many.
+    replicas: usize,
     urls: String,
     violations: connect::Violations,
 }
@@ -71,6 +73,12 @@ impl JetStreamLog {
     /// The name of the stream holding the events (open it through [`JetStreamLog::context`]).
     pub fn stream_name(&self) -> &str {
         &self.stream.cached_info().config.name
+    }
+
+    /// How many replicas the stream was asked to have (it has at least as many); the
+    /// projector's buckets get as many.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// Case subjects are `<subject_prefix>.<case id>`.

@@ -14,6 +14,7 @@ use crate::error::{LogError, LogErrorKind};
 pub(crate) async fn open_stream(
     context: &jetstream::Context,
     config: &JetStreamConfig,
+    replicas: usize,
     violations: &Violations,
 ) -> Result<stream::Stream, LogError> {
     let api = format!("$JS.API.STREAM.INFO.{}", config.stream);
@@ -42,10 +43,15 @@ pub(crate) async fn open_stream(
                 ));
             }
             return context
-                .create_stream(config.stream_config())
+                .create_stream(config.stream_config(replicas))
                 .await
                 .map_err(|error| {
-                    let what = format!("creating stream {} on {}", config.stream, config.urls);
+                    let what = format!(
+                        "creating stream {} with {replicas} replica(s) on {} (a cluster needs at \
+                         least as many servers with JetStream; --replicas or WFSTATE_REPLICAS \
+                         asks for another number)",
+                        config.stream, config.urls
+                    );
                     let create = format!("$JS.API.STREAM.CREATE.{}", config.stream);
                     violation(violations, &create, &what).unwrap_or_else(|| {
                         let code = match error.kind() {
@@ -60,7 +66,7 @@ pub(crate) async fn open_stream(
                 });
         }
     };
-    check_stream(&stream.cached_info().config, config)?;
+    check_stream(&stream.cached_info().config, config, replicas)?;
     Ok(stream)
 }
 
@@ -68,6 +74,7 @@ pub(crate) async fn open_stream(
 pub(crate) fn check_stream(
     actual: &stream::Config,
     wanted: &JetStreamConfig,
+    replicas: usize,
 ) -> Result<(), LogError> {
     let mut problems = Vec::new();
     let subject = format!("{}.*", wanted.subject_prefix);
@@ -104,6 +111,13 @@ pub(crate) fn check_stream(
     if !actual.allow_direct {
         problems.push("allow_direct must be true: cases are read with direct gets".to_owned());
     }
+    if actual.num_replicas < replicas {
+        problems.push(format!(
+            "it has {} replica(s), fewer than the {replicas} asked for: raise them (nats stream \
+             edit {} --replicas {replicas}) or ask for {} (--replicas, WFSTATE_REPLICAS)",
+            actual.num_replicas, actual.name, actual.num_replicas
+        ));
+    }
     if actual.sealed {
         problems.push("the stream is sealed and takes no new events".to_owned());
     }
@@ -129,24 +143,40 @@ mod tests {
     #[test]
     fn the_created_stream_passes_its_own_check() {
         let config = JetStreamConfig::new("nats://127.0.0.1:4222");
-        check_stream(&config.stream_config(), &config).unwrap();
+        check_stream(&config.stream_config(1), &config, 1).unwrap();
     }
 
     #[test]
     fn streams_that_could_drop_events_are_refused_with_what_to_change() {
         let config = JetStreamConfig::new("nats://127.0.0.1:4222");
-        let mut limited = config.stream_config();
+        let mut limited = config.stream_config(1);
         limited.max_messages_per_subject = 10;
         limited.max_age = Duration::from_mins(1);
         limited.storage = stream::StorageType::Memory;
-        let error = check_stream(&limited, &config).unwrap_err();
+        let error = check_stream(&limited, &config, 1).unwrap_err();
         assert_eq!(error.kind(), LogErrorKind::Config);
         let message = error.to_string();
         for expected in ["max_msgs_per_subject", "max_age", "memory storage"] {
             assert!(message.contains(expected), "{message}");
         }
-        let mut interest = config.stream_config();
+        let mut interest = config.stream_config(1);
         interest.retention = stream::RetentionPolicy::Interest;
-        assert!(check_stream(&interest, &config).is_err());
+        assert!(check_stream(&interest, &config, 1).is_err());
+    }
+
+    #[test]
+    fn a_stream_with_fewer_replicas_than_asked_for_is_refused() {
+        let config = JetStreamConfig::new("nats://127.0.0.1:4222");
+        let single = config.stream_config(1);
+        check_stream(&single, &config, 1).unwrap();
+        let error = check_stream(&single, &config, 3).unwrap_err();
+        assert_eq!(error.kind(), LogErrorKind::Config);
+        let message = error.to_string();
+        assert!(
+            message.contains("1 replica(s), fewer than the 3"),
+            "{message}"
+        );
+        assert!(message.contains("--replicas 3"), "{message}");
+        check_stream(&config.stream_config(3), &config, 3).unwrap();
     }
 }

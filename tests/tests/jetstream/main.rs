@@ -2,13 +2,14 @@
 //! writer's state, dedup, racing writers, lost acknowledgements, invalid ids and oversized
 //! events (`commits`); a stopped and a restarted server (`outages`); stream checks,
 //! credentials (user and password, token, nkey, creds file) and TLS with client certificates
-//! (`access`); multi-event appends (`many`).
+//! (`access`); multi-event appends (`many`); replicas on a three-node cluster (`cluster`).
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers stop the test at the first setup error"
 )]
 
 mod access;
+mod cluster;
 mod commits;
 mod many;
 mod outages;

@@ -1,0 +1,194 @@
+//! [`NatsCluster`]: three (or more) real nats-server processes with JetStream, clustered over
+//! loopback routes, for the tests that only a cluster shows (replicas, leader changes).
+//!
+//! Every node has its own name, client, route and monitoring ports and store directory, kept
+//! across restarts. A node can be killed (SIGKILL), paused (SIGSTOP) and resumed (SIGCONT),
+//! always by the process id this fixture started; every process still running is killed when
+//! the cluster is dropped, also when the test fails. It needs the `nats-server` binary on
+//! `PATH` (a container or an external URL cannot be clustered by a test).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to form (or a restarted node to rejoin) before the test fails.
+const READY_WITHIN: Duration = Duration::from_mins(1);
+
+struct Node {
+    name: String,
+    client_port: u16,
+    route_port: u16,
+    monitor_port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster of nats-server processes, stopped on drop.
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("a local address").port()
+}
+
+impl NatsCluster {
+    /// Starts `size` clustered servers on loopback and waits until JetStream is ready on
+    /// each.
+    ///
+    /// # Panics
+    /// When the binary is not on `PATH`, or the cluster does not form in time.
+    pub fn start(size: usize) -> NatsCluster {
+        assert!(size >= 1, "a cluster has at least one node");
+        let dir = tempfile::tempdir().expect("a temp dir for the cluster");
+        let cluster = format!("wfstate-test-{}", std::process::id());
+        let nodes = (0..size)
+            .map(|n| Node {
+                name: format!("{cluster}-n{n}-{}", free_port()),
+                client_port: free_port(),
+                route_port: free_port(),
+                monitor_port: free_port(),
+                store: dir.path().join(format!("n{n}")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = NatsCluster { nodes, _dir: dir };
+        for n in 0..size {
+            cluster.spawn(n);
+        }
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn spawn(&mut self, n: usize) {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != n)
+            .map(|(_, node)| format!("nats://127.0.0.1:{}", node.route_port))
+            .collect();
+        let node = &mut self.nodes[n];
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-n", &node.name])
+            .args(["-p", &node.client_port.to_string()])
+            .args(["-m", &node.monitor_port.to_string()])
+            .args(["--cluster_name", "wfstate-test"])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", node.route_port),
+            ])
+            .args(["--routes", &routes.join(",")])
+            .arg("-sd")
+            .arg(&node.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("a cluster test needs the nats-server binary on PATH: {error}")
+            });
+        node.child = Some(child);
+    }
+
+    /// Waits until every running node answers its JetStream health check.
+    ///
+    /// # Panics
+    /// When one does not within a minute.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+            while !healthy(node.monitor_port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} is not ready after {READY_WITHIN:?}",
+                    node.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The client URLs of every node, comma-separated.
+    pub fn urls(&self) -> String {
+        (0..self.nodes.len())
+            .map(|n| self.url(n))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URL of node `n`.
+    pub fn url(&self, n: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[n].client_port)
+    }
+
+    /// The server name of node `n` (as JetStream names stream leaders).
+    pub fn name(&self, n: usize) -> &str {
+        &self.nodes[n].name
+    }
+
+    /// Kills node `n` with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self, n: usize) {
+        if let Some(mut child) = self.nodes[n].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `n` again (same name, ports and store) and waits until it is ready.
+    pub fn restart(&mut self, n: usize) {
+        self.kill(n);
+        self.spawn(n);
+        self.wait_ready();
+    }
+
+    /// Stops node `n` with SIGSTOP (a long pause: it holds its sockets and answers nothing).
+    pub fn pause(&self, n: usize) {
+        self.signal(n, "-STOP");
+    }
+
+    /// Resumes node `n` after [`NatsCluster::pause`].
+    pub fn resume(&self, n: usize) {
+        self.signal(n, "-CONT");
+    }
+
+    fn signal(&self, n: usize, signal: &str) {
+        if let Some(child) = &self.nodes[n].child {
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .expect("the kill command");
+            assert!(status.success(), "kill {signal} of node {n}");
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for n in 0..self.nodes.len() {
+            // A paused node must be resumed to die of SIGKILL promptly and release its ports.
+            self.resume(n);
+            self.kill(n);
+        }
+    }
+}
+
+/// Whether the node's monitoring port answers its health check with 200 (with JetStream, that
+/// includes a known meta leader and current streams).
+fn healthy(monitor_port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", monitor_port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:{monitor_port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.take(4096).read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
