@@ -23,6 +23,7 @@ const PAGE_EVENTS: usize = 512;
 pub struct MemoryLog {
     shared: Arc<Shared>,
     payload_size_max: usize,
+    dedup: bool,
 }
 
 struct Shared {
@@ -64,7 +65,17 @@ impl MemoryLog {
                 appended: watch::Sender::new(0),
             }),
             payload_size_max: 1024 * 1024,
+            dedup: true,
         }
+    }
+
+    /// The same log, remembering commit ids (`true`, the default: a commit id is stored at
+    /// most once) or not (`false`: as JetStream once its duplicate window has passed, a commit
+    /// id sent again is stored again).
+    #[must_use]
+    pub fn with_dedup(mut self, dedup: bool) -> Self {
+        self.dedup = dedup;
+        self
     }
 
     /// The same log with another payload size limit.
@@ -95,6 +106,7 @@ impl MemoryLog {
         let mut log = self.lock();
         let stored: Vec<u64> = events
             .iter()
+            .filter(|_| self.dedup)
             .filter_map(|(commit_id, _)| log.by_commit.get(commit_id).copied())
             .collect();
         if let Some(&position) = stored.first() {

@@ -2,12 +2,12 @@
 //! `prev_event_hash` is the SHA-256 of the previous stored payload, versions are contiguous,
 //! and folding reaches every `state_hash`. Audit needs only read access to the log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::TryStreamExt;
 use serde::Serialize;
 use wfstate_events::{EventLog, StoredEvent};
-use wfstate_store::{Case, CaseId, Code, Event, Hash, Position, Receipt, Version};
+use wfstate_store::{Case, CaseId, Code, CommitId, Event, Hash, Position, Receipt, Version};
 
 use crate::ProjectorError;
 
@@ -34,6 +34,8 @@ struct Chain {
     /// Version of the last decodable event.
     version: Version,
     events: u64,
+    /// The commit ids of the case's events so far.
+    commit_ids: HashSet<CommitId>,
 }
 
 /// Checks events as they are read, across any number of cases.
@@ -85,6 +87,7 @@ impl Auditor {
                 head: Hash::ZERO,
                 version: Version::ZERO,
                 events: 0,
+                commit_ids: HashSet::new(),
             });
         let event_hash = Hash::of(&stored.payload);
         let previous_head = std::mem::replace(&mut chain.head, event_hash);
@@ -99,6 +102,9 @@ impl Auditor {
             }
         };
         let mut found = Vec::new();
+        // A commit id stored again is a problem of its own; the chain itself may still hold,
+        // and is checked on.
+        let duplicate = !chain.commit_ids.insert(event.commit_id);
         if event.version != chain.version.next() {
             found.push((
                 Code::VersionGap,
@@ -128,6 +134,14 @@ impl Auditor {
         }
         if !found.is_empty() {
             chain.case = None;
+        }
+        if duplicate {
+            let detail = format!(
+                "commit {} is stored again (version {}): a retry stored after the log forgot the \
+                 commit id",
+                event.commit_id, event.version
+            );
+            self.problem(stored, Code::DuplicateCommitId, detail);
         }
         for (code, detail) in found {
             self.problem(stored, code, detail);

@@ -38,11 +38,14 @@ pub enum Code {
     InvalidCaseId,
     /// The case's newest event is not the head the auditor expected (a cut history).
     HeadMismatch,
+    /// A commit id stored a second time in the case (a retry stored after the log forgot the
+    /// id, such as after JetStream's duplicate window).
+    DuplicateCommitId,
 }
 
 impl Code {
     /// Every code, in declaration order.
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 11] = [
         Code::Undecodable,
         Code::UnknownSchema,
         Code::InvalidEvent,
@@ -53,6 +56,7 @@ impl Code {
         Code::StateHashMismatch,
         Code::InvalidCaseId,
         Code::HeadMismatch,
+        Code::DuplicateCommitId,
     ];
 
     /// The code's text form, as serialized.
@@ -68,6 +72,7 @@ impl Code {
             Code::StateHashMismatch => "state_hash_mismatch",
             Code::InvalidCaseId => "invalid_case_id",
             Code::HeadMismatch => "head_mismatch",
+            Code::DuplicateCommitId => "duplicate_commit_id",
         }
     }
 }

@@ -44,24 +44,52 @@ impl NatsCluster {
     /// When the binary is not on `PATH`, or the cluster does not form in time.
     pub fn start(size: usize) -> NatsCluster {
         assert!(size >= 1, "a cluster has at least one node");
-        let dir = tempfile::tempdir().expect("a temp dir for the cluster");
-        let cluster = format!("wfstate-test-{}", std::process::id());
-        let nodes = (0..size)
-            .map(|n| Node {
-                name: format!("{cluster}-n{n}-{}", free_port()),
-                client_port: free_port(),
-                route_port: free_port(),
-                monitor_port: free_port(),
-                store: dir.path().join(format!("n{n}")),
-                child: None,
-            })
-            .collect();
-        let mut cluster = NatsCluster { nodes, _dir: dir };
-        for n in 0..size {
-            cluster.spawn(n);
+        // A free port can be taken by another test's server between our probe and the node's
+        // bind; that node then exits. Such a cluster is stopped and started again on new ports.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("a temp dir for the cluster");
+            let prefix = format!("wfstate-test-{}", std::process::id());
+            let nodes = (0..size)
+                .map(|n| Node {
+                    name: format!("{prefix}-n{n}-{}", free_port()),
+                    client_port: free_port(),
+                    route_port: free_port(),
+                    monitor_port: free_port(),
+                    store: dir.path().join(format!("n{n}")),
+                    child: None,
+                })
+                .collect();
+            let mut cluster = NatsCluster { nodes, _dir: dir };
+            for n in 0..size {
+                cluster.spawn(n);
+            }
+            if cluster.ready_within(READY_WITHIN) {
+                return cluster;
+            }
         }
-        cluster.wait_ready();
-        cluster
+        panic!("a cluster of {size} nats-server nodes did not form in 5 attempts");
+    }
+
+    /// Waits until every running node is healthy; `false` at once when one has exited, or
+    /// after `limit`.
+    fn ready_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        for n in 0..self.nodes.len() {
+            loop {
+                let node = &mut self.nodes[n];
+                let Some(child) = node.child.as_mut() else {
+                    break;
+                };
+                if healthy(node.monitor_port) {
+                    break;
+                }
+                if !matches!(child.try_wait(), Ok(None)) || Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        true
     }
 
     fn spawn(&mut self, n: usize) {
@@ -94,22 +122,15 @@ impl NatsCluster {
         node.child = Some(child);
     }
 
-    /// Waits until every running node answers its JetStream health check.
+    /// Waits until every running node answers its health check.
     ///
     /// # Panics
-    /// When one does not within a minute.
-    pub fn wait_ready(&self) {
-        let deadline = Instant::now() + READY_WITHIN;
-        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
-            while !healthy(node.monitor_port) {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {} is not ready after {READY_WITHIN:?}",
-                    node.name
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+    /// When one exits, or is not ready within a minute.
+    pub fn wait_ready(&mut self) {
+        assert!(
+            self.ready_within(READY_WITHIN),
+            "the cluster is not ready after {READY_WITHIN:?}"
+        );
     }
 
     /// The client URLs of every node, comma-separated.

@@ -1,6 +1,8 @@
 //! [`CaseHandle`]: a case loaded or created through a [`crate::Workspace`], the position of its
 //! last event, and what it sent whose outcome is not known yet.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use wfstate_store::{Case, CommitId, Event, Hash, Position, PreparedCommit, Tentative};
 
@@ -12,6 +14,10 @@ pub struct CaseHandle {
     pub(crate) position: Position,
     /// What was sent and may have landed: the next commit resolves it before anything else.
     pub(crate) in_doubt: Option<InDoubt>,
+    /// The commit ids of the events this handle folded from the log (loaded or refreshed),
+    /// and where they are: a commit re-sent with one of them (by a process that restarted)
+    /// already landed, whether or not the log still remembers the id.
+    pub(crate) folded: HashMap<CommitId, Position>,
 }
 
 /// Events sent whose outcome is unknown: they are sent again, as they were, before the handle
@@ -39,6 +45,7 @@ impl CaseHandle {
             case,
             position,
             in_doubt: None,
+            folded: HashMap::new(),
         }
     }
 

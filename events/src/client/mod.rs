@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use wfstate_store::{
-    Case, CaseId, CommitId, CommitMeta, Hash, Limits, Position, PreparedCommit, Receipt,
+    Case, CaseId, CommitId, CommitMeta, Event, Hash, Limits, Position, PreparedCommit, Receipt,
 };
 
 pub use handle::CaseHandle;
@@ -38,7 +38,7 @@ use handle::{InDoubt, InFlight};
 pub use retry::RetryPolicy;
 use retry::{Append, Resolved, jitter};
 
-use crate::error::{CommitError, Misuse};
+use crate::error::{CommitError, LogError, LogErrorKind, Misuse};
 use crate::log::{EventLog, StoredEvent};
 
 /// What [`Workspace::transact`] returns.
@@ -208,10 +208,16 @@ impl<L: EventLog> Workspace<L> {
             Some(InDoubt::One(_)) => return self.resend(handle).await,
             None => {}
         }
+        // A commit id the case already holds (sent again by a process that restarted and
+        // loaded the case): it landed; its receipt is the answer, and nothing is stored again.
+        if let Some(&position) = handle.folded.get(&meta.commit_id) {
+            return self.landed_earlier(handle, position).await;
+        }
         let CaseHandle {
             case,
             position,
             in_doubt,
+            ..
         } = handle;
         let expected = *position;
         // The batch is applied to the case on trial while its event is appended: kept when the
@@ -280,6 +286,32 @@ impl<L: EventLog> Workspace<L> {
         .await
     }
 
+    /// The receipt of the case's event at `position`, a commit the handle holds already; the
+    /// buffer (the same commit, sent again) is dropped.
+    async fn landed_earlier(
+        &self,
+        handle: &mut CaseHandle,
+        position: Position,
+    ) -> Result<Receipt, CommitError> {
+        let stored = self.log.event_at(position).await?.ok_or_else(|| {
+            LogError::new(
+                LogErrorKind::Corrupted,
+                format!(
+                    "case {}: the event at position {position}, which the handle folded, is \
+                     gone from the log",
+                    handle.case.id()
+                ),
+            )
+        })?;
+        let event = Event::decode(&stored.payload).map_err(|source| CommitError::Corrupted {
+            case_id: handle.case.id().clone(),
+            position,
+            source: source.into(),
+        })?;
+        handle.case.rollback();
+        Ok(Receipt::new(&event, Hash::of(&stored.payload), position))
+    }
+
     /// Ends a commit from its prepared event and the outcome of its append: the handle takes
     /// the stored event, keeps the event in doubt (outcome unknown), or stays as it was.
     fn settle(
@@ -307,6 +339,22 @@ impl<L: EventLog> Workspace<L> {
         resolved: &Resolved,
     ) -> Result<Receipt, CommitError> {
         match resolved {
+            // The commit id is an event the case already holds (it landed before this handle
+            // was loaded): its receipt, and the batch sent again is dropped.
+            Resolved::Stored(stored) if stored.position <= handle.position => {
+                let event =
+                    Event::decode(&stored.payload).map_err(|source| CommitError::Corrupted {
+                        case_id: handle.case.id().clone(),
+                        position: stored.position,
+                        source: source.into(),
+                    })?;
+                handle.case.rollback();
+                Ok(Receipt::new(
+                    &event,
+                    Hash::of(&stored.payload),
+                    stored.position,
+                ))
+            }
             // An earlier attempt stored other bytes under this commit id: fold those.
             Resolved::Stored(stored) if Hash::of(&stored.payload) != prepared.event_hash() => {
                 let event = handle
@@ -422,7 +470,7 @@ impl<L: EventLog> Workspace<L> {
 
 /// Folds a stored event into the handle.
 fn fold(handle: &mut CaseHandle, stored: &StoredEvent) -> Result<(), CommitError> {
-    handle
+    let event = handle
         .case
         .apply_payload(&stored.payload)
         .map_err(|source| CommitError::Corrupted {
@@ -430,6 +478,7 @@ fn fold(handle: &mut CaseHandle, stored: &StoredEvent) -> Result<(), CommitError
             position: stored.position,
             source,
         })?;
+    handle.folded.insert(event.commit_id, stored.position);
     handle.position = stored.position;
     Ok(())
 }

@@ -247,3 +247,56 @@ pub async fn invalid_ids_publish_nothing(fixture: &impl Fixture) {
     }
     assert_eq!(fixture.log().last_position().await.unwrap(), 0);
 }
+
+/// A process that restarts, loads the case and sends a commit again with the commit id it
+/// chose gets the first receipt back, and nothing is stored again, whether or not the log
+/// still remembers the id.
+pub async fn a_commit_id_sent_again_after_a_restart_returns_the_first_receipt(
+    fixture: &impl Fixture,
+) {
+    resend_after_restart(fixture.log(), "resent", true).await;
+}
+
+/// [`a_commit_id_sent_again_after_a_restart_returns_the_first_receipt`] on any log, including
+/// one that no longer remembers commit ids (`dedup` false: JetStream after its duplicate
+/// window).
+pub async fn resend_after_restart<L: EventLog + Clone>(log: L, name: &str, dedup: bool) {
+    let workspace = Workspace::new(log.clone());
+    let (mut first, _) = workspace
+        .create(case(name), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let meta = meta();
+    first.case_mut().buffer(Mutation::IncrementStepCount);
+    let landed = workspace
+        .commit_with_meta(&mut first, meta.clone())
+        .await
+        .unwrap();
+    let before = log.last_position().await.unwrap();
+
+    // Another process loads the case, which holds the commit, and sends it again.
+    let mut second = workspace.load(&case(name)).await.unwrap();
+    second.case_mut().buffer(Mutation::IncrementStepCount);
+    let again = workspace
+        .commit_with_meta(&mut second, meta.clone())
+        .await
+        .unwrap();
+    assert_eq!(again, landed);
+    assert_eq!(
+        log.last_position().await.unwrap(),
+        before,
+        "nothing stored again"
+    );
+    assert_eq!(second.case().buffered(), 0);
+    assert_eq!(second.case().state(), first.case().state());
+
+    // The writer itself sends it again while the log remembers the id: the duplicate names an
+    // event the case already holds.
+    if dedup {
+        first.case_mut().buffer(Mutation::IncrementStepCount);
+        let again = workspace.commit_with_meta(&mut first, meta).await.unwrap();
+        assert_eq!(again, landed);
+        assert_eq!(log.last_position().await.unwrap(), before);
+        assert_eq!(first.case().buffered(), 0);
+    }
+}

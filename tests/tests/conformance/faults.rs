@@ -213,3 +213,45 @@ pub async fn a_seeded_mix_of_faults_loses_and_doubles_nothing(fixture: &impl Fix
     }
     eprintln!("faults injected: {}", log.injected().len());
 }
+
+/// The log forgot the commit id (as JetStream after its duplicate window): a process that
+/// restarts and sends its commit again still stores nothing, because the case it loaded holds
+/// the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_sent_again_after_the_log_forgot_its_id_is_not_stored_twice() {
+    let log = wfstate_events::MemoryLog::new().with_dedup(false);
+    crate::commits::resend_after_restart(log, "forgotten", false).await;
+}
+
+/// A commit id stored twice in a case (a retry stored after the log forgot the id, by a
+/// client that did not know the case held it) is reported by audit with its own code, and the
+/// chain after it is still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_reports_a_commit_id_stored_twice() {
+    let log = wfstate_events::MemoryLog::new().with_dedup(false);
+    let mut writer = wfstate_store::Case::new(case("twice"));
+    let meta = meta();
+    let mut last = Position::ZERO;
+    for _ in 0..3 {
+        writer.buffer(Mutation::IncrementStepCount);
+        let prepared = writer.prepare_commit(meta.clone()).unwrap();
+        last = log
+            .append(
+                writer.id(),
+                meta.commit_id,
+                last,
+                Bytes::copy_from_slice(prepared.payload()),
+            )
+            .await
+            .unwrap()
+            .stored_at()
+            .unwrap();
+        writer.complete(prepared).unwrap();
+    }
+    let report = wfstate_projector::audit_case(&log, &case("twice"), None, |_| {})
+        .await
+        .unwrap();
+    let codes: Vec<&str> = report.problems.iter().map(|p| p.code.as_str()).collect();
+    assert_eq!(codes, ["duplicate_commit_id", "duplicate_commit_id"]);
+    assert_eq!(report.events, 3);
+}

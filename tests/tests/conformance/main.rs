@@ -42,6 +42,7 @@ macro_rules! log_checks {
             commits::lost_acknowledgement_retry,
             commits::atomic_batches,
             commits::invalid_ids_publish_nothing,
+            commits::a_commit_id_sent_again_after_a_restart_returns_the_first_receipt,
             reads::history_read,
             reads::follow_from_a_position,
             reads::long_replay,
