@@ -36,6 +36,16 @@ pub enum Fault {
         /// Whether the event was stored before the answer.
         stored: bool,
     },
+    /// The log answers "expected last sequence per subject temporarily unavailable" (10163,
+    /// a new leader not ready yet), having stored the event or not.
+    NotReady {
+        /// Whether the event was stored before the answer.
+        stored: bool,
+    },
+    /// The append is stored, and the log answers that it is a duplicate at a position that
+    /// cannot be read yet (a replica behind): the commit landed, and must not be reported
+    /// as failed.
+    UnreadableDuplicate,
     /// The append is forwarded after this pause.
     Delay(Duration),
     /// The append is stored, and its answer comes after this pause: a commit whose future is
@@ -178,6 +188,18 @@ impl<L: EventLog + Clone> FaultyLog<L> {
                     let _ = append().await?;
                 }
                 Err(injected(LogErrorKind::Unavailable).with_code(10158))
+            }
+            Some(Fault::NotReady { stored }) => {
+                if stored {
+                    let _ = append().await?;
+                }
+                Err(injected(LogErrorKind::Unavailable).with_code(10163))
+            }
+            Some(Fault::UnreadableDuplicate) => {
+                let _ = append().await?;
+                Ok(AppendOutcome::Duplicate {
+                    position: Some(Position::new(u64::MAX)),
+                })
             }
             Some(Fault::Delay(pause)) => {
                 tokio::time::sleep(pause).await;

@@ -47,8 +47,9 @@ pub async fn a_conflict_without_a_position_is_resolved_by_reading_the_case(fixtu
     }
 }
 
-/// A lost acknowledgement (stored, then a time-out) and a failure before storing: the retry
-/// with the same commit id lands the commit once.
+/// A lost acknowledgement (stored, then a time-out), a failure before storing, an earlier
+/// attempt in process (10158), a new leader not ready (10163), and a duplicate whose event
+/// cannot be read yet: each is retried with the same commit id, and lands the commit once.
 pub async fn a_lost_or_failed_append_is_retried_to_one_event(fixture: &impl Fixture) {
     let script = Script::new()
         .on(2, Fault::FailAfter(LogErrorKind::TimedOut))
@@ -254,4 +255,27 @@ async fn audit_reports_a_commit_id_stored_twice() {
     let codes: Vec<&str> = report.problems.iter().map(|p| p.code.as_str()).collect();
     assert_eq!(codes, ["duplicate_commit_id", "duplicate_commit_id"]);
     assert_eq!(report.events, 3);
+}
+
+/// A duplicate answer proves the commit landed: while its event cannot be read, the commit is
+/// retried, and at the deadline it is in doubt, never failed.
+pub async fn a_duplicate_that_cannot_be_read_is_in_doubt_not_failed(fixture: &impl Fixture) {
+    let mut script = Script::new();
+    for nth in 2..=400 {
+        script = script.on(nth, Fault::UnreadableDuplicate);
+    }
+    let log = FaultyLog::new(fixture.log(), script);
+    let quick = patient(log.clone()).with_retry(
+        wfstate_events::RetryPolicy::default()
+            .with_deadline(std::time::Duration::from_millis(50))
+            .with_backoff(
+                std::time::Duration::from_millis(1),
+                std::time::Duration::from_millis(5),
+            ),
+    );
+    let (mut handle, _) = quick.create(case("unread"), []).await.unwrap();
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let error = quick.commit(&mut handle).await.unwrap_err();
+    assert_eq!(error.kind(), CommitErrorKind::InDoubt, "{error}");
+    assert!(log.appends() < 400, "the deadline ended the retries");
 }

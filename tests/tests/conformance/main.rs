@@ -51,6 +51,7 @@ macro_rules! log_checks {
             faults::a_lost_or_failed_append_is_retried_to_one_event,
             faults::a_commit_is_found_after_the_log_forgot_its_id,
             faults::a_commit_in_doubt_is_resolved_by_the_next_commit,
+            faults::a_duplicate_that_cannot_be_read_is_in_doubt_not_failed,
             faults::a_seeded_mix_of_faults_loses_and_doubles_nothing,
         );
     };
