@@ -77,3 +77,59 @@ async fn a_stream_with_fewer_replicas_than_asked_is_refused_on_a_cluster() {
     config.replicas = Some(1);
     JetStreamLog::connect(&config).await.unwrap();
 }
+
+/// With every server's URL, a client survives the death (SIGKILL) of the server it is
+/// connected to: it reconnects to another, and a commit sent around the kill is resolved to
+/// exactly one stored event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_survives_the_death_of_the_connected_server() {
+    let mut cluster = NatsCluster::start(3);
+    let log = connect(&cluster.urls(), |config| {
+        config.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let workspace = Workspace::new(log.clone())
+        .with_retry(wfstate_events::RetryPolicy::default().with_deadline(Duration::from_mins(1)));
+    let (mut handle, _) = workspace
+        .create(case("failover"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(&mut handle).await.unwrap();
+    }
+    let connected = log.context().client().server_info().server_name;
+    let node = (0..3)
+        .find(|&n| cluster.name(n) == connected)
+        .expect("the client is connected to a node of the cluster");
+
+    // A commit sent, and the server it went to killed while it is in flight.
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    let committing = {
+        let workspace = workspace.clone();
+        tokio::spawn(async move {
+            let receipt = workspace.commit(&mut handle).await;
+            (handle, receipt)
+        })
+    };
+    cluster.kill(node);
+    let (mut handle, receipt) = committing.await.unwrap();
+    assert_eq!(receipt.unwrap().version, 5, "resolved, not failed");
+    // And the client goes on through the other servers.
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    assert_eq!(workspace.commit(&mut handle).await.unwrap().version, 6);
+    assert_ne!(log.context().client().server_info().server_name, connected);
+
+    // Every commit stored exactly once (a load may have to wait for a new stream leader).
+    let mut loaded = None;
+    for _ in 0..120 {
+        if let Ok(case) = workspace.load(&case("failover")).await {
+            loaded = Some(case);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let loaded = loaded.expect("the case loads once the cluster has a stream leader");
+    assert_eq!(loaded.case().state(), handle.case().state());
+    assert_eq!(loaded.case().state().step_count, 5);
+}
