@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testcontainers::runners::AsyncRunner;
+use testcontainers::core::IntoContainerPort;
 use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
 
@@ -66,10 +67,16 @@ impl NatsServer {
                 kind: Kind::External,
             };
         }
-        if docker_may_answer()
-            && let Some(server) = start_container().await
-        {
-            return server;
+        if docker_may_answer() {
+            match start_container().await {
+                Ok(server) => return server,
+                // Asked to run through a container (CI started a Docker daemon and built the
+                // image): falling back would hide the path this run was meant to test.
+                Err(error) if std::env::var_os("WFSTATE_TEST_REQUIRE_CONTAINER").is_some() => {
+                    panic!("WFSTATE_TEST_REQUIRE_CONTAINER is set, but {error}")
+                }
+                Err(_) => {}
+            }
         }
         NatsServer::start_binary(None)
     }
@@ -146,14 +153,8 @@ impl NatsServer {
         match &mut self.kind {
             Kind::External => unreachable!("stop panics first"),
             Kind::Container(container) => {
+                // Same container, same mapped port and store: the URL stays.
                 container.start().await.expect("restart the container");
-                // The host port may change when a container starts again.
-                let port = container
-                    .get_host_port_ipv4(4222)
-                    .await
-                    .expect("the mapped port");
-                let host = container.get_host().await.expect("the container host");
-                self.url = format!("nats://{host}:{port}");
             }
             Kind::Binary {
                 child,
@@ -264,15 +265,28 @@ fn docker_may_answer() -> bool {
     std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists()
 }
 
-async fn start_container() -> Option<NatsServer> {
-    let image = Nats::default()
+/// Starts the image `WFSTATE_TEST_NATS_IMAGE` (`name:tag`; the official `nats` image, tag
+/// [`NATS_IMAGE_TAG`], without it), with JetStream, on a fixed free loopback port so that a
+/// restart keeps the URL (and the store, inside the container).
+async fn start_container() -> Result<NatsServer, String> {
+    let (name, tag) = match std::env::var("WFSTATE_TEST_NATS_IMAGE") {
+        Ok(image) => match image.rsplit_once(':') {
+            Some((name, tag)) => (name.to_owned(), tag.to_owned()),
+            None => (image, "latest".to_owned()),
+        },
+        Err(_) => ("nats".to_owned(), NATS_IMAGE_TAG.to_owned()),
+    };
+    let port = free_port();
+    let container = Nats::default()
         .with_cmd(&NatsServerCmd::default().with_jetstream())
-        .with_tag(NATS_IMAGE_TAG);
-    let container = image.start().await.ok()?;
-    let host = container.get_host().await.ok()?;
-    let port = container.get_host_port_ipv4(4222).await.ok()?;
-    Some(NatsServer {
-        url: format!("nats://{host}:{port}"),
+        .with_name(name.clone())
+        .with_tag(tag.clone())
+        .with_mapped_port(port, 4222.tcp())
+        .start()
+        .await
+        .map_err(|error| format!("the container of {name}:{tag} did not start: {error}"))?;
+    Ok(NatsServer {
+        url: format!("nats://127.0.0.1:{port}"),
         kind: Kind::Container(Box::new(container)),
     })
 }
