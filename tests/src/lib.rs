@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testcontainers::runners::AsyncRunner;
 use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
 
