@@ -194,7 +194,10 @@ impl<L: EventLog> Workspace<L> {
     }
 
     /// [`Workspace::commit`] with a given commit id, clock and writer: for a caller that
-    /// retries across processes with the idempotency key it chose.
+    /// retries across processes with the idempotency key it chose. When the handle's case
+    /// already holds an event with that commit id (a process that restarted, loaded the case
+    /// and sends its commit again), that event's receipt is returned, the buffer is dropped,
+    /// and nothing is appended, whether or not the log still remembers the id.
     ///
     /// # Errors
     /// As [`Workspace::commit`].
