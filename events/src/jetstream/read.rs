@@ -260,7 +260,7 @@ impl JetStreamLog {
             .with_source(error)
         })?;
         let prefix = self.subject_prefix.clone();
-        Ok(Box::pin(messages.map(move |message| {
+        let events = messages.map(move |message| {
             let message = message.map_err(|error| {
                 LogError::new(
                     LogErrorKind::Unavailable,
@@ -269,8 +269,31 @@ impl JetStreamLog {
                 .with_source(error)
             })?;
             consumed_event(&prefix, &message)
-        })))
+        });
+        Ok(only_after(events, after))
     }
+}
+
+/// Hands out only the events past the last one handed out, starting after `after`. An ordered
+/// consumer recreated before it delivered anything (a leader change) starts over from the
+/// first event of its filter (async-nats recreates it from sequence 0 then): without this, a
+/// history read would see the case's first event again where it expects the next one.
+pub(crate) fn only_after(
+    events: impl futures::Stream<Item = Result<StoredEvent, LogError>> + Send + 'static,
+    after: Position,
+) -> EventStream {
+    let mut last = after;
+    Box::pin(events.filter_map(move |event| {
+        let keep = match &event {
+            Ok(stored) if stored.position <= last => false,
+            Ok(stored) => {
+                last = stored.position;
+                true
+            }
+            Err(_) => true,
+        };
+        futures::future::ready(keep.then_some(event))
+    }))
 }
 
 /// The event a message delivered by a consumer carries: its position from the message's
@@ -323,5 +346,27 @@ mod tests {
             (event.position, event.case_id.as_str(), event.commit_id),
             (Position::new(7), "c1", Some(commit))
         );
+    }
+
+    fn event(position: u64) -> Result<StoredEvent, LogError> {
+        Ok(StoredEvent::from_message(
+            "wfstate.case",
+            Position::new(position),
+            "wfstate.case.c1",
+            None,
+            Bytes::new(),
+        ))
+    }
+
+    /// A reader recreated before it delivered anything starts over at the first event: what
+    /// it hands out again is dropped, and the history goes on where it was.
+    #[tokio::test]
+    async fn a_reader_that_starts_over_hands_out_nothing_twice() {
+        let restarted = futures::stream::iter([1, 5, 17, 18, 1, 5, 17, 18, 19, 30].map(event));
+        let positions: Vec<u64> = only_after(restarted, Position::new(16))
+            .map(|event| event.unwrap().position.get())
+            .collect()
+            .await;
+        assert_eq!(positions, [17, 18, 19, 30]);
     }
 }
