@@ -348,21 +348,22 @@ mod tests {
         );
     }
 
-    fn event(position: u64) -> Result<StoredEvent, LogError> {
-        Ok(StoredEvent::from_message(
+    fn event(position: u64) -> StoredEvent {
+        StoredEvent::from_message(
             "wfstate.case",
             Position::new(position),
             "wfstate.case.c1",
             None,
             Bytes::new(),
-        ))
+        )
     }
 
     /// A reader recreated before it delivered anything starts over at the first event: what
     /// it hands out again is dropped, and the history goes on where it was.
     #[tokio::test]
     async fn a_reader_that_starts_over_hands_out_nothing_twice() {
-        let restarted = futures::stream::iter([1, 5, 17, 18, 1, 5, 17, 18, 19, 30].map(event));
+        let restarted =
+            futures::stream::iter([1, 5, 17, 18, 1, 5, 17, 18, 19, 30].map(|n| Ok(event(n))));
         let positions: Vec<u64> = only_after(restarted, Position::new(16))
             .map(|event| event.unwrap().position.get())
             .collect()
