@@ -9,7 +9,7 @@ use wfstate_events::{CommitErrorKind, EventLog, LogErrorKind};
 use wfstate_store::{CommitMeta, Mutation, Position};
 use wfstate_tests::{Fault, FaultyLog, Script};
 
-use crate::fixtures::{Fixture, case, meta, patient};
+use crate::fixtures::{Fixture, case, hasty, meta, patient};
 
 /// Commits `count` increments to a new case through `log`; returns the handle.
 async fn increments<L: EventLog + Clone>(
@@ -123,14 +123,7 @@ pub async fn a_commit_in_doubt_is_resolved_by_the_next_commit(fixture: &impl Fix
         script = script.on(nth, Fault::FailBefore(LogErrorKind::Unavailable));
     }
     let log = FaultyLog::new(fixture.log(), script);
-    let quick = patient(log.clone()).with_retry(
-        wfstate_events::RetryPolicy::default()
-            .with_deadline(std::time::Duration::from_millis(50))
-            .with_backoff(
-                std::time::Duration::from_millis(1),
-                std::time::Duration::from_millis(5),
-            ),
-    );
+    let quick = hasty(log.clone());
     let (mut handle, _) = quick.create(case("doubt"), []).await.unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let error = quick.commit(&mut handle).await.unwrap_err();
@@ -265,14 +258,7 @@ pub async fn a_duplicate_that_cannot_be_read_is_in_doubt_not_failed(fixture: &im
         script = script.on(nth, Fault::UnreadableDuplicate);
     }
     let log = FaultyLog::new(fixture.log(), script);
-    let quick = patient(log.clone()).with_retry(
-        wfstate_events::RetryPolicy::default()
-            .with_deadline(std::time::Duration::from_millis(50))
-            .with_backoff(
-                std::time::Duration::from_millis(1),
-                std::time::Duration::from_millis(5),
-            ),
-    );
+    let quick = hasty(log.clone());
     let (mut handle, _) = quick.create(case("unread"), []).await.unwrap();
     handle.case_mut().buffer(Mutation::IncrementStepCount);
     let error = quick.commit(&mut handle).await.unwrap_err();

@@ -120,6 +120,16 @@ pub fn patient<L: EventLog>(log: L) -> Workspace<L> {
     )
 }
 
+/// A workspace over `log` that gives up after 50 ms of failed attempts, for scripted faults
+/// that outlast the deadline.
+pub fn hasty<L: EventLog>(log: L) -> Workspace<L> {
+    Workspace::new(log).with_retry(
+        wfstate_events::RetryPolicy::default()
+            .with_deadline(Duration::from_millis(50))
+            .with_backoff(Duration::from_millis(1), Duration::from_millis(5)),
+    )
+}
+
 pub fn case(id: &str) -> CaseId {
     CaseId::new(id).unwrap()
 }
