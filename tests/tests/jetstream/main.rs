@@ -101,3 +101,13 @@ pub(crate) async fn assert_chain(log: &JetStreamLog, case_id: &CaseId) -> Vec<Ev
 pub(crate) fn quick_retry() -> RetryPolicy {
     RetryPolicy::default().with_deadline(Duration::from_secs(2))
 }
+
+/// A workspace over `server` that waits 500 ms per request and retries for 2 s: for tests
+/// that stop the server under a commit.
+pub(crate) async fn impatient(server: &NatsServer) -> Workspace<JetStreamLog> {
+    let log = connect(server, |config| {
+        config.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    Workspace::new(log).with_retry(quick_retry())
+}

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use wfstate_events::{
-    AppendOutcome, CommitError, CommitErrorKind, EventLog, RetryPolicy, Workspace,
-};
+use wfstate_events::{AppendOutcome, CommitError, CommitErrorKind, EventLog, RetryPolicy};
 use wfstate_store::{CommitId, Mutation, Position, TokenId};
 use wfstate_tests::NatsServer;
 
@@ -47,11 +45,7 @@ async fn a_hot_case_commits_several_batches_in_one_atomic_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_atomic_batch_in_doubt_is_resolved_and_never_applied_twice() {
     let mut server = NatsServer::start().await;
-    let log = connect(&server, |config| {
-        config.request_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let quick = Workspace::new(log).with_retry(quick_retry());
+    let quick = impatient(&server).await;
     let patient = quick
         .clone()
         .with_retry(RetryPolicy::default().with_deadline(Duration::from_secs(20)));

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use wfstate_events::{
-    CommitErrorKind, JetStreamConfig, JetStreamLog, LogErrorKind, RetryPolicy, Workspace,
-};
+use wfstate_events::{CommitErrorKind, JetStreamConfig, JetStreamLog, LogErrorKind, RetryPolicy};
 use wfstate_store::{Mutation, Value};
 use wfstate_tests::NatsServer;
 
@@ -13,11 +11,7 @@ use crate::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_leaves_the_commit_in_doubt_and_refuses_connections() {
     let mut server = NatsServer::start().await;
-    let log = connect(&server, |config| {
-        config.request_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let workspace = Workspace::new(log).with_retry(quick_retry());
+    let workspace = impatient(&server).await;
     let (mut handle, _) = workspace
         .create(case("down"), [Mutation::set_key("a", 1)])
         .await
@@ -49,11 +43,7 @@ async fn a_stopped_server_leaves_the_commit_in_doubt_and_refuses_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_succeed_after_the_server_restarts() {
     let mut server = NatsServer::start().await;
-    let log = connect(&server, |config| {
-        config.request_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let workspace = Workspace::new(log).with_retry(quick_retry());
+    let workspace = impatient(&server).await;
     let (mut handle, _) = workspace
         .create(case("phoenix"), [Mutation::set_key("a", 1)])
         .await
@@ -94,11 +84,7 @@ async fn commits_succeed_after_the_server_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transact_on_after_an_unknown_outcome_applies_the_change_once() {
     let mut server = NatsServer::start().await;
-    let log = connect(&server, |config| {
-        config.request_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let workspace = Workspace::new(log).with_retry(quick_retry());
+    let workspace = impatient(&server).await;
     let (mut handle, _) = workspace
         .create(case("once"), [Mutation::set_key("n", 0)])
         .await
