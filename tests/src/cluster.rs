@@ -6,12 +6,18 @@
 //! always by the process id this fixture started; every process still running is killed when
 //! the cluster is dropped, also when the test fails. It needs the `nats-server` binary on
 //! `PATH` (a container or an external URL cannot be clustered by a test).
+//!
+//! [`NatsCluster::start_partitionable`] routes every link between two nodes through a
+//! [`RouteProxy`], so that a node can be cut off from the others ([`NatsCluster::isolate`])
+//! while it keeps running and serving its clients.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::proxy::RouteProxy;
 
 /// How long a cluster may take to form (or a restarted node to rejoin) before the test fails.
 const READY_WITHIN: Duration = Duration::from_mins(1);
@@ -28,6 +34,9 @@ struct Node {
 /// A running cluster of nats-server processes, stopped on drop.
 pub struct NatsCluster {
     nodes: Vec<Node>,
+    /// `links[from][to]`: the proxy node `from` dials to reach node `to`'s route port (none to
+    /// itself); empty when the routes are direct.
+    links: Vec<Vec<Option<RouteProxy>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,6 +52,19 @@ impl NatsCluster {
     /// # Panics
     /// When the binary is not on `PATH`, or the cluster does not form in time.
     pub fn start(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, false)
+    }
+
+    /// [`NatsCluster::start`] with every route through a proxy of this fixture, so that
+    /// [`NatsCluster::isolate`] can partition a node from the others.
+    ///
+    /// # Panics
+    /// As [`NatsCluster::start`].
+    pub fn start_partitionable(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, true)
+    }
+
+    fn start_with(size: usize, proxied: bool) -> NatsCluster {
         assert!(size >= 1, "a cluster has at least one node");
         // A free port can be taken by another test's server between our probe and the node's
         // bind; that node then exits. Such a cluster is stopped and started again on new ports.
@@ -58,8 +80,21 @@ impl NatsCluster {
                     store: dir.path().join(format!("n{n}")),
                     child: None,
                 })
+                .collect::<Vec<Node>>();
+            let links = (0..size)
+                .map(|from| {
+                    (0..size)
+                        .map(|to| {
+                            (proxied && from != to).then(|| RouteProxy::start(nodes[to].route_port))
+                        })
+                        .collect()
+                })
                 .collect();
-            let mut cluster = NatsCluster { nodes, _dir: dir };
+            let mut cluster = NatsCluster {
+                nodes,
+                links,
+                _dir: dir,
+            };
             for n in 0..size {
                 cluster.spawn(n);
             }
@@ -93,15 +128,25 @@ impl NatsCluster {
     }
 
     fn spawn(&mut self, n: usize) {
-        let routes: Vec<String> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(other, _)| *other != n)
-            .map(|(_, node)| format!("nats://127.0.0.1:{}", node.route_port))
+        let routes: Vec<String> = (0..self.nodes.len())
+            .filter(|other| *other != n)
+            .map(|other| {
+                let port = self.links[n][other]
+                    .as_ref()
+                    .map_or(self.nodes[other].route_port, RouteProxy::port);
+                format!("nats://127.0.0.1:{port}")
+            })
             .collect();
+        let proxied = self.links[n].iter().any(Option::is_some);
         let node = &mut self.nodes[n];
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if proxied {
+            // Servers tell each other the route addresses they know of and dial the ones they
+            // are not connected to; that would bypass the proxies. Every node advertises a
+            // port nothing listens on, so such dials fail and only the proxies carry routes.
+            command.args(["--cluster_advertise", "127.0.0.1:1"]);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-n", &node.name])
             .args(["-p", &node.client_port.to_string()])
             .args(["-m", &node.monitor_port.to_string()])
@@ -146,6 +191,11 @@ impl NatsCluster {
         format!("nats://127.0.0.1:{}", self.nodes[n].client_port)
     }
 
+    /// The monitoring port of node `n` (`/healthz`, `/jsz`, `/routez`, ...).
+    pub fn monitor_port(&self, n: usize) -> u16 {
+        self.nodes[n].monitor_port
+    }
+
     /// The server name of node `n` (as JetStream names stream leaders).
     pub fn name(&self, n: usize) -> &str {
         &self.nodes[n].name
@@ -174,6 +224,52 @@ impl NatsCluster {
     /// Resumes node `n` after [`NatsCluster::pause`].
     pub fn resume(&self, n: usize) {
         self.signal(n, "-CONT");
+    }
+
+    /// Cuts every link between node `n` and the others (both ways): a partition with both
+    /// sides running. [`NatsCluster::heal`] undoes it.
+    ///
+    /// # Panics
+    /// When the cluster was not started with [`NatsCluster::start_partitionable`].
+    pub fn isolate(&self, n: usize) {
+        for other in (0..self.nodes.len()).filter(|other| *other != n) {
+            for (from, to) in [(n, other), (other, n)] {
+                self.links[from][to]
+                    .as_ref()
+                    .expect("a partitionable cluster")
+                    .cut();
+            }
+        }
+    }
+
+    /// Delays every byte sent to node `n` from the node `from` by `delay` (a slow link, one
+    /// way). [`NatsCluster::heal`] undoes it.
+    ///
+    /// # Panics
+    /// When the cluster was not started with [`NatsCluster::start_partitionable`].
+    pub fn slow_link(&self, from: usize, n: usize, delay: Duration) {
+        // Either node may have dialled the routes the two use: both proxies are slowed, each
+        // in the direction towards `n`.
+        let link = |a: usize, b: usize| self.links[a][b].as_ref().expect("a partitionable cluster");
+        link(from, n).delay(true, delay);
+        link(n, from).delay(false, delay);
+    }
+
+    /// Heals every cut link.
+    pub fn heal(&self) {
+        for proxy in self.links.iter().flatten().flatten() {
+            proxy.heal();
+        }
+    }
+
+    /// The process id of node `n`, while it runs.
+    pub fn pid(&self, n: usize) -> Option<u32> {
+        self.nodes[n].child.as_ref().map(Child::id)
+    }
+
+    /// The number of nodes.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
     }
 
     fn signal(&self, n: usize, signal: &str) {

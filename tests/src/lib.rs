@@ -15,6 +15,7 @@
 mod cluster;
 mod faulty;
 mod faulty_views;
+mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use testcontainers_modules::nats::{Nats, NatsServerCmd};
 pub use cluster::NatsCluster;
 pub use faulty::{Fault, FaultyLog, Script};
 pub use faulty_views::FaultyViews;
+pub use proxy::RouteProxy;
 
 /// The image tag used with testcontainers: the store needs nats-server 2.12 or newer.
 pub const NATS_IMAGE_TAG: &str = "2.12";

@@ -133,3 +133,93 @@ async fn a_commit_survives_the_death_of_the_connected_server() {
     assert_eq!(loaded.case().state(), handle.case().state());
     assert_eq!(loaded.case().state().step_count, 5);
 }
+
+/// The node index of the stream's leader.
+async fn stream_leader(cluster: &NatsCluster, log: &JetStreamLog) -> usize {
+    for _ in 0..100 {
+        let mut stream = log.context().get_stream(log.stream_name()).await.unwrap();
+        let info = stream.info().await.unwrap();
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader.clone());
+        if let Some(n) = leader.and_then(|leader| (0..3).find(|&n| cluster.name(n) == leader)) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stream has no leader after 10 s");
+}
+
+/// A replica cut off from the leader still answers direct gets with what it has, so a load
+/// through it would miss the events acknowledged since. The store's loads ask the leader: from
+/// behind the cut they fail (and may be tried again), and never show a shorter history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_never_makes_a_case_look_older() {
+    let cluster = NatsCluster::start_partitionable(3);
+    let log = connect(&cluster.urls(), |_| {}).await;
+    let workspace = Workspace::new(log.clone());
+    let (mut handle, _) = workspace
+        .create(case("lagging"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let leader = stream_leader(&cluster, &log).await;
+    let follower = (leader + 1) % 3;
+    let through_follower = connect(&cluster.url(follower), |config| {
+        config.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let stream = through_follower
+        .context()
+        .get_stream(through_follower.stream_name())
+        .await
+        .unwrap();
+    let subject = through_follower.subject(&case("lagging"));
+    // The follower has the first event, and answers direct gets itself: a replica starts to
+    // once it is current, checked on a two-second tick.
+    for _ in 0..100 {
+        if stream.direct_get_last_for_subject(&subject).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Cut off from the others, the follower still answers direct gets; the leader and the
+    // other follower make a majority that goes on acknowledging commits.
+    cluster.isolate(follower);
+    let through_leader = connect(&cluster.url(leader), |_| {}).await;
+    let leader_side = Workspace::new(through_leader);
+    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    leader_side.commit(&mut handle).await.unwrap();
+
+    // A plain direct get through the lagging replica is stale ...
+    let stale = stream.direct_get_last_for_subject(&subject).await.unwrap();
+    assert_eq!(
+        stale.sequence, 1,
+        "the lagging replica answers with its old last event"
+    );
+    // ... while a load through it fails rather than show the case as it was (or, had the
+    // leader's answer come through, shows it as it is).
+    let follower_side = Workspace::new(through_follower);
+    match follower_side.load(&case("lagging")).await {
+        Ok(loaded) => assert_eq!(loaded.case().state(), handle.case().state()),
+        Err(error) => assert_eq!(
+            error.kind(),
+            wfstate_events::CommitErrorKind::Unavailable,
+            "{error}"
+        ),
+    }
+
+    cluster.heal();
+    let mut loaded = None;
+    for _ in 0..120 {
+        if let Ok(case) = follower_side.load(&case("lagging")).await {
+            loaded = Some(case);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let loaded = loaded.expect("the healed replica serves loads again");
+    assert_eq!(loaded.case().state(), handle.case().state());
+}
