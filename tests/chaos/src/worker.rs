@@ -1,0 +1,317 @@
+//! A worker process: commits until its deadline, half through `transact` (read, add one,
+//! commit, retried on conflicts) and half with `commit_with_meta` and a commit id of its own,
+//! on a few hot cases shared by every worker and many cold ones. Every acknowledged commit and
+//! every unknown outcome is written to its record file as it happens.
+//!
+//! A worker started with `--recover` takes over the file of a worker that was killed: every
+//! commit of its own id that was sent and not acknowledged is in doubt, and is sent again with
+//! the same commit id (on a freshly loaded case, as a restarted process would) until it is
+//! acknowledged, before the new worker goes on.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use wfstate_events::{CommitError, JetStreamLog, Workspace};
+use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Map, Mutation, Receipt, Value};
+
+use crate::record::{self, Record, Recorder, now_ms};
+use crate::schedule::Rng;
+use crate::{cases, connect_log};
+
+/// How long after its deadline a worker goes on resolving a commit in doubt.
+const RESOLVE_GRACE_MS: u64 = 20_000;
+
+/// The worker's arguments.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The cluster's client URLs.
+    #[arg(long)]
+    pub urls: String,
+    /// The worker's number.
+    #[arg(long)]
+    pub id: usize,
+    /// The record file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// When to stop starting commits, ms since the epoch.
+    #[arg(long)]
+    pub until: u64,
+    /// The seed of the worker's choices.
+    #[arg(long)]
+    pub seed: u64,
+    /// Take over the record of a worker that was killed.
+    #[arg(long)]
+    pub recover: bool,
+}
+
+struct Worker {
+    workspace: Workspace<JetStreamLog>,
+    handles: HashMap<CaseId, wfstate_events::CaseHandle>,
+    out: Recorder,
+    name: String,
+    until: u64,
+}
+
+/// Runs a worker to its deadline.
+pub async fn run(args: WorkerArgs) {
+    crate::exit_with_the_suite();
+    let log = connect_log(&args.urls, args.until).await;
+    let name = format!("chaos-w{}", args.id);
+    let workspace = Workspace::new(log)
+        .with_writer(name.clone())
+        .with_retry(wfstate_events::RetryPolicy::default().with_deadline(Duration::from_secs(10)));
+    let previous = if args.recover {
+        record::read(&args.out)
+    } else {
+        Vec::new()
+    };
+    let mut worker = Worker {
+        workspace,
+        handles: HashMap::new(),
+        out: Recorder::open(&args.out).expect("open the worker's record"),
+        name,
+        until: args.until,
+    };
+    worker.recover(&previous).await;
+
+    let mut rng = Rng::new(args.seed);
+    let (hot, cold) = cases();
+    // The sequence numbers of this worker's keys go on from those of the process before.
+    let mut sequence = previous.len() as u64;
+    while now_ms() < args.until {
+        let case = if rng.chance(30) {
+            hot[rng.index(hot.len())].clone()
+        } else {
+            cold[rng.index(cold.len())].clone()
+        };
+        if rng.chance(50) {
+            worker.transact(&case).await;
+        } else {
+            sequence += 1;
+            let key = format!("{}-{}-{sequence}", worker.name, std::process::id());
+            let meta = worker.meta(CommitId::generate(), now_ms());
+            worker.out.write(&Record::Intent {
+                id: meta.commit_id.to_string(),
+                case: case.to_string(),
+                key: key.clone(),
+                value: sequence,
+                at: meta.committed_at_ms,
+            });
+            worker.own(&case, &key, sequence, meta, false).await;
+        }
+    }
+}
+
+impl Worker {
+    fn meta(&self, commit_id: CommitId, at: u64) -> CommitMeta {
+        CommitMeta {
+            commit_id,
+            committed_at_ms: at,
+            writer: self.name.clone(),
+        }
+    }
+
+    /// Sends again every commit of its own id the killed worker had sent and not seen
+    /// acknowledged.
+    async fn recover(&mut self, previous: &[Record]) {
+        let settled: HashSet<&str> = previous
+            .iter()
+            .filter_map(|record| match record {
+                Record::Ack { id, .. } | Record::Resolved { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for record in previous {
+            let Record::Intent {
+                id,
+                case,
+                key,
+                value,
+                at,
+            } = record
+            else {
+                continue;
+            };
+            if settled.contains(id.as_str()) {
+                continue;
+            }
+            let (Ok(commit_id), Ok(case)) = (CommitId::from_str(id), CaseId::new(case)) else {
+                continue;
+            };
+            // The first process may have been killed after the event landed: in doubt.
+            self.out.write(&Record::Unknown {
+                id: id.clone(),
+                case: case.to_string(),
+                at: now_ms(),
+            });
+            let meta = self.meta(commit_id, *at);
+            self.own(&case, key, *value, meta, true).await;
+        }
+    }
+
+    /// The handle of `case`, loaded when there is none.
+    async fn handle(&mut self, case: &CaseId) -> Option<&mut wfstate_events::CaseHandle> {
+        if !self.handles.contains_key(case) {
+            match self.workspace.load(case).await {
+                Ok(handle) => {
+                    self.handles.insert(case.clone(), handle);
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return None;
+                }
+            }
+        }
+        self.handles.get_mut(case)
+    }
+
+    fn failed(&mut self, error: &CommitError) {
+        self.out.write(&Record::Failed {
+            error: error.to_string(),
+            at: now_ms(),
+        });
+    }
+
+    fn ack(&mut self, receipt: &Receipt, resent: bool) {
+        self.out.write(&Record::Ack {
+            id: receipt.commit_id.to_string(),
+            case: receipt.case_id.to_string(),
+            version: receipt.version.get(),
+            hash: receipt.event_hash.to_hex(),
+            at: now_ms(),
+            resent,
+        });
+    }
+
+    fn resolved(&mut self, id: CommitId, landed: bool) {
+        self.out.write(&Record::Resolved {
+            id: id.to_string(),
+            landed,
+            at: now_ms(),
+        });
+    }
+
+    /// Commits `key = value` with the given commit id until it is acknowledged (or the
+    /// deadline passes): after a conflict on the case caught up, after an unknown outcome
+    /// sent again as it was, after anything else on the case loaded again.
+    async fn own(&mut self, case: &CaseId, key: &str, value: u64, meta: CommitMeta, resent: bool) {
+        let mut in_doubt = resent;
+        while now_ms() < self.until + RESOLVE_GRACE_MS {
+            let workspace = self.workspace.clone();
+            let Some(handle) = self.handle(case).await else {
+                continue;
+            };
+            handle.case_mut().rollback();
+            handle.case_mut().buffer(Mutation::PatchCtx {
+                set: Map::from([(key.to_owned(), Value::from(value))]),
+                remove: Vec::new(),
+            });
+            let outcome = workspace.commit_with_meta(handle, meta.clone()).await;
+            handle.case_mut().rollback();
+            match outcome {
+                Ok(receipt) => {
+                    assert_eq!(
+                        receipt.commit_id, meta.commit_id,
+                        "the receipt of our commit"
+                    );
+                    if in_doubt {
+                        self.resolved(meta.commit_id, true);
+                    }
+                    self.ack(&receipt, resent);
+                    return;
+                }
+                Err(CommitError::Conflict { .. }) => {
+                    if let Err(error) = workspace.refresh(handle).await {
+                        self.failed(&error);
+                        self.handles.remove(case);
+                    }
+                }
+                Err(CommitError::InDoubt { .. }) => {
+                    if !in_doubt {
+                        in_doubt = true;
+                        self.out.write(&Record::Unknown {
+                            id: meta.commit_id.to_string(),
+                            case: case.to_string(),
+                            at: now_ms(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    if !matches!(error, CommitError::Log(_)) {
+                        self.handles.remove(case);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// One `transact_on` adding one to the case's `n`; an unknown outcome is resolved by
+    /// calling it again on the same handle, which sends the commit in doubt first.
+    async fn transact(&mut self, case: &CaseId) {
+        let mut doubt: Option<CommitId> = None;
+        loop {
+            let workspace = self.workspace.clone();
+            let Some(handle) = self.handle(case).await else {
+                return;
+            };
+            let outcome = workspace.transact_on(handle, add_one).await;
+            let settled = handle.in_doubt().is_empty();
+            match outcome {
+                Ok((receipt, _)) => {
+                    if let Some(id) = doubt {
+                        self.resolved(id, receipt.commit_id == id);
+                    }
+                    self.ack(&receipt, false);
+                    return;
+                }
+                Err(CommitError::InDoubt { commit_id, .. }) => {
+                    if doubt.is_none() {
+                        doubt = Some(commit_id);
+                        self.out.write(&Record::Unknown {
+                            id: commit_id.to_string(),
+                            case: case.to_string(),
+                            at: now_ms(),
+                        });
+                    }
+                    if now_ms() >= self.until + RESOLVE_GRACE_MS {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => {
+                    // A commit in doubt that is settled with an error was not stored: another
+                    // writer's event is where it would be.
+                    if let (Some(id), true) = (doubt, settled)
+                        && matches!(error, CommitError::Conflict { .. })
+                    {
+                        self.resolved(id, false);
+                    }
+                    self.failed(&error);
+                    if settled
+                        && !matches!(error, CommitError::Log(_) | CommitError::Conflict { .. })
+                    {
+                        self.handles.remove(case);
+                    }
+                    if doubt.is_none() || settled || now_ms() >= self.until + RESOLVE_GRACE_MS {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+fn add_one(case: &mut Case) {
+    let n = match case.state().ctx.get("n") {
+        Some(Value::Integer(n)) => *n,
+        _ => 0,
+    };
+    case.buffer(Mutation::set_key("n", Value::Integer(n + 1)));
+}
