@@ -1,4 +1,4 @@
-//! [`NatsCluster`]: three (or more) real nats-server processes with JetStream, clustered over
+//! [`NatsCluster`]: three (or more; one is a single server) real nats-server processes with JetStream, clustered over
 //! loopback routes, for the tests that only a cluster shows (replicas, leader changes).
 //!
 //! Every node has its own name, client, route and monitoring ports and store directory, kept
@@ -37,6 +37,8 @@ pub struct NatsCluster {
     /// `links[from][to]`: the proxy node `from` dials to reach node `to`'s route port (none to
     /// itself); empty when the routes are direct.
     links: Vec<Vec<Option<RouteProxy>>>,
+    /// A configuration file every server reads; the flags override what they also set.
+    config: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,7 +54,16 @@ impl NatsCluster {
     /// # Panics
     /// When the binary is not on `PATH`, or the cluster does not form in time.
     pub fn start(size: usize) -> NatsCluster {
-        NatsCluster::start_with(size, false)
+        NatsCluster::start_with(size, false, None)
+    }
+
+    /// [`NatsCluster::start`] with `jetstream { sync_interval: always }` in every server's
+    /// configuration: each write is flushed to disk before it is acknowledged.
+    ///
+    /// # Panics
+    /// As [`NatsCluster::start`].
+    pub fn start_sync_always(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, false, Some("jetstream { sync_interval: always }\n"))
     }
 
     /// [`NatsCluster::start`] with every route through a proxy of this fixture, so that
@@ -61,15 +72,20 @@ impl NatsCluster {
     /// # Panics
     /// As [`NatsCluster::start`].
     pub fn start_partitionable(size: usize) -> NatsCluster {
-        NatsCluster::start_with(size, true)
+        NatsCluster::start_with(size, true, None)
     }
 
-    fn start_with(size: usize, proxied: bool) -> NatsCluster {
+    fn start_with(size: usize, proxied: bool, config: Option<&str>) -> NatsCluster {
         assert!(size >= 1, "a cluster has at least one node");
         // A free port can be taken by another test's server between our probe and the node's
         // bind; that node then exits. Such a cluster is stopped and started again on new ports.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("a temp dir for the cluster");
+            let config = config.map(|text| {
+                let path = dir.path().join("server.conf");
+                std::fs::write(&path, text).expect("write the servers' configuration");
+                path
+            });
             let prefix = format!("wfstate-test-{}", std::process::id());
             let nodes = (0..size)
                 .map(|n| Node {
@@ -93,6 +109,7 @@ impl NatsCluster {
             let mut cluster = NatsCluster {
                 nodes,
                 links,
+                config,
                 _dir: dir,
             };
             for n in 0..size {
@@ -140,22 +157,30 @@ impl NatsCluster {
         let proxied = self.links[n].iter().any(Option::is_some);
         let node = &mut self.nodes[n];
         let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
         if proxied {
             // Servers tell each other the route addresses they know of and dial the ones they
             // are not connected to; that would bypass the proxies. Every node advertises a
             // port nothing listens on, so such dials fail and only the proxies carry routes.
             command.args(["--cluster_advertise", "127.0.0.1:1"]);
         }
-        let child = command
+        command
             .args(["-js", "-a", "127.0.0.1", "-n", &node.name])
             .args(["-p", &node.client_port.to_string()])
-            .args(["-m", &node.monitor_port.to_string()])
-            .args(["--cluster_name", "wfstate-test"])
-            .args([
-                "--cluster",
-                &format!("nats://127.0.0.1:{}", node.route_port),
-            ])
-            .args(["--routes", &routes.join(",")])
+            .args(["-m", &node.monitor_port.to_string()]);
+        // A cluster of one is a single server: no routes, as a user would run it.
+        if !routes.is_empty() {
+            command
+                .args(["--cluster_name", "wfstate-test"])
+                .args([
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", node.route_port),
+                ])
+                .args(["--routes", &routes.join(",")]);
+        }
+        let child = command
             .arg("-sd")
             .arg(&node.store)
             .stdout(Stdio::null())
@@ -191,9 +216,12 @@ impl NatsCluster {
         format!("nats://127.0.0.1:{}", self.nodes[n].client_port)
     }
 
-    /// The monitoring port of node `n` (`/healthz`, `/jsz`, `/routez`, ...).
-    pub fn monitor_port(&self, n: usize) -> u16 {
-        self.nodes[n].monitor_port
+    /// The body of node `n`'s monitoring page `path` (`/varz`, `/jsz`, ...), if it answers.
+    pub fn monitor(&self, n: usize, path: &str) -> Option<String> {
+        let answer = http_get(self.nodes[n].monitor_port, path)?;
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
     }
 
     /// The server name of node `n` (as JetStream names stream leaders).
@@ -273,22 +301,29 @@ impl NatsCluster {
     }
 
     fn signal(&self, n: usize, signal: &str) {
-        if let Some(child) = &self.nodes[n].child {
-            let status = Command::new("kill")
-                .arg(signal)
-                .arg(child.id().to_string())
-                .status()
-                .expect("the kill command");
-            assert!(status.success(), "kill {signal} of node {n}");
-        }
+        assert!(self.try_signal(n, signal), "kill {signal} of node {n}");
+    }
+
+    /// Sends `signal` to node `n` if it runs; whether it was delivered.
+    fn try_signal(&self, n: usize, signal: &str) -> bool {
+        let Some(child) = &self.nodes[n].child else {
+            return true;
+        };
+        Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
     }
 }
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for n in 0..self.nodes.len() {
-            // A paused node must be resumed to die of SIGKILL promptly and release its ports.
-            self.resume(n);
+            // A paused node must be resumed to die of SIGKILL promptly and release its ports;
+            // one that has exited already (a failed start) cannot be, which is fine here.
+            self.try_signal(n, "-CONT");
             self.kill(n);
         }
     }
@@ -297,15 +332,18 @@ impl Drop for NatsCluster {
 /// Whether the node's monitoring port answers its health check with 200 (with JetStream, that
 /// includes a known meta leader and current streams).
 fn healthy(monitor_port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", monitor_port)) else {
-        return false;
-    };
+    http_get(monitor_port, "/healthz").is_some_and(|answer| {
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+    })
+}
+
+/// The whole answer (status line, headers, body) to `GET path` on a loopback port.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:{monitor_port}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
-    let _ = stream.take(4096).read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+    let _ = stream.take(1 << 20).read_to_string(&mut answer);
+    Some(answer)
 }

@@ -375,6 +375,24 @@ pub async fn run(
     Ok(())
 }
 
+/// The wfstate side of (1) alone on `log`: `cases` cases committed concurrently, `commits`
+/// commits each, the cases named `<tag><n>`; returns commits per second. For comparing
+/// deployments of one store (replicas, server sync settings) side by side in one run.
+///
+/// # Errors
+/// [`BenchError`] when a commit fails.
+pub async fn commit_rate(
+    log: &JetStreamLog,
+    tag: &str,
+    cases: usize,
+    commits: usize,
+) -> Result<f64, BenchError> {
+    let workspace = Workspace::new(log.clone()).with_writer("bench");
+    Ok(wfstate_commits(&workspace, tag, cases, commits)
+        .await?
+        .rate())
+}
+
 fn base_urls(log: &JetStreamLog) -> String {
     log.urls().to_owned()
 }

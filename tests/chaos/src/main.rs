@@ -8,9 +8,11 @@
 //! ```
 //!
 //! The same binary runs the workers, the projector and the auditor (hidden subcommands), so
-//! that each is a process the suite can kill.
+//! that each is a process the suite can kill. `wfstate-chaos deployments` compares the commit
+//! rate of one server with a three-node cluster's, with and without `sync_interval: always`.
 
 mod check;
+mod deployments;
 mod record;
 mod report;
 mod roles;
@@ -53,6 +55,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Role {
+    /// Commit rates of one server (R1) and a three-node cluster (R3, default sync and
+    /// `sync_interval: always`), side by side in one run.
+    Deployments(deployments::DeploymentArgs),
     /// A worker process (started by the suite).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -113,6 +118,13 @@ async fn main() -> ExitCode {
         Some(Role::Worker(args)) => Box::pin(worker::run(args)).await,
         Some(Role::Project(args)) => Box::pin(roles::project(args)).await,
         Some(Role::Follow(args)) => Box::pin(roles::follow(args)).await,
+        Some(Role::Deployments(args)) => {
+            return if Box::pin(deployments::run(&args)).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         None => {
             let suite = run::Suite {
                 runs: cli.runs,

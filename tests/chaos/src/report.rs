@@ -71,6 +71,8 @@ pub struct Row {
 pub struct RunOutcome {
     /// The run's seed.
     pub seed: u64,
+    /// When the workers started, ms since the epoch.
+    pub started_ms: u64,
     /// The faults as injected.
     pub injected: Vec<Injected>,
     /// Rows by fault kind; `None` is the time before the first fault.
@@ -102,13 +104,26 @@ impl RunOutcome {
             total.unknown,
             if self.passed() { "PASSED" } else { "FAILED" }
         );
+        let mut unavailable: HashMap<Fault, std::slice::Iter<'_, u64>> = self
+            .rows
+            .iter()
+            .filter_map(|(fault, row)| Some(((*fault)?, row.unavailable_ms.iter())))
+            .collect();
         for fault in &self.injected {
+            let seconds = |ms: u64| ms as f64 / 1000.0;
+            let gap = unavailable
+                .get_mut(&fault.fault)
+                .and_then(Iterator::next)
+                .copied()
+                .unwrap_or(0);
             let _ = write!(
                 text,
-                "\n  {} ({}) for {:.1}s",
+                "\n  at {:5.1}s {} ({}) for {:.1}s: no commit for {:.2}s",
+                seconds(fault.start_ms.saturating_sub(self.started_ms)),
                 fault.fault.name(),
                 fault.detail,
-                (fault.end_ms - fault.start_ms) as f64 / 1000.0
+                seconds(fault.end_ms - fault.start_ms),
+                seconds(gap),
             );
         }
         for failure in self.failures.iter().take(20) {
@@ -152,6 +167,7 @@ pub fn analyze(input: RunInput) -> RunOutcome {
     }
     RunOutcome {
         seed: input.seed,
+        started_ms: input.started_ms,
         rows: run.rows,
         failures: run.failures,
         events: input.contents.events.len(),

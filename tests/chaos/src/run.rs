@@ -292,13 +292,15 @@ async fn inject(
     let hold = planned.hold;
     match planned.fault {
         Fault::LeaderKill | Fault::NodeKill => {
-            let (node, what) = if planned.fault == Fault::LeaderKill {
-                match leader(cluster, log).await {
-                    Some(node) => (node, "the stream leader"),
-                    None => (planned.target, "no leader known: a node"),
-                }
-            } else {
-                (planned.target, "a node")
+            let leading = leader(cluster, log).await;
+            let node = match planned.fault {
+                Fault::LeaderKill => leading.unwrap_or(planned.target),
+                _ => planned.target,
+            };
+            let what = match leading {
+                Some(leader) if leader == node => "the stream leader",
+                Some(_) => "a follower",
+                None => "no leader known",
             };
             cluster.kill(node);
             tokio::time::sleep(hold).await;
@@ -306,10 +308,15 @@ async fn inject(
             format!("{what}, node {node}")
         }
         Fault::Pause => {
+            let what = match leader(cluster, log).await {
+                Some(leader) if leader == planned.target => "the stream leader",
+                Some(_) => "a follower",
+                None => "no leader known",
+            };
             cluster.pause(planned.target);
             tokio::time::sleep(hold).await;
             cluster.resume(planned.target);
-            format!("node {}", planned.target)
+            format!("{what}, node {}", planned.target)
         }
         Fault::Partition => {
             let node = leader(cluster, log).await.unwrap_or(planned.target);
