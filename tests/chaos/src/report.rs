@@ -42,6 +42,8 @@ pub struct RunInput {
     pub auditor_problems: Vec<String>,
     /// Views that differ from their case's replay.
     pub mismatches: Vec<String>,
+    /// Workers that crashed or hung, a projector or auditor that stopped on its own.
+    pub process_failures: Vec<String>,
 }
 
 /// The counts of one fault kind (or of none).
@@ -156,6 +158,7 @@ pub fn analyze(input: RunInput) -> RunOutcome {
             .map(|p| format!("audit --follow: {p}")),
     );
     failures.extend(input.mismatches.iter().map(|m| format!("view: {m}")));
+    failures.extend(input.process_failures.iter().cloned());
     run.chains(&input.contents);
     let first_ack = run.acks(&input.records, &input.contents);
     run.unknowns(&input.records, &input.contents, &first_ack);
@@ -313,25 +316,26 @@ impl Analysis<'_> {
     }
 
     /// Per fault, the longest time with no acknowledged commit from its start to the next
-    /// fault's (or the run's end).
+    /// fault's (or the run's end). A stall that runs past the window counts only up to its
+    /// end: the rest belongs to the next fault's window.
     fn availability(&mut self, acks: &[u64], ended_ms: u64) {
         for (n, fault) in self.injected.iter().enumerate() {
             let until = self
                 .injected
                 .get(n + 1)
-                .map_or(ended_ms, |next| next.start_ms);
+                .map_or(ended_ms, |next| next.start_ms)
+                .max(fault.start_ms);
             let mut longest = 0;
             let mut previous = fault.start_ms;
             for &at in acks.iter().filter(|&&at| at >= fault.start_ms) {
+                let at = at.min(until);
                 longest = longest.max(at - previous);
                 previous = at;
-                if at >= until {
+                if at == until {
                     break;
                 }
             }
-            if previous == fault.start_ms {
-                longest = ended_ms.saturating_sub(fault.start_ms);
-            }
+            longest = longest.max(until - previous);
             self.rows
                 .entry(Some(fault.fault))
                 .or_default()
@@ -480,6 +484,7 @@ mod analysis_tests {
             audit_problems: Vec::new(),
             auditor_problems: Vec::new(),
             mismatches: Vec::new(),
+            process_failures: Vec::new(),
         }
     }
 
@@ -499,7 +504,41 @@ mod analysis_tests {
         assert!(outcome.passed(), "{:?}", outcome.failures);
         let row = &outcome.rows[&Some(Fault::LeaderKill)];
         assert_eq!((row.faults, row.acked), (1, 2));
-        assert_eq!(row.unavailable_ms, vec![3_000]);
+        // From the last commit (4.1 s) to the run's end (10 s); the gap after the fault's
+        // start (1 s to 4 s) is shorter.
+        assert_eq!(row.unavailable_ms, vec![5_900]);
+    }
+
+    #[test]
+    fn a_stall_is_counted_in_the_window_it_falls_in() {
+        let records = vec![
+            ack("a", "c", 1, "h1", T0 + 500),
+            ack("b", "c", 2, "h2", T0 + 1_200),
+            ack("d", "c", 3, "h3", T0 + 9_000),
+        ];
+        let stream = contents(vec![
+            ("a", stored(1, "c", 1, "h1")),
+            ("b", stored(2, "c", 2, "h2")),
+            ("d", stored(3, "c", 3, "h3")),
+        ]);
+        let mut input = input(records, stream);
+        input.injected.push(Injected {
+            fault: Fault::Partition,
+            detail: "node 1".into(),
+            start_ms: T0 + 2_000,
+            end_ms: T0 + 4_000,
+        });
+        let outcome = analyze(input);
+        // The leader kill's window ends at 2 s; the partition's runs from 2 s to 10 s, with
+        // no commit from 2 s to 9 s.
+        assert_eq!(
+            outcome.rows[&Some(Fault::LeaderKill)].unavailable_ms,
+            vec![800]
+        );
+        assert_eq!(
+            outcome.rows[&Some(Fault::Partition)].unavailable_ms,
+            vec![7_000]
+        );
     }
 
     #[test]

@@ -70,6 +70,15 @@ impl Process {
     fn exited(&mut self) -> bool {
         !matches!(self.0.try_wait(), Ok(None))
     }
+
+    /// Why the process ended on its own, if it did and not with success.
+    fn failed(&mut self) -> Option<String> {
+        match self.0.try_wait() {
+            Ok(Some(status)) if !status.success() => Some(format!("exited with {status}")),
+            Ok(_) => None,
+            Err(error) => Some(format!("cannot be waited for: {error}")),
+        }
+    }
 }
 
 impl Drop for Process {
@@ -196,22 +205,8 @@ impl Suite {
         for planned in &plan {
             println!("  {planned}");
         }
-        let mut cluster = NatsCluster::start_partitionable(NODES);
+        let (mut cluster, log) = Box::pin(start_cluster()).await;
         let urls = cluster.urls();
-        let mut config = JetStreamConfig::new(&urls);
-        config.request_timeout = Duration::from_secs(5);
-        let log = JetStreamLog::connect(&config)
-            .await
-            .expect("the stream is made on the new cluster");
-        assert_eq!(log.replicas(), NODES, "an R3 stream");
-        let setup = Workspace::new(log.clone()).with_writer("chaos-setup");
-        let (hot, cold) = cases();
-        for case in hot.iter().chain(&cold) {
-            setup
-                .create(case.clone(), [Mutation::set_key("n", 0)])
-                .await
-                .expect("the run's cases are made before any fault");
-        }
 
         let started = now_ms();
         let until = started + u64::try_from(self.run_for.as_millis()).unwrap_or(u64::MAX);
@@ -245,12 +240,21 @@ impl Suite {
             cluster.resume(node);
         }
         tokio::task::block_in_place(|| cluster.wait_ready());
-        wait_for_workers(&mut processes.workers).await;
+        let mut process_failures = wait_for_workers(&mut processes.workers).await;
 
         let last = last_sequence(&log).await;
         let auditor_problems = wait_for_auditor(dir, last).await;
-        processes.auditor.kill();
-        processes.projector.kill();
+        // Both run until they are stopped: one that ended on its own failed.
+        for (name, process) in [
+            ("the auditor", &mut processes.auditor),
+            ("the projector", &mut processes.projector),
+        ] {
+            if process.exited() {
+                let why = process.failed().unwrap_or_else(|| "exited".into());
+                process_failures.push(format!("{name} {why} before the run's end"));
+            }
+            process.kill();
+        }
         let mismatches = Box::pin(project_and_verify(&log)).await;
         let audit = audit_all(&log, |_| {})
             .await
@@ -278,8 +282,29 @@ impl Suite {
             audit_problems: audit.problems.iter().map(|p| format!("{p:?}")).collect(),
             auditor_problems,
             mismatches,
+            process_failures,
         })
     }
+}
+
+/// A new partitionable cluster with the stream and the run's cases.
+async fn start_cluster() -> (NatsCluster, JetStreamLog) {
+    let cluster = NatsCluster::start_partitionable(NODES);
+    let mut config = JetStreamConfig::new(cluster.urls());
+    config.request_timeout = Duration::from_secs(5);
+    let log = JetStreamLog::connect(&config)
+        .await
+        .expect("the stream is made on the new cluster");
+    assert_eq!(log.replicas(), NODES, "an R3 stream");
+    let setup = Workspace::new(log.clone()).with_writer("chaos-setup");
+    let (hot, cold) = cases();
+    for case in hot.iter().chain(&cold) {
+        setup
+            .create(case.clone(), [Mutation::set_key("n", 0)])
+            .await
+            .expect("the run's cases are made before any fault");
+    }
+    (cluster, log)
 }
 
 /// Injects one fault, holds it, heals it; returns what it hit.
@@ -371,14 +396,25 @@ async fn leader(cluster: &NatsCluster, log: &JetStreamLog) -> Option<usize> {
     None
 }
 
-async fn wait_for_workers(workers: &mut [Process]) {
+/// Waits for the workers to exit; returns how each one that did not exit with success failed.
+async fn wait_for_workers(workers: &mut [Process]) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WORKERS_EXIT_WITHIN;
     while tokio::time::Instant::now() < deadline && !workers.iter_mut().all(Process::exited) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for worker in workers {
+    let mut failures = Vec::new();
+    for (n, worker) in workers.iter_mut().enumerate() {
+        if !worker.exited() {
+            failures.push(format!(
+                "worker {n} had not exited {} s after the run's end",
+                WORKERS_EXIT_WITHIN.as_secs()
+            ));
+        } else if let Some(why) = worker.failed() {
+            failures.push(format!("worker {n} {why}"));
+        }
         worker.kill();
     }
+    failures
 }
 
 async fn last_sequence(log: &JetStreamLog) -> u64 {
