@@ -1,5 +1,6 @@
-//! [`NatsCluster`]: three (or more; one is a single server) real nats-server processes with JetStream, clustered over
-//! loopback routes, for the tests that only a cluster shows (replicas, leader changes).
+//! [`NatsCluster`]: three (or more) real nats-server processes with JetStream, clustered over
+//! loopback routes, for the tests that only a cluster shows (replicas, leader changes). A
+//! cluster of one is a single server without routes.
 //!
 //! Every node has its own name, client, route and monitoring ports and store directory, kept
 //! across restarts. A node can be killed (SIGKILL), paused (SIGSTOP) and resumed (SIGCONT),
@@ -34,8 +35,8 @@ struct Node {
 /// A running cluster of nats-server processes, stopped on drop.
 pub struct NatsCluster {
     nodes: Vec<Node>,
-    /// `links[from][to]`: the proxy node `from` dials to reach node `to`'s route port (none to
-    /// itself); empty when the routes are direct.
+    /// `links[from][to]`: the proxy node `from` dials to reach node `to`'s route port; `None`
+    /// from a node to itself, and everywhere when the routes are direct.
     links: Vec<Vec<Option<RouteProxy>>>,
     /// A configuration file every server reads; the flags override what they also set.
     config: Option<PathBuf>,
