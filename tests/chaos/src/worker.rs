@@ -285,8 +285,8 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
-                    // A commit in doubt that is settled with an error was not stored: another
-                    // writer's event is where it would be.
+                    // A commit in doubt settled by a conflict was not stored: another writer's
+                    // event is where it would be.
                     if let (Some(id), true) = (doubt, settled)
                         && matches!(error, CommitError::Conflict { .. })
                     {
