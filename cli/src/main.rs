@@ -141,7 +141,8 @@ enum Command {
         /// The case.
         case: String,
     },
-    /// Replay cases from scratch and compare them with their views; exit 1 on a mismatch.
+    /// Replay cases from scratch up to their views' positions and compare; exit 1 on a
+    /// mismatch.
     Verify {
         /// Every case that has a view.
         #[arg(long, conflicts_with = "cases")]

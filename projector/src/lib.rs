@@ -45,7 +45,7 @@ pub use error::ProjectorError;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use kv::{KvViews, ViewStore};
-pub use replay::{Mismatch, Replayed, replay, verify};
+pub use replay::{Mismatch, Replayed, replay, replay_until, verify};
 pub use transfer::{Imported, TransferError, export, import};
 pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};
 

@@ -61,5 +61,11 @@ log_checks!(jetstream: JetStream);
 log_checks!(embedded: Embedded);
 log_checks!(memory: Memory);
 
-conformance!(jetstream_projector: JetStream => projection::projector_idempotence_and_quarantine);
-conformance!(embedded_projector: Embedded => projection::projector_idempotence_and_quarantine);
+conformance!(jetstream_projector: JetStream =>
+    projection::projector_idempotence_and_quarantine,
+    projection::verify_compares_each_view_at_its_own_position,
+);
+conformance!(embedded_projector: Embedded =>
+    projection::projector_idempotence_and_quarantine,
+    projection::verify_compares_each_view_at_its_own_position,
+);

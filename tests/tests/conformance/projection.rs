@@ -1,8 +1,9 @@
-//! The projector of each backend: idempotent on redelivery, and quarantine of bad events.
+//! The projector of each backend: idempotent on redelivery, quarantine of bad events, and
+//! `verify` of its views while writers go on.
 
 use wfstate_events::Workspace;
-use wfstate_projector::{Projector, ViewSource, verify};
-use wfstate_store::Mutation;
+use wfstate_projector::{Projector, ProjectorError, View, ViewSource, verify};
+use wfstate_store::{CaseId, Mutation};
 
 use crate::fixtures::{ProjectorFixture, case, inject};
 
@@ -48,4 +49,81 @@ pub async fn projector_idempotence_and_quarantine(fixture: &impl ProjectorFixtur
     let mismatches = verify(&fixture.log(), &projector, &cases).await.unwrap();
     let bad: Vec<&str> = mismatches.iter().map(|m| m.case_id.as_str()).collect();
     assert_eq!(bad, ["p0"]);
+}
+
+/// Views as a projector wrote them, one of them changed: a view that differs from its history.
+struct Tampered(Vec<(CaseId, View)>);
+
+impl ViewSource for Tampered {
+    async fn view(&self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
+        Ok(self
+            .0
+            .iter()
+            .find(|(id, _)| id == case_id)
+            .map(|(_, view)| view.clone()))
+    }
+
+    async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
+        Ok(self.0.iter().map(|(id, _)| id.clone()).collect())
+    }
+}
+
+/// `verify` compares each view with its case's history up to the view's own position: commits
+/// made after the projector's last batch (a writer that goes on) are no mismatch, and a view
+/// that differs from its history still is.
+pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl ProjectorFixture) {
+    let workspace = Workspace::new(fixture.log());
+    let mut handles = Vec::new();
+    for n in 0..3 {
+        let (handle, _) = workspace
+            .create(case(&format!("v{n}")), [Mutation::set_key("n", 0)])
+            .await
+            .unwrap();
+        handles.push(handle);
+    }
+    let cases: Vec<CaseId> = handles.iter().map(|h| h.case().id().clone()).collect();
+    let mut projector = fixture.projector().await;
+    projector.catch_up().await.unwrap();
+    // Commits the projector has not seen yet.
+    for handle in &mut handles {
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(handle).await.unwrap();
+    }
+    let mismatches = verify(&fixture.log(), &projector, &cases).await.unwrap();
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+
+    // A writer that commits in a loop while the projector and verify run.
+    let writer = {
+        let workspace = workspace.clone();
+        let mut handle = handles.pop().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                handle.case_mut().buffer(Mutation::IncrementStepCount);
+                workspace.commit(&mut handle).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..10 {
+        projector.catch_up().await.unwrap();
+        let mismatches = verify(&fixture.log(), &projector, &cases).await.unwrap();
+        assert!(mismatches.is_empty(), "{mismatches:?}");
+    }
+    writer.await.unwrap();
+
+    let mut views = Vec::new();
+    for case_id in &cases {
+        let mut view = projector.view(case_id).await.unwrap().unwrap();
+        if *case_id == case("v0") {
+            view.state.step_count += 1;
+        }
+        views.push((case_id.clone(), view));
+    }
+    let tampered = Tampered(views);
+    let mismatches = verify(&fixture.log(), &tampered, &cases).await.unwrap();
+    let bad: Vec<&str> = mismatches.iter().map(|m| m.case_id.as_str()).collect();
+    assert_eq!(bad, ["v0"], "{mismatches:?}");
+    assert!(
+        mismatches[0].detail.contains("state hash"),
+        "{mismatches:?}"
+    );
 }
