@@ -288,14 +288,18 @@ async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, Cl
             print_json(&json!({
                 "applied": stats.applied.load(Ordering::Relaxed),
                 "skipped": stats.skipped.load(Ordering::Relaxed),
+                "held": stats.held.load(Ordering::Relaxed),
+                "rebuilt": stats.rebuilt.load(Ordering::Relaxed),
                 "quarantined": quarantined,
                 "lag": lag,
             }));
         } else {
             println!(
-                "applied {}  skipped {}  quarantined {}  lag {lag}",
+                "applied {}  skipped {}  held {}  rebuilt {}  quarantined {}  lag {lag}",
                 stats.applied.load(Ordering::Relaxed),
                 stats.skipped.load(Ordering::Relaxed),
+                stats.held.load(Ordering::Relaxed),
+                stats.rebuilt.load(Ordering::Relaxed),
                 quarantined.len()
             );
             for record in &quarantined {

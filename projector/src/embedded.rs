@@ -225,6 +225,10 @@ fn fold_batch(
             Outcome::Skipped => {
                 stats.skipped.fetch_add(1, Ordering::Relaxed);
             }
+            Outcome::Held => {
+                entry.1 = true;
+                stats.held.fetch_add(1, Ordering::Relaxed);
+            }
             // Read in position order, an event ahead of its view has no earlier one to wait for.
             Outcome::Quarantined(record) | Outcome::Ahead(record) => {
                 entry.0 = Some(quarantine(entry.0.take(), &case_id, &record));

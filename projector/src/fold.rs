@@ -12,11 +12,13 @@ pub enum Outcome {
     Applied,
     /// At or below the view's position: already processed (a redelivery).
     Skipped,
-    /// Could not be applied: recorded, and the case's view marked.
+    /// Could not be applied: recorded, and the case's view marked; the case is halted.
     Quarantined(QuarantineRecord),
-    /// Its version is ahead of the view's: earlier events of the case may still be on their
-    /// way (redelivered after a crash). The view is unchanged; the caller checks the log and
-    /// either defers the event or quarantines it.
+    /// A later event of a halted case: counted in its view's quarantine, not applied.
+    Held,
+    /// Its version is ahead of the view's: the view is missing or behind (earlier events
+    /// redelivered later, a view deleted). The view is unchanged; the caller rebuilds it from
+    /// the case's history, or quarantines the event when the history has nothing between.
     Ahead(QuarantineRecord),
 }
 
@@ -47,6 +49,19 @@ pub fn fold_event(
         .is_some_and(|view| stored.position <= view.position)
     {
         return (view, Outcome::Skipped);
+    }
+    // A halted case: later events are held behind the bad one (a redelivered one is counted
+    // once).
+    let mut view = view;
+    if let Some(quarantine) = view.as_mut().and_then(|view| view.quarantine.as_mut()) {
+        let outcome = if stored.position <= quarantine.position.max(quarantine.last_held) {
+            Outcome::Skipped
+        } else {
+            quarantine.held += 1;
+            quarantine.last_held = stored.position;
+            Outcome::Held
+        };
+        return (view, outcome);
     }
     // The view's state becomes the case's, uncopied; `apply_payload` leaves it unchanged on
     // error, so the view can be put back together as it was.
@@ -96,6 +111,8 @@ pub(crate) fn quarantine(view: Option<View>, case_id: &CaseId, record: &Quaranti
         position: record.position,
         code: record.code,
         reason: record.reason.clone(),
+        held: 0,
+        last_held: Position::ZERO,
     });
     marked
 }

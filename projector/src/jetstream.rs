@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
+use futures::TryStreamExt;
 use wfstate_events::{EventLog, JetStreamLog};
 use wfstate_store::{CaseId, Code, Position};
 
@@ -70,8 +71,10 @@ pub struct ProjectorStats {
     pub quarantined: AtomicU64,
     /// View writes (one per case per batch).
     pub view_writes: AtomicU64,
-    /// Events deferred because earlier events of their case were still pending.
-    pub deferred: AtomicU64,
+    /// Events of halted cases held behind their quarantined event.
+    pub held: AtomicU64,
+    /// Views rebuilt from their case's history (missing, or behind an event).
+    pub rebuilt: AtomicU64,
 }
 
 /// One case's view during a batch: the view, its KV revision, whether the batch changed it.
@@ -245,8 +248,8 @@ impl<V: ViewStore> JetStreamProjector<V> {
             .collect();
         let mut delivered = Vec::with_capacity(received.len());
         for (message, stored) in received {
-            let deferred = this.project(&mut work, &stored).await?;
-            delivered.push((message, deferred));
+            this.project(&mut work, &stored).await?;
+            delivered.push(message);
         }
         // One write per changed case, all in flight at once.
         let writes =
@@ -269,17 +272,11 @@ impl<V: ViewStore> JetStreamProjector<V> {
         // so that the next batch is folded meanwhile. An acknowledgement that is lost only
         // brings its event back, to be skipped: its view is past it.
         let count = delivered.len();
-        let kind_nak = jetstream::AckKind::Nak(Some(self.config.fetch_wait));
         self.acknowledged().await?;
         self.acks = Some(tokio::spawn(async move {
-            for (message, deferred) in delivered {
-                let kind = if deferred {
-                    kind_nak
-                } else {
-                    jetstream::AckKind::Ack
-                };
+            for message in delivered {
                 message
-                    .ack_with(kind)
+                    .ack_with(jetstream::AckKind::Ack)
                     .await
                     .map_err(|e| failed("acknowledging events", e))?;
             }
@@ -317,13 +314,43 @@ impl<V: ViewStore> JetStreamProjector<V> {
         }
     }
 
-    /// Folds one event into the batch's work; returns whether it is deferred (to be
-    /// redelivered after earlier events of its case).
+    /// Folds the case's events after `view` and before the event at `before` into it, as
+    /// read from the log; returns the view and how many events were applied. A bad event
+    /// among them halts the case there, as in a batch.
+    async fn catch_up_view(
+        &self,
+        case_id: &CaseId,
+        mut view: Option<View>,
+        before: Position,
+    ) -> Result<(Option<View>, u64), ProjectorError> {
+        let after = view.as_ref().map_or(Position::ZERO, |view| view.position);
+        let mut events = self.log.history(case_id, after).await?;
+        let mut applied = 0;
+        while let Some(stored) = events.try_next().await? {
+            if stored.position >= before {
+                break;
+            }
+            let (folded, outcome) = fold_event(view, case_id, &stored);
+            view = folded;
+            match outcome {
+                Outcome::Applied => applied += 1,
+                Outcome::Skipped | Outcome::Held => {}
+                Outcome::Quarantined(record) | Outcome::Ahead(record) => {
+                    view = Some(quarantine(view, case_id, &record));
+                    self.record_quarantine(&record).await?;
+                }
+            }
+        }
+        Ok((view, applied))
+    }
+
+    /// Folds one event into the batch's work. Every event is acknowledged with its batch:
+    /// none is sent back to wait for another, so none comes back forever.
     async fn project(
         &self,
         work: &mut Work,
         stored: &wfstate_events::StoredEvent,
-    ) -> Result<bool, ProjectorError> {
+    ) -> Result<(), ProjectorError> {
         let Ok(case_id) = CaseId::new(&stored.case_id) else {
             // A subject that names no valid case (published around the store): there is no
             // view to fold it into, but it is recorded.
@@ -337,7 +364,7 @@ impl<V: ViewStore> JetStreamProjector<V> {
                 ),
             };
             self.record_quarantine(&record).await?;
-            return Ok(false);
+            return Ok(());
         };
         let entry = work
             .get_mut(&stored.case_id)
@@ -356,22 +383,37 @@ impl<V: ViewStore> JetStreamProjector<V> {
                 entry.changed = true;
                 self.record_quarantine(&record).await?;
             }
-            Outcome::Ahead(record) => {
-                let applied = entry
-                    .view
-                    .as_ref()
-                    .map_or(Position::ZERO, |view| view.position);
-                let earlier = self.log.event_after(&case_id, applied).await?;
-                if earlier.is_some_and(|earlier| earlier.position < stored.position) {
-                    self.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                entry.view = Some(quarantine(entry.view.take(), &case_id, &record));
+            Outcome::Held => {
                 entry.changed = true;
-                self.record_quarantine(&record).await?;
+                self.stats.held.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Ahead(_) => {
+                // The view is missing or behind (a deleted key, a recreated bucket, earlier
+                // events still to be redelivered): it is caught up from the case's history,
+                // then the event is folded again. What is redelivered later is skipped.
+                self.stats.rebuilt.fetch_add(1, Ordering::Relaxed);
+                let (view, applied) = self
+                    .catch_up_view(&case_id, entry.view.take(), stored.position)
+                    .await?;
+                entry.applied += applied;
+                entry.changed = true;
+                let (view, outcome) = fold_event(view, &case_id, stored);
+                entry.view = view;
+                match outcome {
+                    Outcome::Applied => entry.applied += 1,
+                    Outcome::Skipped => {}
+                    Outcome::Held => {
+                        self.stats.held.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Nothing between the view and the event: a gap in the case's history.
+                    Outcome::Quarantined(record) | Outcome::Ahead(record) => {
+                        entry.view = Some(quarantine(entry.view.take(), &case_id, &record));
+                        self.record_quarantine(&record).await?;
+                    }
+                }
             }
         }
-        Ok(false)
+        Ok(())
     }
 }
 

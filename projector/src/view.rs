@@ -7,6 +7,8 @@ use wfstate_store::{Case, CaseState, Code, Hash, InvariantError, Position};
 pub const VIEW_SCHEMA: u64 = 1;
 
 /// Why a case's view is not healthy: the first event of its history that could not be applied.
+/// The case is halted there: its later events are held behind it (acknowledged, counted, not
+/// applied) while every other case goes on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantine {
     /// The bad event's position.
@@ -15,6 +17,12 @@ pub struct Quarantine {
     pub code: Code,
     /// What is wrong, in words.
     pub reason: String,
+    /// Later events of the case held behind the bad one.
+    #[serde(default)]
+    pub held: u64,
+    /// The position of the last event held (zero when none is).
+    #[serde(default)]
+    pub last_held: Position,
 }
 
 /// The materialised state of one case.

@@ -1,13 +1,15 @@
 //! Guards the projector, replay and audit against a real nats-server: views equal replays
 //! under concurrent random commits and projector crashes; bad events published around the
-//! store are quarantined with their position and reason while other cases go on; audit finds
-//! broken chains and works with read-only credentials (`audit`).
+//! store are quarantined with their position and reason while other cases go on; the
+//! projector never stalls on a halted case or a missing view (`stalls`); audit finds broken
+//! chains and works with read-only credentials (`audit`).
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers stop the test at the first setup error"
 )]
 
 mod audit;
+mod stalls;
 mod views;
 
 use std::time::Duration;

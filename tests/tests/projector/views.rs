@@ -99,14 +99,14 @@ async fn views_equal_replays_under_random_commits_and_projector_crashes() {
         .map(|s| s.quarantined.load(Ordering::Relaxed))
         .sum();
     eprintln!(
-        "applied {applied}, skipped {}, deferred {}",
+        "applied {applied}, skipped {}, rebuilt {}",
         stats
             .iter()
             .map(|s| s.skipped.load(Ordering::Relaxed))
             .sum::<u64>(),
         stats
             .iter()
-            .map(|s| s.deferred.load(Ordering::Relaxed))
+            .map(|s| s.rebuilt.load(Ordering::Relaxed))
             .sum::<u64>()
     );
     // Applying an event twice would break its view's chain (and quarantine it): none were.
