@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use super::codes::{api_error_of, request_kind};
+use super::codes::{api_error_of, api_failure, request_kind};
 use super::config::JetStreamConfig;
 use super::connect::{Violations, violation};
 use crate::error::{LogError, LogErrorKind};
@@ -47,9 +47,7 @@ pub(crate) async fn open_stream(
                 .await
                 .map_err(|error| {
                     let what = format!(
-                        "creating stream {} with {replicas} replica(s) on {} (a cluster needs at \
-                         least as many servers with JetStream; --replicas or WFSTATE_REPLICAS \
-                         asks for another number)",
+                        "creating stream {} with {replicas} replica(s) on {}",
                         config.stream, config.urls
                     );
                     let create = format!("$JS.API.STREAM.CREATE.{}", config.stream);
@@ -60,7 +58,26 @@ pub(crate) async fn open_stream(
                             }
                             _ => None,
                         };
-                        let request = request_kind(&error);
+                        let request = match error.kind() {
+                            // A cluster still electing its meta leader answers nothing yet.
+                            jetstream::context::CreateStreamErrorKind::TimedOut => {
+                                Some(jetstream::context::RequestErrorKind::TimedOut)
+                            }
+                            _ => request_kind(&error),
+                        };
+                        let refused = api_failure(code, request);
+                        let what = if matches!(
+                            refused,
+                            LogErrorKind::TimedOut | LogErrorKind::Unavailable
+                        ) {
+                            what
+                        } else {
+                            format!(
+                                "{what} (a cluster needs at least as many servers with \
+                                 JetStream; --replicas or WFSTATE_REPLICAS asks for another \
+                                 number)"
+                            )
+                        };
                         api_error_of(&what, code, request, error)
                     })
                 });

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wfstate_events::{JetStreamConfig, JetStreamLog, Workspace};
+use wfstate_events::{JetStreamConfig, JetStreamLog, LogErrorKind, Workspace};
 use wfstate_projector::{JetStreamProjector, Projector, audit_all, verify};
 use wfstate_store::Mutation;
 use wfstate_tests::NatsCluster;
@@ -292,9 +292,19 @@ async fn start_cluster() -> (NatsCluster, JetStreamLog) {
     let cluster = NatsCluster::start_partitionable(NODES);
     let mut config = JetStreamConfig::new(cluster.urls());
     config.request_timeout = Duration::from_secs(5);
-    let log = JetStreamLog::connect(&config)
-        .await
-        .expect("the stream is made on the new cluster");
+    // A new cluster can be healthy before its meta leader answers stream requests: a request
+    // that timed out is asked again, six times at most.
+    let mut attempts = 0;
+    let log = loop {
+        attempts += 1;
+        match JetStreamLog::connect(&config).await {
+            Ok(log) => break log,
+            Err(error) if error.kind() == LogErrorKind::TimedOut && attempts < 6 => {
+                eprintln!("making the stream: {error}; asking again");
+            }
+            Err(error) => panic!("the stream is made on the new cluster: {error}"),
+        }
+    };
     assert_eq!(log.replicas(), NODES, "an R3 stream");
     let setup = Workspace::new(log.clone()).with_writer("chaos-setup");
     let (hot, cold) = cases();
