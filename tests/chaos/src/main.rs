@@ -15,6 +15,8 @@ mod check;
 mod deployments;
 mod record;
 mod report;
+#[cfg(test)]
+mod report_tests;
 mod roles;
 mod run;
 mod schedule;
