@@ -4,7 +4,6 @@
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use wfstate_events::{LogError, LogErrorKind, StoredEvent};
-use wfstate_store::Position;
 
 use crate::ProjectorError;
 
@@ -23,37 +22,10 @@ pub(crate) async fn receive(
     let mut received = Vec::with_capacity(batch);
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| failed("receiving events", e))?;
-        let stored = consumed_event(&prefix, &message)?;
+        let stored = StoredEvent::from_consumed(&prefix, &message)?;
         received.push((message, stored));
     }
     Ok(received)
-}
-
-/// The event a delivered message carries: its position from the message's metadata, its
-/// commit id from `Nats-Msg-Id`, its case from its subject.
-pub(crate) fn consumed_event(
-    prefix: &str,
-    message: &jetstream::Message,
-) -> Result<StoredEvent, ProjectorError> {
-    let info = message.info().map_err(|error| {
-        LogError::new(
-            LogErrorKind::Unexpected,
-            "a delivered message carries no JetStream metadata",
-        )
-        .with_source(error)
-    })?;
-    let message_id = message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-        .map(async_nats::HeaderValue::as_str);
-    Ok(StoredEvent::from_message(
-        prefix,
-        Position::new(info.stream_sequence),
-        &message.subject,
-        message_id,
-        message.payload.clone(),
-    ))
 }
 
 pub(crate) fn failed(what: &str, error: impl Into<wfstate_events::BoxError>) -> ProjectorError {

@@ -268,7 +268,7 @@ impl JetStreamLog {
                 )
                 .with_source(error)
             })?;
-            consumed_event(&prefix, &message)
+            StoredEvent::from_consumed(&prefix, &message)
         });
         Ok(only_after(events, after))
     }
@@ -296,34 +296,37 @@ pub(crate) fn only_after(
     }))
 }
 
-/// The event a message delivered by a consumer carries: its position from the message's
-/// metadata, its commit id from `Nats-Msg-Id`, its case from its subject.
-///
-/// # Errors
-/// [`LogErrorKind::Unexpected`] when the message has no JetStream metadata.
-pub(crate) fn consumed_event(
-    prefix: &str,
-    message: &jetstream::Message,
-) -> Result<StoredEvent, LogError> {
-    let info = message.info().map_err(|error| {
-        LogError::new(
-            LogErrorKind::Unexpected,
-            "a delivered message carries no JetStream metadata",
-        )
-        .with_source(error)
-    })?;
-    let commit_id = message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-        .map(async_nats::HeaderValue::as_str);
-    Ok(StoredEvent::from_message(
-        prefix,
-        Position::new(info.stream_sequence),
-        &message.subject,
-        commit_id,
-        message.payload.clone(),
-    ))
+impl StoredEvent {
+    /// The event a message delivered by a JetStream consumer carries (case subjects
+    /// `<prefix>.<case id>`): its position from the message's metadata, its commit id from
+    /// `Nats-Msg-Id`, its case from its subject.
+    ///
+    /// # Errors
+    /// [`LogErrorKind::Unexpected`] when the message has no JetStream metadata.
+    pub fn from_consumed(
+        prefix: &str,
+        message: &jetstream::Message,
+    ) -> Result<StoredEvent, LogError> {
+        let info = message.info().map_err(|error| {
+            LogError::new(
+                LogErrorKind::Unexpected,
+                "a delivered message carries no JetStream metadata",
+            )
+            .with_source(error)
+        })?;
+        let commit_id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(async_nats::HeaderValue::as_str);
+        Ok(StoredEvent::from_message(
+            prefix,
+            Position::new(info.stream_sequence),
+            &message.subject,
+            commit_id,
+            message.payload.clone(),
+        ))
+    }
 }
 
 #[cfg(test)]
