@@ -121,17 +121,24 @@ async fn a_commit_survives_the_death_of_the_connected_server() {
     assert_ne!(log.context().client().server_info().server_name, connected);
 
     // Every commit stored exactly once (a load may have to wait for a new stream leader).
-    let mut loaded = None;
+    let loaded = load_within_a_minute(&workspace, "failover").await;
+    assert_eq!(loaded.case().state(), handle.case().state());
+    assert_eq!(loaded.case().state().step_count, 5);
+}
+
+/// Loads a case, asking again every half second for up to a minute: after a fault the
+/// cluster may need a new stream leader first.
+async fn load_within_a_minute(
+    workspace: &Workspace<JetStreamLog>,
+    id: &str,
+) -> wfstate_events::CaseHandle {
     for _ in 0..120 {
-        if let Ok(case) = workspace.load(&case("failover")).await {
-            loaded = Some(case);
-            break;
+        if let Ok(handle) = workspace.load(&case(id)).await {
+            return handle;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let loaded = loaded.expect("the case loads once the cluster has a stream leader");
-    assert_eq!(loaded.case().state(), handle.case().state());
-    assert_eq!(loaded.case().state().step_count, 5);
+    panic!("case {id} does not load within a minute");
 }
 
 /// The node index of the stream's leader.
@@ -212,14 +219,6 @@ async fn a_lagging_replica_never_makes_a_case_look_older() {
     }
 
     cluster.heal();
-    let mut loaded = None;
-    for _ in 0..120 {
-        if let Ok(case) = follower_side.load(&case("lagging")).await {
-            loaded = Some(case);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let loaded = loaded.expect("the healed replica serves loads again");
+    let loaded = load_within_a_minute(&follower_side, "lagging").await;
     assert_eq!(loaded.case().state(), handle.case().state());
 }
