@@ -31,7 +31,7 @@ impl Backend for EmbeddedLog {
     type Projector = EmbeddedProjector;
 
     async fn projector(&self) -> Result<EmbeddedProjector, ProjectorError> {
-        EmbeddedProjector::open(self.path(), "wfstate-projector", 512)
+        EmbeddedProjector::open(self, "wfstate-projector", 512)
     }
 }
 

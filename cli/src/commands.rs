@@ -9,7 +9,8 @@ use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::Workspace;
 use wfstate_projector::{
-    Projector, ViewSource, audit_all, audit_case, audit_follow, export, import, replay, verify,
+    Projector, Quarantine, QuarantineRecord, ViewSource, audit_all, audit_case, audit_follow,
+    export, import, replay, verify,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
@@ -83,7 +84,8 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             follow,
             expect_head,
         } => audit(log, case, follow, expect_head, json).await,
-        Command::Project { follow } => project(log, follow, json).await,
+        Command::Project { retry, .. } if !retry.is_empty() => retry_cases(log, &retry, json).await,
+        Command::Project { follow, .. } => project(log, follow, json).await,
         Command::Verify { all, cases } => verify_cases(log, all, &cases, json).await,
         Command::Export { file } => {
             let report = export(log, &file).await?;
@@ -277,6 +279,87 @@ async fn audit<L: Backend>(
     Ok(if report.is_clean() { 0 } else { CHECK_FAILED })
 }
 
+/// The halted cases among those of `quarantined`: each case's view and its quarantine.
+async fn halted<P: Projector>(
+    projector: &P,
+    quarantined: &[QuarantineRecord],
+) -> Result<Vec<(CaseId, Quarantine)>, CliError> {
+    let mut ids: Vec<CaseId> = quarantined
+        .iter()
+        .filter_map(|record| CaseId::new(&record.case_id).ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut halted = Vec::new();
+    for id in ids {
+        if let Some(quarantine) = projector.view(&id).await?.and_then(|view| view.quarantine) {
+            halted.push((id, quarantine));
+        }
+    }
+    Ok(halted)
+}
+
+fn halted_json(halted: &[(CaseId, Quarantine)]) -> serde_json::Value {
+    halted
+        .iter()
+        .map(|(id, q)| {
+            json!({
+                "case": id.as_str(),
+                "position": q.position,
+                "code": q.code.as_str(),
+                "reason": q.reason,
+                "held": q.held,
+            })
+        })
+        .collect()
+}
+
+fn print_halted(id: &CaseId, q: &Quarantine) {
+    println!(
+        "halted case {id} at position {} ({}), {} later event(s) held: {}",
+        q.position, q.code, q.held, q.reason
+    );
+}
+
+async fn retry_cases<L: Backend>(log: &L, cases: &[String], json: bool) -> Result<u8, CliError> {
+    let ids = cases
+        .iter()
+        .map(|case| case_id(case))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut projector = log.projector().await?;
+    let mut results = Vec::new();
+    for id in ids {
+        let view = projector
+            .retry(&id)
+            .await?
+            .ok_or_else(|| CliError::bad_input(format!("case {id} has no events to fold")))?;
+        results.push((id, view));
+    }
+    let still: Vec<(CaseId, Quarantine)> = results
+        .iter()
+        .filter_map(|(id, view)| Some((id.clone(), view.quarantine.clone()?)))
+        .collect();
+    if json {
+        let healthy: Vec<_> = results
+            .iter()
+            .filter(|(_, view)| view.is_healthy())
+            .map(|(id, view)| json!({"case": id.as_str(), "version": view.state.version.get()}))
+            .collect();
+        print_json(&json!({"healthy": healthy, "halted": halted_json(&still)}));
+    } else {
+        for (id, view) in &results {
+            match &view.quarantine {
+                None => println!(
+                    "case {id} folded again: healthy at version {}",
+                    view.state.version
+                ),
+                Some(q) => print_halted(id, q),
+            }
+        }
+    }
+    Ok(if still.is_empty() { 0 } else { CHECK_FAILED })
+}
+
 async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, CliError> {
     let mut projector = log.projector().await?;
     loop {
@@ -284,6 +367,7 @@ async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, Cl
         let stats = projector.stats();
         let lag = projector.lag().await?;
         let quarantined = projector.quarantined().await?;
+        let halted = halted(&projector, &quarantined).await?;
         if json {
             print_json(&json!({
                 "applied": stats.applied.load(Ordering::Relaxed),
@@ -291,6 +375,7 @@ async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, Cl
                 "held": stats.held.load(Ordering::Relaxed),
                 "rebuilt": stats.rebuilt.load(Ordering::Relaxed),
                 "quarantined": quarantined,
+                "halted": halted_json(&halted),
                 "lag": lag,
             }));
         } else {
@@ -302,6 +387,9 @@ async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, Cl
                 stats.rebuilt.load(Ordering::Relaxed),
                 quarantined.len()
             );
+            for (id, quarantine) in &halted {
+                print_halted(id, quarantine);
+            }
             for record in &quarantined {
                 println!(
                     "quarantined position {} case {} ({}): {}",

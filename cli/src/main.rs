@@ -130,11 +130,16 @@ enum Command {
         #[arg(long, requires = "case")]
         expect_head: Option<String>,
     },
-    /// Run the projector until it has caught up; report lag and quarantined events.
+    /// Run the projector until it has caught up; report lag, halted cases and quarantined
+    /// events.
     Project {
         /// Keep projecting new events.
         #[arg(long)]
         follow: bool,
+        /// Fold a halted case's view again from its first event (after a fix of its writer
+        /// or of wfstate); exit 1 if it halts again. Repeat for several cases.
+        #[arg(long, value_name = "CASE", conflicts_with = "follow")]
+        retry: Vec<String>,
     },
     /// Rebuild a case from its history and print it.
     Replay {

@@ -386,6 +386,81 @@ fn a_bad_data_file_or_directory_is_exit_2_naming_it() {
     assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
 }
 
+/// `project` lists a halted case with its held events; `project --retry` folds a case again,
+/// exit 0 when it is healthy and 1 when it halts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_case_is_listed_and_retried() {
+    use wfstate_events::{EmbeddedConfig, EmbeddedLog, EventLog as _};
+    use wfstate_store::{CaseId, CommitId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let run = move |args: &'static [&'static str]| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || wfstate(&path, None, args, ""))
+    };
+    for case in ["ok", "bad"] {
+        let created = wfstate(dir.path(), None, &["create", "--id", case], "");
+        assert_eq!(created.code, 0, "{}", created.stderr);
+    }
+    // An event no reader can apply, appended around the store (a writer of another format),
+    // then one more: held behind it.
+    let log = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+    let bad = CaseId::new("bad").unwrap();
+    let mut last = log.last_event(&bad).await.unwrap().unwrap().position;
+    for garbage in [&b"\x00garbage"[..], b"\x00more"] {
+        let appended = log
+            .append(
+                &bad,
+                CommitId::generate(),
+                last,
+                bytes::Bytes::from_static(garbage),
+            )
+            .await
+            .unwrap();
+        last = appended.stored_at().unwrap();
+    }
+    drop(log);
+
+    let projected = run(&["project"]).await.unwrap();
+    assert_eq!(projected.code, 0, "{}", projected.stderr);
+    assert!(
+        projected
+            .stdout
+            .contains("halted case bad at position 3 (undecodable), 1 later event(s) held"),
+        "{}",
+        projected.stdout
+    );
+    let json = run(&["--json", "project"]).await.unwrap();
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["halted"][0]["case"], "bad", "{report}");
+    assert_eq!(report["halted"][0]["held"], 1, "{report}");
+
+    let again = run(&["project", "--retry", "bad"]).await.unwrap();
+    assert_eq!(again.code, 1, "it halts again: {}", again.stdout);
+    assert!(
+        again.stdout.contains("halted case bad at position 3"),
+        "{}",
+        again.stdout
+    );
+    let healthy = run(&["project", "--retry", "ok"]).await.unwrap();
+    assert_eq!(healthy.code, 0, "{}", healthy.stderr);
+    assert!(
+        healthy
+            .stdout
+            .contains("case ok folded again: healthy at version 1"),
+        "{}",
+        healthy.stdout
+    );
+    let none = run(&["project", "--retry", "nosuch"]).await.unwrap();
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert!(
+        none.stderr.contains("nosuch has no events"),
+        "{}",
+        none.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_reports_every_phase_and_cleans_up() {
     let server = NatsServer::start().await;

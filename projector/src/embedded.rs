@@ -1,26 +1,27 @@
-//! The projector on the embedded log: it tails the `events` table by position and keeps views,
-//! quarantined events and its checkpoint in tables of the same SQLite file, each batch's views
-//! and checkpoint in one transaction. Events are read strictly in position order, so there
-//! is no redelivery to defer.
+//! The projector on the embedded log: it reads events through the log in position order and
+//! keeps views, quarantined events and its checkpoint in tables of the log's SQLite file. A
+//! batch is one write transaction, from reading the checkpoint to writing it: two projectors
+//! of the file, in one process or several, take turns.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
-use wfstate_events::{LogError, LogErrorKind, StoredEvent};
+use tokio::runtime::Handle;
+use wfstate_events::{EmbeddedLog, LogError, LogErrorKind};
 use wfstate_store::{CaseId, Code, Position};
 
-use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
+use crate::engine::{Batch, Changed};
+use crate::fold::QuarantineRecord;
+use crate::history;
 use crate::jetstream::ProjectorStats;
 use crate::view::View;
 use crate::{Projector, ProjectorError, ViewSource};
 
 /// The projector over an embedded log file.
 pub struct EmbeddedProjector {
+    log: EmbeddedLog,
     connection: Arc<Mutex<Connection>>,
     name: String,
     batch: usize,
@@ -46,13 +47,13 @@ fn sql(what: &str) -> impl Fn(rusqlite::Error) -> ProjectorError + '_ {
 const PROJECTOR_FILE: &str = "the projector's log file";
 
 impl EmbeddedProjector {
-    /// Opens the projector named `name` on the log file at `path` (see
-    /// `wfstate_events::EmbeddedLog::path`), creating its tables.
+    /// Opens the projector named `name` on `log`'s file, creating its tables; `batch` is the
+    /// most events one batch folds.
     ///
     /// # Errors
     /// [`ProjectorError::Log`] when the file cannot be opened.
-    pub fn open(path: &Path, name: &str, batch: usize) -> Result<Self, ProjectorError> {
-        let connection = Connection::open(path).map_err(sql("opening the log file"))?;
+    pub fn open(log: &EmbeddedLog, name: &str, batch: usize) -> Result<Self, ProjectorError> {
+        let connection = Connection::open(log.path()).map_err(sql("opening the log file"))?;
         connection
             .busy_timeout(Duration::from_secs(10))
             .map_err(sql("busy timeout"))?;
@@ -77,6 +78,7 @@ impl EmbeddedProjector {
             )
             .map_err(sql("creating the projector's tables"))?;
         Ok(EmbeddedProjector {
+            log: log.clone(),
             connection: Arc::new(Mutex::new(connection)),
             name: name.to_owned(),
             batch: batch.max(1),
@@ -89,6 +91,8 @@ impl EmbeddedProjector {
         work: impl FnOnce(&mut Connection) -> Result<T, ProjectorError> + Send + 'static,
     ) -> Result<T, ProjectorError> {
         let connection = Arc::clone(&self.connection);
+        // The work reads the log by blocking on its futures: on a blocking thread, which the
+        // runtime's other threads (or the one awaiting this task) keep driving.
         tokio::task::spawn_blocking(move || {
             // A panic while the lock was held rolled back its transaction when it unwound.
             let mut connection = connection
@@ -160,120 +164,78 @@ fn to_sql(value: Position) -> i64 {
     i64::try_from(value.get()).unwrap_or(i64::MAX)
 }
 
-fn read_events(
-    connection: &Connection,
-    after: Position,
-    batch: usize,
-) -> Result<Vec<StoredEvent>, ProjectorError> {
-    connection
+fn record(transaction: &Connection, record: &QuarantineRecord) -> Result<(), ProjectorError> {
+    tracing::warn!(position = record.position.get(), case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
+    transaction
         .prepare_cached(
-            "SELECT position, case_id, commit_id, payload FROM events
-             WHERE position > ?1 ORDER BY position LIMIT ?2",
+            "INSERT OR REPLACE INTO quarantine (position, case_key, code, reason)
+             VALUES (?1, ?2, ?3, ?4)",
         )
-        .and_then(|mut statement| {
-            let limit = i64::try_from(batch).unwrap_or(i64::MAX);
-            statement
-                .query_map(params![to_sql(after), limit], |row| {
-                    let commit_id: String = row.get(2)?;
-                    Ok(StoredEvent {
-                        position: Position::new(row_position(row.get(0)?)?),
-                        case_id: row.get(1)?,
-                        commit_id: commit_id.parse().ok(),
-                        payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
-                    })
-                })?
-                .collect()
+        .and_then(|mut s| {
+            s.execute(params![
+                to_sql(record.position),
+                record.case_id,
+                record.code.as_str(),
+                record.reason
+            ])
         })
-        .map_err(sql("reading events"))
+        .map_err(sql("recording a quarantined event"))?;
+    Ok(())
 }
 
-/// Per case in a batch: its view, whether the batch changed it, events applied to it.
-type Views = BTreeMap<String, (Option<View>, bool, u64)>;
-
-/// Folds a batch's events into the views; returns the quarantined events.
-fn fold_batch(
-    connection: &Connection,
-    events: &[StoredEvent],
-    views: &mut Views,
-    stats: &ProjectorStats,
-) -> Result<Vec<QuarantineRecord>, ProjectorError> {
-    let mut records = Vec::new();
-    for stored in events {
-        let Ok(case_id) = CaseId::new(&stored.case_id) else {
-            records.push(QuarantineRecord {
-                position: stored.position,
-                case_id: stored.case_id.clone(),
-                code: Code::InvalidCaseId,
-                reason: format!("{:?} is not a valid case id", stored.case_id),
-            });
-            continue;
-        };
-        if !views.contains_key(&stored.case_id) {
-            views.insert(
-                stored.case_id.clone(),
-                (load_view(connection, &stored.case_id)?, false, 0),
-            );
-        }
-        let entry = views.get_mut(&stored.case_id).expect("inserted above");
-        let (view, outcome) = fold_event(entry.0.take(), &case_id, stored);
-        entry.0 = view;
-        match outcome {
-            Outcome::Applied => {
-                entry.1 = true;
-                entry.2 += 1;
-            }
-            Outcome::Skipped => {
-                stats.skipped.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Held => {
-                entry.1 = true;
-                stats.held.fetch_add(1, Ordering::Relaxed);
-            }
-            // Read in position order, an event ahead of its view has no earlier one to wait for.
-            Outcome::Quarantined(record) | Outcome::Ahead(record) => {
-                entry.0 = Some(quarantine(entry.0.take(), &case_id, &record));
-                entry.1 = true;
-                records.push(record);
-            }
-        }
+/// Writes the batch's quarantined events and changed views; returns the events applied and
+/// the views written.
+fn write_batch(transaction: &Connection, batch: Batch) -> Result<(u64, u64), ProjectorError> {
+    for quarantined in batch.records() {
+        record(transaction, quarantined)?;
     }
-    Ok(records)
+    let (mut applied, mut written) = (0, 0);
+    for Changed {
+        key: case,
+        view,
+        applied: count,
+        ..
+    } in batch.changed()
+    {
+        transaction
+            .prepare_cached(
+                "INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![case, to_sql(view.position), view.encode()]))
+            .map_err(sql("writing a view"))?;
+        applied += count;
+        written += 1;
+    }
+    Ok((applied, written))
 }
 
-/// One batch, in one transaction: read, fold, write views, quarantine and checkpoint.
+/// One batch, in one write transaction: read the checkpoint, the events after it and their
+/// views; fold; write views, quarantined events and the checkpoint.
 fn project_batch(
     connection: &mut Connection,
+    log: &EmbeddedLog,
+    runtime: &Handle,
     name: &str,
-    batch: usize,
+    size: usize,
     stats: &ProjectorStats,
 ) -> Result<usize, ProjectorError> {
     let transaction = connection
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql("beginning a batch"))?;
-    let events = read_events(&transaction, checkpoint(&transaction, name)?, batch)?;
-    let mut views = Views::new();
-    let records = fold_batch(&transaction, &events, &mut views, stats)?;
-    let mut applied = 0;
-    let mut written = 0;
-    for (case, (view, changed, count)) in &views {
-        if let (Some(view), true) = (view, changed) {
-            transaction
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)",
-                )
-                .and_then(|mut s| s.execute(params![case, to_sql(view.position), view.encode()]))
-                .map_err(sql("writing a view"))?;
-            applied += count;
-            written += 1;
-        }
+    let after = checkpoint(&transaction, name)?;
+    let events = runtime.block_on(log.events_after(after, size))?;
+    let mut batch = Batch::default();
+    for key in Batch::cases(&events) {
+        let view = load_view(&transaction, &key)?;
+        batch.insert(key, view, None);
     }
-    for record in &records {
-        tracing::warn!(position = record.position.get(), case = %record.case_id, code = %record.code, "quarantined an event: {}", record.reason);
-        transaction
-            .prepare_cached("INSERT OR REPLACE INTO quarantine (position, case_key, code, reason) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![to_sql(record.position), record.case_id, record.code.as_str(), record.reason]))
-            .map_err(sql("recording a quarantined event"))?;
-    }
+    // Read in position order, a view is behind an event only when it was lost (a deleted
+    // row, say): it is caught up from the case's history.
+    let gaps = batch.fold(&events);
+    runtime.block_on(history::fill(log, &mut batch, gaps))?;
+    let counts = batch.counts();
+    let quarantined = batch.records().len() as u64;
+    let (applied, written) = write_batch(&transaction, batch)?;
     if let Some(last) = events.last() {
         transaction
             .execute(
@@ -284,17 +246,49 @@ fn project_batch(
     }
     transaction.commit().map_err(sql("committing a batch"))?;
     stats.applied.fetch_add(applied, Ordering::Relaxed);
-    stats
-        .quarantined
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    stats.quarantined.fetch_add(quarantined, Ordering::Relaxed);
     stats.view_writes.fetch_add(written, Ordering::Relaxed);
+    stats.count(counts);
     Ok(events.len())
+}
+
+/// Folds `case_id`'s view again from its first event, replacing the view and the case's
+/// quarantined events, in one write transaction.
+fn retry_case(
+    connection: &mut Connection,
+    log: &EmbeddedLog,
+    runtime: &Handle,
+    case_id: &CaseId,
+) -> Result<Option<View>, ProjectorError> {
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql("beginning a retry"))?;
+    let batch = runtime.block_on(history::refold(log, case_id, None))?;
+    transaction
+        .execute(
+            "DELETE FROM quarantine WHERE case_key = ?1",
+            [case_id.as_str()],
+        )
+        .map_err(sql("clearing the case's quarantined events"))?;
+    write_batch(&transaction, batch)?;
+    let view = load_view(&transaction, case_id.as_str())?;
+    transaction.commit().map_err(sql("committing a retry"))?;
+    Ok(view)
 }
 
 impl Projector for EmbeddedProjector {
     async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
         let (name, batch, stats) = (self.name.clone(), self.batch, Arc::clone(&self.stats));
-        self.with_connection(move |connection| project_batch(connection, &name, batch, &stats))
+        let (log, runtime) = (self.log.clone(), Handle::current());
+        self.with_connection(move |connection| {
+            project_batch(connection, &log, &runtime, &name, batch, &stats)
+        })
+        .await
+    }
+
+    async fn retry(&mut self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
+        let (log, runtime, case_id) = (self.log.clone(), Handle::current(), case_id.clone());
+        self.with_connection(move |connection| retry_case(connection, &log, &runtime, &case_id))
             .await
     }
 

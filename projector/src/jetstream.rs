@@ -12,17 +12,18 @@
 //! this one is folded and written, its acknowledgements are sent while the next is folded,
 //! and the views it wrote are kept (with their revisions) instead of being read back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use futures::TryStreamExt;
-use wfstate_events::{EventLog, JetStreamLog};
-use wfstate_store::{CaseId, Code, Position};
+use wfstate_events::JetStreamLog;
+use wfstate_store::CaseId;
 
-use crate::fold::{Outcome, QuarantineRecord, fold_event, quarantine};
+use crate::engine::{Batch, Counts};
+use crate::fold::QuarantineRecord;
+use crate::history;
 use crate::kv::{KvViews, ViewStore};
 use crate::nats::{Fetched, failed, receive, task_failed};
 use crate::view::View;
@@ -77,16 +78,14 @@ pub struct ProjectorStats {
     pub rebuilt: AtomicU64,
 }
 
-/// One case's view during a batch: the view, its KV revision, whether the batch changed it.
-struct Entry {
-    view: Option<View>,
-    revision: Option<u64>,
-    changed: bool,
-    /// Events applied to the view in this batch (counted once the view is written).
-    applied: u64,
+impl ProjectorStats {
+    /// Adds what a batch's fold counted.
+    pub(crate) fn count(&self, counts: Counts) {
+        self.skipped.fetch_add(counts.skipped, Ordering::Relaxed);
+        self.held.fetch_add(counts.held, Ordering::Relaxed);
+        self.rebuilt.fetch_add(counts.rebuilt, Ordering::Relaxed);
+    }
 }
-
-type Work = BTreeMap<String, Entry>;
 
 /// The projector over a JetStream log, keeping its views in `V` ([`KvViews`] unless a test
 /// wraps it).
@@ -211,70 +210,56 @@ impl<V: ViewStore> JetStreamProjector<V> {
             // messages over all waiting requests, which would mix two batches' orders.
             self.prefetched = Some(self.fetch().await?);
         }
+        let (messages, events): (Vec<_>, Vec<_>) = received.into_iter().unzip();
+        let mut batch = Batch::default();
         // The views of every case in the batch, read all at once: one KV round trip per case
         // one after another would bound the projector by the number of cases, not events.
-        let mut keys: Vec<&String> = received
-            .iter()
-            .map(|(_, stored)| &stored.case_id)
-            .filter(|key| CaseId::new(key.as_str()).is_ok())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
         let this = &*self;
-        let loads = keys.into_iter().map(|key| {
+        let loads = Batch::cases(&events).into_iter().map(|key| {
             let cached = written.remove(key.as_str());
             async move {
                 let loaded = match cached {
                     Some(cached) => Some(cached),
-                    None => this.store.load(key).await?,
+                    None => this.store.load(&key).await?,
                 };
-                let (view, revision) = loaded.map_or((None, None), |(view, revision)| {
-                    (Some(view), Some(revision))
-                });
-                Ok::<_, ProjectorError>((
-                    key.clone(),
-                    Entry {
-                        view,
-                        revision,
-                        changed: false,
-                        applied: 0,
-                    },
-                ))
+                Ok::<_, ProjectorError>((key, loaded))
             }
         });
-        let mut work: Work = futures::future::try_join_all(loads)
-            .await?
-            .into_iter()
-            .collect();
-        let mut delivered = Vec::with_capacity(received.len());
-        for (message, stored) in received {
-            this.project(&mut work, &stored).await?;
-            delivered.push(message);
+        for (key, loaded) in futures::future::try_join_all(loads).await? {
+            let (view, revision) = loaded.unzip();
+            batch.insert(key, view, revision);
         }
+        let gaps = batch.fold(&events);
+        // A view missing or behind (a deleted key, a recreated bucket, earlier events still
+        // to be redelivered) is caught up from its case's history. What is redelivered later
+        // is skipped.
+        history::fill(&this.log, &mut batch, gaps).await?;
+        for record in batch.records() {
+            this.record_quarantine(record).await?;
+        }
+        let counts = batch.counts();
         // One write per changed case, all in flight at once.
-        let writes =
-            work.into_iter()
-                .filter_map(|(key, entry)| match (entry.view, entry.changed) {
-                    (Some(view), true) => Some(async move {
-                        let revision = this.write_view(&key, &view, entry.revision).await?;
-                        this.stats
-                            .applied
-                            .fetch_add(entry.applied, Ordering::Relaxed);
-                        Ok::<_, ProjectorError>((key, (view, revision)))
-                    }),
-                    _ => None,
-                });
+        let writes = batch.changed().map(|changed| async move {
+            let revision = this
+                .write_view(&changed.key, &changed.view, changed.revision)
+                .await?;
+            this.stats
+                .applied
+                .fetch_add(changed.applied, Ordering::Relaxed);
+            Ok::<_, ProjectorError>((changed.key, (changed.view, revision)))
+        });
         let written: HashMap<_, _> = futures::future::try_join_all(writes)
             .await?
             .into_iter()
             .collect();
+        self.stats.count(counts);
         // Acknowledged only once every view of the batch is written, on a task of their own
         // so that the next batch is folded meanwhile. An acknowledgement that is lost only
         // brings its event back, to be skipped: its view is past it.
-        let count = delivered.len();
+        let count = messages.len();
         self.acknowledged().await?;
         self.acks = Some(tokio::spawn(async move {
-            for message in delivered {
+            for message in messages {
                 message
                     .ack_with(jetstream::AckKind::Ack)
                     .await
@@ -313,108 +298,6 @@ impl<V: ViewStore> JetStreamProjector<V> {
             None => Ok(()),
         }
     }
-
-    /// Folds the case's events after `view` and before the event at `before` into it, as
-    /// read from the log; returns the view and how many events were applied. A bad event
-    /// among them halts the case there, as in a batch.
-    async fn catch_up_view(
-        &self,
-        case_id: &CaseId,
-        mut view: Option<View>,
-        before: Position,
-    ) -> Result<(Option<View>, u64), ProjectorError> {
-        let after = view.as_ref().map_or(Position::ZERO, |view| view.position);
-        let mut events = self.log.history(case_id, after).await?;
-        let mut applied = 0;
-        while let Some(stored) = events.try_next().await? {
-            if stored.position >= before {
-                break;
-            }
-            let (folded, outcome) = fold_event(view, case_id, &stored);
-            view = folded;
-            match outcome {
-                Outcome::Applied => applied += 1,
-                Outcome::Skipped | Outcome::Held => {}
-                Outcome::Quarantined(record) | Outcome::Ahead(record) => {
-                    view = Some(quarantine(view, case_id, &record));
-                    self.record_quarantine(&record).await?;
-                }
-            }
-        }
-        Ok((view, applied))
-    }
-
-    /// Folds one event into the batch's work. Every event is acknowledged with its batch:
-    /// none is sent back to wait for another, so none comes back forever.
-    async fn project(
-        &self,
-        work: &mut Work,
-        stored: &wfstate_events::StoredEvent,
-    ) -> Result<(), ProjectorError> {
-        let Ok(case_id) = CaseId::new(&stored.case_id) else {
-            // A subject that names no valid case (published around the store): there is no
-            // view to fold it into, but it is recorded.
-            let record = QuarantineRecord {
-                position: stored.position,
-                case_id: stored.case_id.clone(),
-                code: Code::InvalidCaseId,
-                reason: format!(
-                    "the subject names {:?}, which is not a valid case id",
-                    stored.case_id
-                ),
-            };
-            self.record_quarantine(&record).await?;
-            return Ok(());
-        };
-        let entry = work
-            .get_mut(&stored.case_id)
-            .expect("run_batch loads the view of every valid case id in the batch");
-        let (view, outcome) = fold_event(entry.view.take(), &case_id, stored);
-        entry.view = view;
-        match outcome {
-            Outcome::Applied => {
-                entry.changed = true;
-                entry.applied += 1;
-            }
-            Outcome::Skipped => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Quarantined(record) => {
-                entry.changed = true;
-                self.record_quarantine(&record).await?;
-            }
-            Outcome::Held => {
-                entry.changed = true;
-                self.stats.held.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Ahead(_) => {
-                // The view is missing or behind (a deleted key, a recreated bucket, earlier
-                // events still to be redelivered): it is caught up from the case's history,
-                // then the event is folded again. What is redelivered later is skipped.
-                self.stats.rebuilt.fetch_add(1, Ordering::Relaxed);
-                let (view, applied) = self
-                    .catch_up_view(&case_id, entry.view.take(), stored.position)
-                    .await?;
-                entry.applied += applied;
-                entry.changed = true;
-                let (view, outcome) = fold_event(view, &case_id, stored);
-                entry.view = view;
-                match outcome {
-                    Outcome::Applied => entry.applied += 1,
-                    Outcome::Skipped => {}
-                    Outcome::Held => {
-                        self.stats.held.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Nothing between the view and the event: a gap in the case's history.
-                    Outcome::Quarantined(record) | Outcome::Ahead(record) => {
-                        entry.view = Some(quarantine(entry.view.take(), &case_id, &record));
-                        self.record_quarantine(&record).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl<V: ViewStore> JetStreamProjector<V> {
@@ -449,6 +332,31 @@ impl<V: ViewStore> JetStreamProjector<V> {
 impl<V: ViewStore> Projector for JetStreamProjector<V> {
     async fn run_batch(&mut self) -> Result<usize, ProjectorError> {
         JetStreamProjector::run_batch(self).await
+    }
+
+    async fn retry(&mut self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
+        // The views the last batch wrote are kept with their revisions: this one's changes.
+        self.acknowledged().await?;
+        self.written.clear();
+        let revision = self
+            .store
+            .load(case_id.as_str())
+            .await?
+            .map(|(_, revision)| revision);
+        let batch = history::refold(&self.log, case_id, revision).await?;
+        self.store.clear_quarantine(case_id.as_str()).await?;
+        for record in batch.records() {
+            self.record_quarantine(record).await?;
+        }
+        let mut retried = None;
+        for changed in batch.changed() {
+            // Compare-and-set: a projector that folded the old view meanwhile fails its write
+            // and folds its batch again on this one.
+            self.write_view(&changed.key, &changed.view, changed.revision)
+                .await?;
+            retried = Some(changed.view);
+        }
+        Ok(retried)
     }
 
     async fn lag(&mut self) -> Result<u64, ProjectorError> {

@@ -40,6 +40,12 @@ pub trait ViewStore: Send + Sync + 'static {
         record: &QuarantineRecord,
     ) -> impl Future<Output = Result<(), ProjectorError>> + Send;
 
+    /// Forgets the quarantined events of `case_id` (its view is being folded again).
+    fn clear_quarantine(
+        &self,
+        case_id: &str,
+    ) -> impl Future<Output = Result<(), ProjectorError>> + Send;
+
     /// Every quarantined event, by position.
     fn quarantined(
         &self,
@@ -79,13 +85,18 @@ impl KvViews {
     }
 }
 
+/// A quarantined event's key: its position, zero-padded so that keys sort by position.
+fn record_key(record: &QuarantineRecord) -> String {
+    format!("{:020}", record.position)
+}
+
 impl ViewStore for KvViews {
     async fn record_quarantine(&self, record: &QuarantineRecord) -> Result<(), ProjectorError> {
         let mut bytes = Vec::new();
         ciborium::into_writer(record, &mut bytes).expect("a record always encodes");
         // Keyed by position: a redelivered bad event overwrites its own record.
         self.quarantine
-            .put(format!("{:020}", record.position), bytes.into())
+            .put(record_key(record), bytes.into())
             .await
             .map_err(|e| failed("recording a quarantined event", e))?;
         Ok(())
@@ -147,6 +158,18 @@ impl ViewStore for KvViews {
                 })?,
         };
         Ok(revision)
+    }
+
+    async fn clear_quarantine(&self, case_id: &str) -> Result<(), ProjectorError> {
+        for record in self.quarantined().await? {
+            if record.case_id == case_id {
+                self.quarantine
+                    .purge(record_key(&record))
+                    .await
+                    .map_err(|e| failed("clearing a quarantined event", e))?;
+            }
+        }
+        Ok(())
     }
 
     async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {

@@ -30,8 +30,10 @@ use wfstate_store::CaseId;
 
 mod audit;
 mod embedded;
+mod engine;
 mod error;
 mod fold;
+mod history;
 mod jetstream;
 mod kv;
 mod nats;
@@ -68,6 +70,15 @@ pub trait Projector: ViewSource + Send {
 
     /// Events not yet projected.
     fn lag(&mut self) -> impl Future<Output = Result<u64, ProjectorError>> + Send;
+
+    /// Folds `case_id`'s view again from its first event (after a writer fix, say) and
+    /// writes it in place of the old one, with the case's quarantined events; returns the new
+    /// view (none when the case has no events). A case whose event still does not apply is
+    /// halted there again.
+    fn retry(
+        &mut self,
+        case_id: &CaseId,
+    ) -> impl Future<Output = Result<Option<View>, ProjectorError>> + Send;
 
     /// Every quarantined event, by position.
     fn quarantined(

@@ -55,6 +55,10 @@ impl<V: ViewStore> ViewStore for FaultyViews<V> {
         self.inner.record_quarantine(record).await
     }
 
+    async fn clear_quarantine(&self, case_id: &str) -> Result<(), ProjectorError> {
+        self.inner.clear_quarantine(case_id).await
+    }
+
     async fn quarantined(&self) -> Result<Vec<QuarantineRecord>, ProjectorError> {
         self.inner.quarantined().await
     }

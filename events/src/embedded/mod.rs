@@ -160,6 +160,22 @@ impl EmbeddedLog {
         })?
     }
 
+    /// Up to `limit` events after `after`, in position order, as stored now (no waiting):
+    /// the projector's batches.
+    ///
+    /// # Errors
+    /// [`LogError`] when the file cannot be read.
+    pub async fn events_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        let after = i64::try_from(after.get()).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |connection| all_after(connection, after, limit))
+            .await
+    }
+
     async fn page(&self, case: Option<String>, after: u64) -> Result<Vec<StoredEvent>, LogError> {
         self.read(move |connection| {
             let limit = PAGE_ROWS;
@@ -174,13 +190,7 @@ impl EmbeddedLog {
                     .query_map(params![case, from, limit], row_event)?
                     .collect()
             } else {
-                let mut statement = connection.prepare_cached(
-                    "SELECT position, case_id, commit_id, payload FROM events
-                     WHERE position > ?1 ORDER BY position LIMIT ?2",
-                )?;
-                statement
-                    .query_map(params![after, limit], row_event)?
-                    .collect()
+                all_after(connection, after, limit)
             }
         })
         .await
@@ -259,6 +269,21 @@ fn version_at(connection: &Connection, case: &str, position: i64) -> rusqlite::R
             "SELECT COALESCE(MAX(version), 0) FROM events WHERE case_id = ?1 AND position <= ?2",
         )?
         .query_row(params![case, position], |row| row.get(0))
+}
+
+/// Up to `limit` events of every case after `after`, in position order.
+fn all_after(
+    connection: &Connection,
+    after: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<StoredEvent>> {
+    connection
+        .prepare_cached(
+            "SELECT position, case_id, commit_id, payload FROM events
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )?
+        .query_map(params![after, limit], row_event)?
+        .collect()
 }
 
 fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {

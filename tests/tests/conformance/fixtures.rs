@@ -6,7 +6,7 @@ use bytes::Bytes;
 use wfstate_events::{
     EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, MemoryLog, Workspace,
 };
-use wfstate_projector::{EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig};
+use wfstate_projector::{EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, View};
 use wfstate_store::{CaseId, CommitId, CommitMeta, Position};
 use wfstate_tests::NatsServer;
 
@@ -20,6 +20,10 @@ pub trait Fixture {
 pub trait ProjectorFixture: Fixture {
     type Projector: Projector;
     async fn projector(&self) -> Self::Projector;
+    /// Writes `view` as the case's view, around the projector (an operator, a bug).
+    async fn put_view(&self, case_id: &str, view: &View);
+    /// Deletes the case's view, around the projector.
+    async fn delete_view(&self, case_id: &str);
 }
 
 pub struct JetStream {
@@ -55,6 +59,25 @@ impl ProjectorFixture for JetStream {
         config.fetch_wait = Duration::from_millis(100);
         JetStreamProjector::open(&self.log, config).await.unwrap()
     }
+
+    async fn put_view(&self, case_id: &str, view: &View) {
+        self.views()
+            .await
+            .put(case_id, view.encode().into())
+            .await
+            .unwrap();
+    }
+
+    async fn delete_view(&self, case_id: &str) {
+        self.views().await.delete(case_id).await.unwrap();
+    }
+}
+
+impl JetStream {
+    async fn views(&self) -> async_nats::jetstream::kv::Store {
+        let bucket = ProjectorConfig::default().views_bucket;
+        self.log.context().get_key_value(bucket).await.unwrap()
+    }
 }
 
 pub struct Embedded {
@@ -84,7 +107,29 @@ impl Fixture for Embedded {
 impl ProjectorFixture for Embedded {
     type Projector = EmbeddedProjector;
     async fn projector(&self) -> EmbeddedProjector {
-        EmbeddedProjector::open(self.log.path(), "test", 32).unwrap()
+        EmbeddedProjector::open(&self.log, "test", 32).unwrap()
+    }
+
+    async fn put_view(&self, case_id: &str, view: &View) {
+        self.sql(
+            "INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)",
+            rusqlite::params![case_id, view.position.get(), view.encode()],
+        );
+    }
+
+    async fn delete_view(&self, case_id: &str) {
+        self.sql(
+            "DELETE FROM views WHERE case_id = ?1",
+            rusqlite::params![case_id],
+        );
+    }
+}
+
+impl Embedded {
+    fn sql(&self, statement: &str, params: impl rusqlite::Params) {
+        let connection = rusqlite::Connection::open(self.log.path()).unwrap();
+        connection.busy_timeout(Duration::from_secs(10)).unwrap();
+        connection.execute(statement, params).unwrap();
     }
 }
 

@@ -64,8 +64,10 @@ log_checks!(memory: Memory);
 conformance!(jetstream_projector: JetStream =>
     projection::projector_idempotence_and_quarantine,
     projection::verify_compares_each_view_at_its_own_position,
+    projection::lost_views_are_rebuilt_and_retried_cases_folded_again,
 );
 conformance!(embedded_projector: Embedded =>
     projection::projector_idempotence_and_quarantine,
     projection::verify_compares_each_view_at_its_own_position,
+    projection::lost_views_are_rebuilt_and_retried_cases_folded_again,
 );

@@ -127,3 +127,70 @@ pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl Projec
         "{mismatches:?}"
     );
 }
+
+/// A view lost around the projector (a deleted key or row) is rebuilt from its case's history
+/// when the case's next event comes, instead of waiting for events folded long ago; a halted
+/// case is folded again from its first event by `retry`, halting again only at an event that
+/// still does not apply.
+pub async fn lost_views_are_rebuilt_and_retried_cases_folded_again(
+    fixture: &impl ProjectorFixture,
+) {
+    let workspace = Workspace::new(fixture.log());
+    let mut handles = Vec::new();
+    for name in ["lost", "halted", "bad"] {
+        let (mut handle, _) = workspace
+            .create(case(name), [Mutation::set_key("n", 0)])
+            .await
+            .unwrap();
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(&mut handle).await.unwrap();
+        handles.push(handle);
+    }
+    let garbage = inject(&fixture.log(), "bad", b"\x00garbage").await;
+    let mut projector = fixture.projector().await;
+    projector.catch_up().await.unwrap();
+
+    fixture.delete_view("lost").await;
+    let mut lost = handles.remove(0);
+    lost.case_mut().buffer(Mutation::IncrementStepCount);
+    workspace.commit(&mut lost).await.unwrap();
+    projector.catch_up().await.unwrap();
+    let view = projector.view(&case("lost")).await.unwrap().unwrap();
+    assert_eq!(&view.state, lost.case().state(), "rebuilt from its history");
+    assert!(view.is_healthy());
+    let stats = projector.stats();
+    assert_eq!(stats.rebuilt.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    // A case halted by mistake (a reader that could not decode an event that is fine, say):
+    // retry folds it again and it is healthy.
+    let mut marked = projector.view(&case("halted")).await.unwrap().unwrap();
+    marked.quarantine = Some(wfstate_projector::Quarantine {
+        position: marked.position,
+        code: wfstate_store::Code::Undecodable,
+        reason: "marked by the test".into(),
+        held: 3,
+        last_held: marked.position,
+    });
+    fixture.put_view("halted", &marked).await;
+    let retried = projector.retry(&case("halted")).await.unwrap().unwrap();
+    assert!(retried.is_healthy(), "{retried:?}");
+    assert_eq!(&retried.state, handles[0].case().state());
+    assert_eq!(
+        projector.view(&case("halted")).await.unwrap(),
+        Some(retried)
+    );
+
+    // A case whose event still does not apply is halted there again, and its quarantined
+    // event is recorded once.
+    let retried = projector.retry(&case("bad")).await.unwrap().unwrap();
+    assert_eq!(retried.quarantine.map(|q| q.position), Some(garbage));
+    assert_eq!(&retried.state, handles[1].case().state());
+    let records = projector.quarantined().await.unwrap();
+    let positions: Vec<_> = records.iter().map(|r| r.position).collect();
+    assert_eq!(positions, [garbage]);
+    assert_eq!(projector.retry(&case("none")).await.unwrap(), None);
+
+    let all: Vec<CaseId> = ["lost", "halted"].into_iter().map(case).collect();
+    let mismatches = verify(&fixture.log(), &projector, &all).await.unwrap();
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
