@@ -9,8 +9,8 @@ use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::Workspace;
 use wfstate_projector::{
-    Projector, Quarantine, QuarantineRecord, ViewSource, audit_all, audit_case, audit_follow,
-    export, import, replay, verify,
+    Projector, Quarantine, QuarantineRecord, StateChecks, ViewSource, audit_all, audit_case,
+    audit_follow, export, import, replay_with, verify,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
@@ -76,8 +76,18 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
         Command::Show {
             case,
             replay: fresh,
-        } => show(log, &case_id(&case)?, fresh, json).await,
-        Command::Replay { case } => show(log, &case_id(&case)?, true, json).await,
+        } => {
+            let checks = fresh.then_some(StateChecks::Sampled);
+            show(log, &case_id(&case)?, checks, json).await
+        }
+        Command::Replay { case, strict } => {
+            let checks = if strict {
+                StateChecks::Every
+            } else {
+                StateChecks::Sampled
+            };
+            show(log, &case_id(&case)?, Some(checks), json).await
+        }
         Command::History { case } => history(log, &case_id(&case)?, json).await,
         Command::Audit {
             case,
@@ -162,9 +172,15 @@ async fn create<L: Backend>(
     Ok(0)
 }
 
-async fn show<L: Backend>(log: &L, id: &CaseId, fresh: bool, json: bool) -> Result<u8, CliError> {
-    let (state, position, quarantine) = if fresh {
-        let replayed = replay(log, id, None).await?;
+/// Prints a case's view, or a replay of its history with `checks`.
+async fn show<L: Backend>(
+    log: &L,
+    id: &CaseId,
+    replayed: Option<StateChecks>,
+    json: bool,
+) -> Result<u8, CliError> {
+    let (state, position, quarantine) = if let Some(checks) = replayed {
+        let replayed = replay_with(log, id, None, checks).await?;
         (replayed.state, replayed.position, None)
     } else {
         let mut projector = log.projector().await?;

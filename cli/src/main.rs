@@ -145,6 +145,10 @@ enum Command {
     Replay {
         /// The case.
         case: String,
+        /// Check every event's state hash, not every 1,024th and the last: a divergence is
+        /// then found at the event that caused it.
+        #[arg(long)]
+        strict: bool,
     },
     /// Replay cases from scratch up to their views' positions and compare; exit 1 on a
     /// mismatch.

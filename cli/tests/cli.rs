@@ -146,6 +146,9 @@ fn walkthrough(dir: &Path, nats: Option<&str>) {
     let replayed = run(&["--json", "replay", "order-42"], "");
     let replayed: Value = serde_json::from_str(&replayed.stdout).unwrap();
     assert_eq!(replayed["state_hash"], state["state_hash"]);
+    let strict = run(&["--json", "replay", "order-42", "--strict"], "");
+    let strict: Value = serde_json::from_str(&strict.stdout).unwrap();
+    assert_eq!(strict["state_hash"], state["state_hash"]);
     let human = run(&["show", "order-42"], "");
     assert!(
         human.stdout.contains("case order-42  version 3"),

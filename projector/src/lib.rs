@@ -47,7 +47,10 @@ pub use error::ProjectorError;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use kv::{KvViews, ViewStore};
-pub use replay::{Mismatch, Replayed, replay, replay_until, verify};
+pub use replay::{
+    Mismatch, Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_until, replay_with,
+    verify,
+};
 pub use transfer::{Imported, TransferError, export, import};
 pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};
 

@@ -20,6 +20,22 @@ pub struct Replayed {
     pub events_folded: u64,
 }
 
+/// Which state hashes a replay checks. Every event's chain link is always checked (its bytes
+/// are the ones written, in order); the state hash proves the rebuilt state is the one its
+/// writer committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateChecks {
+    /// Every [`STATE_CHECK_INTERVAL`]th event's and the last event's: a divergence is found,
+    /// at the next check after it.
+    #[default]
+    Sampled,
+    /// Every event's: a divergence is found at the event that caused it.
+    Every,
+}
+
+/// How often a [`StateChecks::Sampled`] replay checks the state hash, in events.
+pub const STATE_CHECK_INTERVAL: u64 = 1024;
+
 /// Events handed from the reader to the folding thread at a time, at most.
 const CHUNK: usize = 256;
 
@@ -28,6 +44,8 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Rebuilds a case by folding its history, streaming: memory grows with the case's state, not
 /// with its history. With a healthy `from` view it starts there and folds only later events.
+/// Every event's chain link is checked, the state hash every [`STATE_CHECK_INTERVAL`] events
+/// and at the last ([`replay_with`] checks every one).
 ///
 /// A long history is read and folded at the same time: the events are received on the async
 /// task and folded on a blocking thread, in chunks of what has arrived. A short one (what the
@@ -42,11 +60,25 @@ pub async fn replay<L: EventLog>(
     case_id: &CaseId,
     from: Option<&View>,
 ) -> Result<Replayed, ProjectorError> {
-    replay_through(log, case_id, from, None).await
+    replay_through(log, case_id, from, None, StateChecks::Sampled).await
+}
+
+/// [`replay`], checking the state hashes `checks` asks for.
+///
+/// # Errors
+/// As [`replay`].
+pub async fn replay_with<L: EventLog>(
+    log: &L,
+    case_id: &CaseId,
+    from: Option<&View>,
+    checks: StateChecks,
+) -> Result<Replayed, ProjectorError> {
+    replay_through(log, case_id, from, None, checks).await
 }
 
 /// Rebuilds a case from scratch by folding its history up to and including the event at
-/// `until` (or its last event before it): the case as it was then. As [`replay`] otherwise.
+/// `until` (or its last event before it): the case as it was then, checking every state hash.
+/// As [`replay`] otherwise.
 ///
 /// # Errors
 /// As [`replay`].
@@ -55,7 +87,7 @@ pub async fn replay_until<L: EventLog>(
     case_id: &CaseId,
     until: Position,
 ) -> Result<Replayed, ProjectorError> {
-    replay_through(log, case_id, None, Some(until)).await
+    replay_through(log, case_id, None, Some(until), StateChecks::Every).await
 }
 
 async fn replay_through<L: EventLog>(
@@ -63,6 +95,7 @@ async fn replay_through<L: EventLog>(
     case_id: &CaseId,
     from: Option<&View>,
     until: Option<Position>,
+    checks: StateChecks,
 ) -> Result<Replayed, ProjectorError> {
     let (case, position) = match from.filter(|view| view.is_healthy()) {
         Some(view) => (view.to_case(), view.position),
@@ -73,6 +106,8 @@ async fn replay_through<L: EventLog>(
         case,
         position,
         events_folded: 0,
+        checks,
+        unchecked: None,
     };
     // Reading stops at the first event past `until`: a case that grows meanwhile costs
     // nothing more.
@@ -88,6 +123,7 @@ async fn replay_through<L: EventLog>(
         fold = fold.chunk(first)?;
         fold = fold_in_background(fold, chunks).await?;
     }
+    fold.check_last()?;
     if fold.position == 0 {
         return Err(ProjectorError::CaseNotFound(case_id.to_string()));
     }
@@ -106,27 +142,53 @@ struct Fold {
     case: Case,
     position: Position,
     events_folded: u64,
+    checks: StateChecks,
+    /// The state hash of the last event folded, when it was not checked.
+    unchecked: Option<Hash>,
 }
 
 impl Fold {
     fn chunk(mut self, events: Vec<Result<StoredEvent, LogError>>) -> Result<Fold, ProjectorError> {
         for stored in events {
             let stored = stored?;
+            let bad = |source| ProjectorError::BadEvent {
+                case_id: self.case_id.to_string(),
+                position: stored.position,
+                source,
+            };
+            let check = self.checks == StateChecks::Every
+                || (self.events_folded + 1).is_multiple_of(STATE_CHECK_INTERVAL);
             // `Case::fold` skips the copy that would keep the case intact on error: a bad
             // event ends the replay.
-            self.case = self
-                .case
-                .fold(&stored.payload)
-                .map_err(|source| ProjectorError::BadEvent {
-                    case_id: self.case_id.to_string(),
-                    position: stored.position,
-                    source,
-                })?
-                .0;
+            if check {
+                self.case = self.case.fold(&stored.payload).map_err(bad)?.0;
+                self.unchecked = None;
+            } else {
+                let (case, event) = self.case.fold_unhashed(&stored.payload).map_err(bad)?;
+                self.case = case;
+                self.unchecked = Some(event.state_hash);
+            }
             self.position = stored.position;
             self.events_folded += 1;
         }
         Ok(self)
+    }
+
+    /// Checks the last event's state hash, if it was not: the rebuilt state is the one its
+    /// writer committed.
+    fn check_last(&self) -> Result<(), ProjectorError> {
+        match self.unchecked {
+            Some(expected) => {
+                self.case
+                    .check_state_hash(expected)
+                    .map_err(|source| ProjectorError::BadEvent {
+                        case_id: self.case_id.to_string(),
+                        position: self.position,
+                        source,
+                    })
+            }
+            None => Ok(()),
+        }
     }
 }
 

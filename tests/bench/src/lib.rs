@@ -23,10 +23,10 @@ use serde_json::{Value as Json, json};
 use wfstate_events::{
     EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Workspace,
 };
-use wfstate_projector::{JetStreamProjector, Projector, ProjectorConfig, replay};
+use wfstate_projector::{JetStreamProjector, Projector, ProjectorConfig, StateChecks, replay_with};
 use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Mutation, Value};
 
-use crate::figure::{Figure, Reporter, Started, best, finish, phase_start};
+use crate::figure::{Figure, Reporter, Started, best, finish, phase_start, ratio};
 
 /// Sizes of the benchmark.
 #[derive(Debug, Args)]
@@ -286,10 +286,14 @@ async fn sequential<L: EventLog + Clone>(
     Ok(finish(started, commits, latencies))
 }
 
-async fn replay_long(log: &JetStreamLog, case_id: &CaseId) -> Result<Figure, BenchError> {
+async fn replay_long(
+    log: &JetStreamLog,
+    case_id: &CaseId,
+    checks: StateChecks,
+) -> Result<Figure, BenchError> {
     let (log, case_id) = (log.clone(), case_id.clone());
     let started = phase_start();
-    let replayed = tokio::spawn(async move { replay(&log, &case_id, None).await })
+    let replayed = tokio::spawn(async move { replay_with(&log, &case_id, None, checks).await })
         .await
         .map_err(bench_error)??;
     Ok(finish(
@@ -479,19 +483,27 @@ async fn hot_case(
     Ok(finish(started, rounds * size, latencies))
 }
 
-/// (3): replay of a long case, next to a raw ordered read of its messages.
-async fn long_replay(log: &JetStreamLog, args: &BenchArgs) -> Result<(Figure, Figure), BenchError> {
+/// (3): replay of a long case (the default checks, and every state hash), next to a raw
+/// ordered read of its messages; each runs twice, in mirrored order.
+async fn long_replay(
+    log: &JetStreamLog,
+    args: &BenchArgs,
+) -> Result<(Figure, Figure, Figure), BenchError> {
     let long_case = CaseId::new("long").map_err(bench_error)?;
     write_long_case(log, &long_case, args.replay_events).await?;
-    let raw = best(
-        raw_read(log, &long_case, args.replay_events).await?,
-        raw_read(log, &long_case, args.replay_events).await?,
+    let raw = raw_read(log, &long_case, args.replay_events).await?;
+    let ours = replay_long(log, &long_case, StateChecks::Sampled).await?;
+    let strict = replay_long(log, &long_case, StateChecks::Every).await?;
+    let strict = best(
+        strict,
+        replay_long(log, &long_case, StateChecks::Every).await?,
     );
     let ours = best(
-        replay_long(log, &long_case).await?,
-        replay_long(log, &long_case).await?,
+        ours,
+        replay_long(log, &long_case, StateChecks::Sampled).await?,
     );
-    Ok((ours, raw))
+    let raw = best(raw, raw_read(log, &long_case, args.replay_events).await?);
+    Ok((ours, strict, raw))
 }
 
 /// (4): a new projector catching up over every event of the run.
@@ -552,9 +564,18 @@ async fn jetstream_phases(
         json!({"wfstate": hot.json(), "ratio_to_2": value}),
     );
 
-    let (ours, raw) = long_replay(log, args).await?;
+    let (ours, strict, raw) = long_replay(log, args).await?;
     let title = format!("(3) replay of one case of {} events", args.replay_events);
     reporter.pair("replay", title, ["replay", "raw read"], &ours, &raw);
+    let value = ratio(&strict, &raw);
+    reporter.lines.push(strict.line("strict"));
+    reporter.lines.push(format!(
+        "  ratio     {value:.2} of the raw read (every state hash checked; no target)"
+    ));
+    if let Some(Json::Object(replay)) = reporter.report.get_mut("replay") {
+        replay.insert("strict".into(), strict.json());
+        replay.insert("strict_ratio".into(), json!(value));
+    }
 
     let ours = projector_catch_up(log, run_id).await?;
     let value = ours.rate() / commit_rate;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use wfstate_events::{EmbeddedConfig, EmbeddedLog, EventLog, Workspace};
-use wfstate_projector::{ProjectorError, replay};
+use wfstate_projector::{ProjectorError, StateChecks, replay, replay_with};
 use wfstate_store::{Case, CommitId, Hash, Mutation, Position, Receipt};
 
 use crate::fixtures::{Fixture, case, meta};
@@ -120,17 +120,42 @@ async fn write_long_case<L: EventLog>(
 }
 
 /// A history long enough to be read and folded at the same time (past the first read and
-/// over several chunks): replay reaches the writer's state, and a bad event deep in it stops
-/// the replay with that event's position.
+/// over several chunks): replay reaches the writer's state. A replay checks the state hash of
+/// the last event; a strict one (every state hash) stops at a forged event with its position.
 pub async fn long_replay(fixture: &impl Fixture) {
     let log = fixture.log();
-    let (writer, last) = write_long_case(&log, "long", 1500, 0).await;
+    let (mut writer, last) = write_long_case(&log, "long", 1500, 0).await;
     let replayed = replay(&log, writer.id(), None).await.unwrap();
     assert_eq!(
         (&replayed.state, replayed.last_event_hash, replayed.position),
         (writer.state(), writer.last_event_hash(), last)
     );
     assert_eq!(replayed.events_folded, 1500);
+
+    // A last event that links to the one before but carries another state hash.
+    writer.buffer(Mutation::IncrementStepCount);
+    let mut forged = writer.prepare_commit(meta()).unwrap().event().clone();
+    forged.state_hash = Hash::of(b"forged");
+    let forged_last = log
+        .append(
+            writer.id(),
+            CommitId::generate(),
+            last,
+            Bytes::from(forged.encode()),
+        )
+        .await
+        .unwrap()
+        .stored_at()
+        .unwrap();
+    let error = replay(&log, writer.id(), None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProjectorError::BadEvent { position, ref source, .. }
+                if position == forged_last && source.code().as_str() == "state_hash_mismatch"
+        ),
+        "{error}"
+    );
 
     write_long_case(&log, "forged", 1500, 700).await;
     let forged_position = log
@@ -143,12 +168,24 @@ pub async fn long_replay(fixture: &impl Fixture) {
         .unwrap()
         .unwrap()
         .position;
-    let error = replay(&log, &case("forged"), None).await.unwrap_err();
+    let error = replay_with(&log, &case("forged"), None, StateChecks::Every)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             error,
             ProjectorError::BadEvent { position, ref source, .. }
                 if position == forged_position && source.code().as_str() == "state_hash_mismatch"
+        ),
+        "{error}"
+    );
+    // Sampled, the replay stops at the next event, which does not follow the forged one.
+    let error = replay(&log, &case("forged"), None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProjectorError::BadEvent { position, ref source, .. }
+                if position > forged_position && source.code().as_str() == "version_gap"
         ),
         "{error}"
     );

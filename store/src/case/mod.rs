@@ -12,7 +12,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::apply::{Journal, Trial, Undo, apply, apply_commit, apply_commit_logged, forget, undo};
+use crate::apply::{Trial, Undo, apply, apply_commit, forget, undo};
 use crate::codec::{EventHead, write_event_parts};
 use crate::error::Reason;
 use crate::error::{FoldError, PrepareError, StaleCommit};
@@ -25,6 +25,8 @@ use crate::position::Position;
 use crate::receipt::Receipt;
 use crate::state::{CaseState, Token};
 use crate::validate::{BatchEntry, apply_batch_logged};
+
+mod fold;
 use crate::value::Map;
 
 type CtxClosure = Box<dyn Fn(&mut Map) + Send + Sync>;
@@ -456,112 +458,6 @@ impl Case {
             .drain(..prepared.buffered.min(self.buffer.len()));
         Ok(event)
     }
-
-    /// Decodes a stored payload and folds it into the case (see [`Case::apply_event`]).
-    ///
-    /// # Errors
-    /// [`FoldError`]; the case is unchanged.
-    pub fn apply_payload(&mut self, payload: &[u8]) -> Result<Event, FoldError> {
-        let event = Event::decode(payload)?;
-        self.apply_event(&event, Hash::of(payload))?;
-        Ok(event)
-    }
-
-    /// Folds a decoded event into the case, checking that it belongs to this case, follows
-    /// its version, links to its last event, validates, and reaches the committed state hash.
-    /// Replay never runs user code: closures were resolved to data before the event was made.
-    ///
-    /// The event is tried on the case's state and undone on error, so that the case is
-    /// unchanged. Readers that give up on the first bad event fold without keeping what to
-    /// undo: [`Case::fold`].
-    ///
-    /// # Errors
-    /// [`FoldError`]; the case is unchanged.
-    pub fn apply_event(&mut self, event: &Event, event_hash: Hash) -> Result<(), FoldError> {
-        self.check_follows(event)?;
-        let mut trial = Trial::new(&mut self.state, &mut self.journal);
-        let (state, journal) = trial.parts();
-        apply_checked(state, event, journal)?;
-        trial.keep();
-        self.last_event_hash = event_hash;
-        Ok(())
-    }
-
-    /// Decodes a stored payload and folds it into the case like [`Case::apply_payload`], but
-    /// without the journal that keeps a case unchanged on error: on error the case is gone.
-    /// For readers that stop at the first bad event (replay, audit).
-    ///
-    /// # Errors
-    /// [`FoldError`], with the case dropped.
-    pub fn fold(self, payload: &[u8]) -> Result<(Case, Event), FoldError> {
-        let event = Event::decode(payload)?;
-        let case = self.fold_event(&event, Hash::of(payload))?;
-        Ok((case, event))
-    }
-
-    /// Folds a decoded event like [`Case::apply_event`] but without its journal (see
-    /// [`Case::fold`]).
-    ///
-    /// # Errors
-    /// [`FoldError`], with the case dropped.
-    pub fn fold_event(mut self, event: &Event, event_hash: Hash) -> Result<Case, FoldError> {
-        self.check_follows(event)?;
-        apply_checked(&mut self.state, event, &mut ())?;
-        self.last_event_hash = event_hash;
-        Ok(self)
-    }
-
-    /// Whether `event` is the next event of this case: same case, next version, linked to
-    /// the case's last event.
-    fn check_follows(&self, event: &Event) -> Result<(), FoldError> {
-        if event.case_id != self.state.case_id {
-            return Err(FoldError::WrongCase {
-                expected: self.state.case_id.clone(),
-                found: event.case_id.clone(),
-            });
-        }
-        if event.version != self.state.version.next() {
-            return Err(FoldError::VersionGap {
-                expected: self.state.version.next(),
-                found: event.version,
-            });
-        }
-        if event.prev_event_hash != self.last_event_hash {
-            return Err(FoldError::BrokenChain {
-                expected: self.last_event_hash,
-                found: event.prev_event_hash,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Applies the event's mutations and the commit to `state`, and checks the state hash the
-/// writer committed. On error `state` is partly changed, as `journal` records.
-fn apply_checked(
-    state: &mut CaseState,
-    event: &Event,
-    journal: &mut impl Journal,
-) -> Result<(), FoldError> {
-    // What the writer validated under its own limits is replayed whatever ours are.
-    apply_batch_logged(
-        state,
-        &event.mutations,
-        event.committed_at_ms,
-        &Limits::unbounded(),
-        journal,
-        |_| unreachable!("stored mutations are data, not closures"),
-    )
-    .map_err(FoldError::Invalid)?;
-    apply_commit_logged(state, event.committed_at_ms, journal);
-    let actual = state.hash();
-    if actual != event.state_hash {
-        return Err(FoldError::StateHashMismatch {
-            expected: event.state_hash,
-            actual,
-        });
-    }
-    Ok(())
 }
 
 /// Turns a buffered closure into data, running it against the current working state.
