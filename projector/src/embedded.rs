@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use wfstate_events::{EmbeddedLog, LogError, LogErrorKind};
 use wfstate_store::{CaseId, Code, Position};
 
-use crate::engine::{Batch, Changed};
+use crate::engine::{Batch, Finished};
 use crate::fold::QuarantineRecord;
 use crate::history;
 use crate::jetstream::ProjectorStats;
@@ -42,6 +42,10 @@ fn sql(what: &str) -> impl Fn(rusqlite::Error) -> ProjectorError + '_ {
         ProjectorError::Log(LogError::from_storage(&path, what, error))
     }
 }
+
+/// The largest view the file takes: SQLite's default largest value (1 GB), less room for the
+/// row.
+const VIEW_SIZE_MAX: usize = 1_000_000_000 - 4096;
 
 /// How the projector's messages name the file it works on.
 const PROJECTOR_FILE: &str = "the projector's log file";
@@ -185,25 +189,28 @@ fn record(transaction: &Connection, record: &QuarantineRecord) -> Result<(), Pro
 
 /// Writes the batch's quarantined events and changed views; returns the events applied and
 /// the views written.
-fn write_batch(transaction: &Connection, batch: Batch) -> Result<(u64, u64), ProjectorError> {
-    for quarantined in batch.records() {
+fn write_batch(
+    transaction: &Connection,
+    finished: &Finished,
+) -> Result<(u64, u64), ProjectorError> {
+    for quarantined in &finished.records {
         record(transaction, quarantined)?;
     }
     let (mut applied, mut written) = (0, 0);
-    for Changed {
-        key: case,
-        view,
-        applied: count,
-        ..
-    } in batch.changed()
-    {
+    for changed in &finished.changed {
         transaction
             .prepare_cached(
                 "INSERT OR REPLACE INTO views (case_id, position, view) VALUES (?1, ?2, ?3)",
             )
-            .and_then(|mut s| s.execute(params![case, to_sql(view.position), view.encode()]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    changed.key,
+                    to_sql(changed.view.position),
+                    changed.bytes
+                ])
+            })
             .map_err(sql("writing a view"))?;
-        applied += count;
+        applied += changed.applied;
         written += 1;
     }
     Ok((applied, written))
@@ -233,9 +240,8 @@ fn project_batch(
     // row, say): it is caught up from the case's history.
     let gaps = batch.fold(&events);
     runtime.block_on(history::fill(log, &mut batch, gaps))?;
-    let counts = batch.counts();
-    let quarantined = batch.records().len() as u64;
-    let (applied, written) = write_batch(&transaction, batch)?;
+    let finished = batch.finish(VIEW_SIZE_MAX);
+    let (applied, written) = write_batch(&transaction, &finished)?;
     if let Some(last) = events.last() {
         transaction
             .execute(
@@ -246,9 +252,11 @@ fn project_batch(
     }
     transaction.commit().map_err(sql("committing a batch"))?;
     stats.applied.fetch_add(applied, Ordering::Relaxed);
-    stats.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+    stats
+        .quarantined
+        .fetch_add(finished.records.len() as u64, Ordering::Relaxed);
     stats.view_writes.fetch_add(written, Ordering::Relaxed);
-    stats.count(counts);
+    stats.count(finished.counts);
     Ok(events.len())
 }
 
@@ -263,14 +271,16 @@ fn retry_case(
     let transaction = connection
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql("beginning a retry"))?;
-    let batch = runtime.block_on(history::refold(log, case_id, None))?;
+    let finished = runtime
+        .block_on(history::refold(log, case_id, None))?
+        .finish(VIEW_SIZE_MAX);
     transaction
         .execute(
             "DELETE FROM quarantine WHERE case_key = ?1",
             [case_id.as_str()],
         )
         .map_err(sql("clearing the case's quarantined events"))?;
-    write_batch(&transaction, batch)?;
+    write_batch(&transaction, &finished)?;
     let view = load_view(&transaction, case_id.as_str())?;
     transaction.commit().map_err(sql("committing a retry"))?;
     Ok(view)

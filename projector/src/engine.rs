@@ -10,7 +10,8 @@
 //! 3. For each gap, the case's events after `gap.after` and before `gap.before`, in order,
 //!    through [`Batch::fold_history`], then [`Batch::resume`]: the case's events of the batch
 //!    set aside at the gap are folded.
-//! 4. [`Batch::records`] to record, [`Batch::changed`] to write, counters into the stats.
+//! 4. [`Batch::finish`]: the quarantined events to record, the views to write (encoded, each
+//!    within what the view store takes), the counters for the stats.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,8 @@ pub(crate) struct Changed {
     pub(crate) key: String,
     /// The view.
     pub(crate) view: View,
+    /// Its encoding, as stored.
+    pub(crate) bytes: Vec<u8>,
     /// The store's revision of the view the batch loaded (none: it had none).
     pub(crate) revision: Option<u64>,
     /// Events the batch applied to it.
@@ -190,37 +193,73 @@ impl Batch {
         }
     }
 
-    /// The quarantined events, in the order they were met.
-    pub(crate) fn records(&self) -> &[QuarantineRecord] {
-        &self.records
-    }
-
-    /// What the fold counted.
-    pub(crate) fn counts(&self) -> Counts {
-        self.counts
-    }
-
-    /// The views to write: every changed one, by case id.
+    /// What the batch did, with each changed view encoded. A view larger than
+    /// `view_size_max` bytes (what the view store takes) is not written: its case is halted
+    /// with [`Code::StateTooLarge`], in a view that keeps no state, while every other case
+    /// goes on.
     ///
     /// # Panics
     /// When a gap is still open: its views are not complete.
-    pub(crate) fn changed(self) -> impl Iterator<Item = Changed> {
-        self.entries.into_iter().filter_map(|(key, entry)| {
+    pub(crate) fn finish(self, view_size_max: usize) -> Finished {
+        let Batch {
+            entries,
+            mut records,
+            counts,
+        } = self;
+        let mut changed = Vec::new();
+        for (key, entry) in entries {
             assert!(
                 entry.pending.is_empty(),
                 "the gap of case {key} is still open"
             );
-            match (entry.view, entry.changed) {
-                (Some(view), true) => Some(Changed {
-                    key,
-                    view,
-                    revision: entry.revision,
-                    applied: entry.applied,
-                }),
-                _ => None,
+            let (Some(mut view), true) = (entry.view, entry.changed) else {
+                continue;
+            };
+            let mut applied = entry.applied;
+            let mut bytes = view.encode();
+            if bytes.len() > view_size_max {
+                let record = QuarantineRecord {
+                    position: view.position,
+                    case_id: key.clone(),
+                    code: Code::StateTooLarge,
+                    reason: format!(
+                        "the case's view is {} bytes at this event, over the {view_size_max} \
+                         the view store takes; the case is halted and its view keeps no \
+                         state: raise the server's max_payload, then project --retry",
+                        bytes.len()
+                    ),
+                };
+                let case_id = view.state.case_id.clone();
+                view = quarantine(None, &case_id, &record);
+                bytes = view.encode();
+                records.push(record);
+                applied = 0;
             }
-        })
+            changed.push(Changed {
+                key,
+                view,
+                bytes,
+                revision: entry.revision,
+                applied,
+            });
+        }
+        Finished {
+            records,
+            counts,
+            changed,
+        }
     }
+}
+
+/// What a batch did: what to record and write, and what to count.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// The quarantined events, in the order they were met.
+    pub(crate) records: Vec<QuarantineRecord>,
+    /// What the fold counted.
+    pub(crate) counts: Counts,
+    /// The views to write, by case id.
+    pub(crate) changed: Vec<Changed>,
 }
 
 fn open_gap<'a>(entries: &'a mut BTreeMap<String, Entry>, case_id: &CaseId) -> &'a mut Entry {

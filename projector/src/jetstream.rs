@@ -61,6 +61,9 @@ impl Default for ProjectorConfig {
     }
 }
 
+/// Bytes of a view's message kept for what is not the view: the compare-and-set header.
+const VIEW_HEADROOM: usize = 512;
+
 /// What the projector has done (shared, so it can be read while it runs).
 #[derive(Debug, Default)]
 pub struct ProjectorStats {
@@ -103,6 +106,8 @@ pub struct JetStreamProjector<V = KvViews> {
     written: HashMap<String, (View, u64)>,
     /// The last batch's acknowledgements, being sent.
     acks: Option<tokio::task::JoinHandle<Result<(), ProjectorError>>>,
+    /// The largest view the store takes, in bytes: what the server takes in one message.
+    view_size_max: usize,
 }
 
 impl<V> std::fmt::Debug for JetStreamProjector<V> {
@@ -167,6 +172,12 @@ impl<V: ViewStore> JetStreamProjector<V> {
             prefetched: None,
             written: HashMap::new(),
             acks: None,
+            view_size_max: log
+                .context()
+                .client()
+                .server_info()
+                .max_payload
+                .saturating_sub(VIEW_HEADROOM),
         })
     }
 
@@ -234,14 +245,14 @@ impl<V: ViewStore> JetStreamProjector<V> {
         // to be redelivered) is caught up from its case's history. What is redelivered later
         // is skipped.
         history::fill(&this.log, &mut batch, gaps).await?;
-        for record in batch.records() {
+        let finished = batch.finish(this.view_size_max);
+        for record in &finished.records {
             this.record_quarantine(record).await?;
         }
-        let counts = batch.counts();
         // One write per changed case, all in flight at once.
-        let writes = batch.changed().map(|changed| async move {
+        let writes = finished.changed.into_iter().map(|changed| async move {
             let revision = this
-                .write_view(&changed.key, &changed.view, changed.revision)
+                .write_view(&changed.key, changed.bytes, changed.revision)
                 .await?;
             this.stats
                 .applied
@@ -252,7 +263,7 @@ impl<V: ViewStore> JetStreamProjector<V> {
             .await?
             .into_iter()
             .collect();
-        self.stats.count(counts);
+        self.stats.count(finished.counts);
         // Acknowledged only once every view of the batch is written, on a task of their own
         // so that the next batch is folded meanwhile. An acknowledgement that is lost only
         // brings its event back, to be skipped: its view is past it.
@@ -305,10 +316,10 @@ impl<V: ViewStore> JetStreamProjector<V> {
     async fn write_view(
         &self,
         key: &str,
-        view: &View,
+        bytes: Vec<u8>,
         revision: Option<u64>,
     ) -> Result<u64, ProjectorError> {
-        let revision = self.store.write(key, view, revision).await?;
+        let revision = self.store.write(key, bytes, revision).await?;
         self.stats.view_writes.fetch_add(1, Ordering::Relaxed);
         Ok(revision)
     }
@@ -343,16 +354,18 @@ impl<V: ViewStore> Projector for JetStreamProjector<V> {
             .load(case_id.as_str())
             .await?
             .map(|(_, revision)| revision);
-        let batch = history::refold(&self.log, case_id, revision).await?;
+        let finished = history::refold(&self.log, case_id, revision)
+            .await?
+            .finish(self.view_size_max);
         self.store.clear_quarantine(case_id.as_str()).await?;
-        for record in batch.records() {
+        for record in &finished.records {
             self.record_quarantine(record).await?;
         }
         let mut retried = None;
-        for changed in batch.changed() {
+        for changed in finished.changed {
             // Compare-and-set: a projector that folded the old view meanwhile fails its write
             // and folds its batch again on this one.
-            self.write_view(&changed.key, &changed.view, changed.revision)
+            self.write_view(&changed.key, changed.bytes, changed.revision)
                 .await?;
             retried = Some(changed.view);
         }

@@ -25,12 +25,12 @@ pub trait ViewStore: Send + Sync + 'static {
         case_id: &str,
     ) -> impl Future<Output = Result<Option<(View, u64)>, ProjectorError>> + Send;
 
-    /// Writes the view of `case_id` if its revision is still `revision` (`None`: it has no
-    /// view yet); returns the new revision.
+    /// Writes the view of `case_id`, encoded as `bytes` ([`View::encode`]), if its revision
+    /// is still `revision` (`None`: it has no view yet); returns the new revision.
     fn write(
         &self,
         case_id: &str,
-        view: &View,
+        bytes: Vec<u8>,
         revision: Option<u64>,
     ) -> impl Future<Output = Result<u64, ProjectorError>> + Send;
 
@@ -124,10 +124,10 @@ impl ViewStore for KvViews {
     async fn write(
         &self,
         key: &str,
-        view: &View,
+        bytes: Vec<u8>,
         revision: Option<u64>,
     ) -> Result<u64, ProjectorError> {
-        let bytes = view.encode().into();
+        let bytes = bytes.into();
         // Compare-and-set: a second projector writing the same case makes this batch fail
         // (and be redelivered) rather than lose an update.
         let what = format!("writing the view of case {key}");

@@ -41,11 +41,13 @@ pub enum Code {
     /// A commit id stored a second time in the case (a retry stored after the log forgot the
     /// id, such as after JetStream's duplicate window).
     DuplicateCommitId,
+    /// The case's state is larger than the view store takes: the projector halts the case.
+    StateTooLarge,
 }
 
 impl Code {
     /// Every code, in declaration order.
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::Undecodable,
         Code::UnknownSchema,
         Code::InvalidEvent,
@@ -57,6 +59,7 @@ impl Code {
         Code::InvalidCaseId,
         Code::HeadMismatch,
         Code::DuplicateCommitId,
+        Code::StateTooLarge,
     ];
 
     /// The code's text form, as serialized.
@@ -73,6 +76,7 @@ impl Code {
             Code::InvalidCaseId => "invalid_case_id",
             Code::HeadMismatch => "head_mismatch",
             Code::DuplicateCommitId => "duplicate_commit_id",
+            Code::StateTooLarge => "state_too_large",
         }
     }
 }
@@ -154,6 +158,18 @@ pub enum PrepareError {
     /// The writer id is empty or too long.
     #[error("invalid writer id: {0}")]
     InvalidWriter(String),
+    /// The state the batch would leave is larger than allowed.
+    #[error(
+        "the case state would be {size} bytes, over the limit of {limit}; keep less in the \
+         case (ctx, tokens, metadata), or raise Limits::state_size_max_bytes up to what the \
+         view store takes"
+    )]
+    StateTooLarge {
+        /// The encoded size of the state the batch would leave, in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 /// Why an event cannot be folded into a case. The case is unchanged.

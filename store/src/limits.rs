@@ -16,6 +16,11 @@ pub struct Limits {
     pub writer_length_max_bytes: usize,
     /// The deepest nesting of arrays and maps inside one value.
     pub value_depth_max: usize,
+    /// The largest case state a commit may leave, in bytes of its canonical encoding (the
+    /// one its state hash is taken over). The projector keeps each case's state in one view,
+    /// which a JetStream server stores in one message: the default leaves room under the
+    /// default 1 MiB `max_payload`.
+    pub state_size_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +33,7 @@ impl Default for Limits {
             // CBOR decoders (ciborium among them) stop at 256 levels and JSON parsers at 128:
             // a deeper value could be committed but never read back.
             value_depth_max: 100,
+            state_size_max_bytes: 512 * 1024,
         }
     }
 }
@@ -41,6 +47,7 @@ impl Limits {
             key_length_max_bytes: usize::MAX,
             writer_length_max_bytes: usize::MAX,
             value_depth_max: usize::MAX,
+            state_size_max_bytes: usize::MAX,
         }
     }
 }

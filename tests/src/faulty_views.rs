@@ -40,10 +40,10 @@ impl<V: ViewStore> ViewStore for FaultyViews<V> {
     async fn write(
         &self,
         case_id: &str,
-        view: &View,
+        bytes: Vec<u8>,
         revision: Option<u64>,
     ) -> Result<u64, ProjectorError> {
-        self.inner.write(case_id, view, revision).await?;
+        self.inner.write(case_id, bytes, revision).await?;
         self.crashed.fetch_add(1, Ordering::SeqCst);
         Err(ProjectorError::Log(LogError::new(
             LogErrorKind::Unexpected,

@@ -13,7 +13,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::apply::{Trial, Undo, apply, apply_commit, forget, undo};
-use crate::codec::{EventHead, write_event_parts};
+use crate::codec::{EventHead, state_hash_and_size, write_event_parts};
 use crate::error::Reason;
 use crate::error::{FoldError, PrepareError, StaleCommit};
 use crate::event::{Event, SCHEMA_VERSION};
@@ -377,6 +377,13 @@ impl Case {
         )?;
         trial.apply_commit(meta.committed_at_ms);
         let tried = trial.state();
+        let (state_hash, state_size) = state_hash_and_size(tried);
+        if state_size > limits.state_size_max_bytes {
+            return Err(PrepareError::StateTooLarge {
+                size: state_size,
+                limit: limits.state_size_max_bytes,
+            });
+        }
         let head = EventHead {
             schema: SCHEMA_VERSION,
             commit_id: meta.commit_id,
@@ -384,10 +391,9 @@ impl Case {
             version: tried.version,
             committed_at_ms: meta.committed_at_ms,
             writer: &meta.writer,
-            state_hash: tried.hash(),
+            state_hash,
             prev_event_hash: *last_event_hash,
         };
-        let state_hash = head.state_hash;
         // Room for the fixed fields (about 200 bytes) and a few mutations, so that most events
         // are written without growing the buffer.
         let mut payload = Vec::with_capacity(512);

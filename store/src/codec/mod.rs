@@ -7,7 +7,7 @@ mod read;
 mod reference;
 mod write;
 
-pub(crate) use write::{EventHead, write_event_parts};
+pub(crate) use write::{EventHead, state_hash_and_size, write_event_parts};
 
 use crate::error::DecodeError;
 use crate::event::{Event, SCHEMA_VERSION};

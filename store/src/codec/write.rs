@@ -38,6 +38,11 @@ const HASH_BUFFER_KEPT: usize = 64 * 1024;
 /// state: the encoding goes to a buffer the thread keeps (warm in cache, no allocation) rather
 /// than to a new one each time.
 pub(crate) fn state_hash(state: &CaseState) -> Hash {
+    state_hash_and_size(state).0
+}
+
+/// The state hash and the size of the canonical encoding it is taken over.
+pub(crate) fn state_hash_and_size(state: &CaseState) -> (Hash, usize) {
     thread_local! {
         static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
@@ -45,10 +50,11 @@ pub(crate) fn state_hash(state: &CaseState) -> Hash {
         buffer.clear();
         write_state(state, buffer);
         let hash = Hash::of(buffer);
+        let size = buffer.len();
         if buffer.capacity() > HASH_BUFFER_KEPT {
             *buffer = Vec::new();
         }
-        hash
+        (hash, size)
     })
 }
 

@@ -149,6 +149,41 @@ fn limits_are_clear_errors() {
     ));
 }
 
+/// A commit that would leave a state over the limit is refused with its size, and leaves the
+/// case and its buffer as they were; one that stays under it goes through.
+#[test]
+fn a_state_over_its_limit_is_refused_at_commit() {
+    let mut case = new_case().with_limits(crate::Limits {
+        state_size_max_bytes: 1000,
+        ..crate::Limits::default()
+    });
+    case.buffer(Mutation::set_key("small", "x".repeat(300)));
+    let prepared = case.prepare_commit(meta(1)).unwrap();
+    case.complete(prepared).unwrap();
+    let before = case.state().clone();
+    case.buffer(Mutation::set_key("large", "y".repeat(800)));
+    match case.prepare_commit(meta(2)) {
+        Err(error @ PrepareError::StateTooLarge { size, limit: 1000 }) => {
+            assert!(size > 1100, "{size}");
+            assert!(
+                error.to_string().contains("state_size_max_bytes"),
+                "{error}"
+            );
+        }
+        other => panic!("expected StateTooLarge, got {other:?}"),
+    }
+    assert_eq!(case.state(), &before);
+    assert_eq!(case.buffered(), 1);
+    // Removing a key makes room again.
+    case.rollback();
+    case.buffer(Mutation::PatchCtx {
+        set: crate::Map::new(),
+        remove: vec!["small".into()],
+    });
+    case.buffer(Mutation::set_key("large", "y".repeat(800)));
+    case.prepare_commit(meta(2)).unwrap();
+}
+
 #[test]
 fn versions_timestamps_and_chain_advance_per_commit() {
     let mut case = new_case();

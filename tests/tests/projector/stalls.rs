@@ -170,3 +170,64 @@ async fn views_in_a_recreated_bucket_are_rebuilt_from_the_history() {
         assert_eq!(&view.state, handle.case().state());
     }
 }
+
+/// A writer learns at commit time that a case's state would pass its limit; a writer that
+/// raised the limit past what the server takes in one message gets its commits stored, and
+/// the projector halts that case with `state_too_large` while every other case goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_larger_than_a_view_halts_its_case_and_no_other() {
+    let server = NatsServer::start().await;
+    let log = connect(server.url()).await;
+    let blob = |n: u64| Mutation::set_key(format!("blob{n}"), "x".repeat(300 * 1024));
+    let workspace = Workspace::new(log.clone());
+    let (mut bounded, _) = workspace.create(case("bounded"), [blob(0)]).await.unwrap();
+    bounded.case_mut().buffer(blob(1));
+    let refused = workspace.commit(&mut bounded).await.unwrap_err();
+    assert_eq!(refused.kind(), wfstate_events::CommitErrorKind::TooLarge);
+    assert!(
+        refused.to_string().contains("state_size_max_bytes"),
+        "{refused}"
+    );
+    bounded.case_mut().rollback();
+
+    let mut raised = wfstate_store::Limits::default();
+    raised.state_size_max_bytes = 8 * 1024 * 1024;
+    let unbounded = Workspace::new(log.clone()).with_limits(raised);
+    let (mut large, _) = unbounded.create(case("large"), [blob(0)]).await.unwrap();
+    for n in 1..4 {
+        large.case_mut().buffer(blob(n));
+        unbounded.commit(&mut large).await.unwrap();
+    }
+    let (mut other, _) = workspace
+        .create(case("other"), [Mutation::set_key("n", 1)])
+        .await
+        .unwrap();
+    other.case_mut().buffer(Mutation::IncrementStepCount);
+    workspace.commit(&mut other).await.unwrap();
+    large.case_mut().buffer(Mutation::IncrementStepCount);
+    unbounded.commit(&mut large).await.unwrap();
+
+    let mut projector = JetStreamProjector::open(&log, quick_projector())
+        .await
+        .unwrap();
+    catch_up(&mut projector).await;
+    let view = projector.view(&case("other")).await.unwrap().unwrap();
+    assert_eq!(
+        &view.state,
+        other.case().state(),
+        "the other case is current"
+    );
+    let view = projector.view(&case("bounded")).await.unwrap().unwrap();
+    assert_eq!(&view.state, bounded.case().state());
+    let halted = projector.view(&case("large")).await.unwrap().unwrap();
+    let quarantine = halted.quarantine.expect("the large case is halted");
+    assert_eq!(quarantine.code, wfstate_store::Code::StateTooLarge);
+    assert!(
+        quarantine.reason.contains("max_payload"),
+        "{}",
+        quarantine.reason
+    );
+    let records = projector.quarantined().await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].case_id, "large");
+}
