@@ -1,15 +1,19 @@
 //! Audit: rebuild every receipt from the stored events and verify each case's chain: every
 //! `prev_event_hash` is the SHA-256 of the previous stored payload, versions are contiguous,
-//! and folding reaches every `state_hash`. Audit needs only read access to the log.
+//! and folding reaches every `state_hash`. Audit needs only read access to the log. An audit
+//! of every case keeps a bounded number of cases in memory ([`Cases`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use futures::TryStreamExt;
 use serde::Serialize;
 use wfstate_events::{EventLog, StoredEvent};
-use wfstate_store::{Case, CaseId, Code, CommitId, Event, Hash, Position, Receipt, Version};
+use wfstate_store::{
+    Case, CaseId, CaseState, Code, CommitId, Event, Hash, Position, Receipt, Version,
+};
 
 use crate::ProjectorError;
+use crate::spill::Cases;
 
 /// One broken link or check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,10 +29,10 @@ pub struct Problem {
 }
 
 /// The chain of one case as read so far.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Chain {
-    /// Folds the events while they verify; `None` after the first event that does not.
-    case: Option<Case>,
+    /// The state the events fold to while they verify; `None` after the first that does not.
+    state: Option<CaseState>,
     /// Hash of the last stored payload (whatever it held).
     head: Hash,
     /// Version of the last decodable event.
@@ -38,10 +42,12 @@ struct Chain {
     commit_ids: HashSet<CommitId>,
 }
 
-/// Checks events as they are read, across any number of cases.
+/// Checks events as they are read, across any number of cases: a bounded number of them in
+/// memory, the others in a temporary file.
 #[derive(Debug, Default)]
 pub struct Auditor {
-    chains: HashMap<String, Chain>,
+    chains: Cases<Chain>,
+    events: u64,
     problems: Vec<Problem>,
 }
 
@@ -64,41 +70,50 @@ impl AuditReport {
 }
 
 impl Auditor {
-    /// A new auditor with no cases seen.
+    /// A new auditor with no cases seen, keeping up to 10,000 cases in memory.
     pub fn new() -> Self {
         Auditor::default()
     }
 
+    /// A new auditor keeping up to `cases` cases in memory (at least 2).
+    pub fn with_cases_in_memory(cases: usize) -> Self {
+        Auditor {
+            chains: Cases::new(cases),
+            ..Auditor::default()
+        }
+    }
+
     /// Checks one stored event; returns its receipt when it decodes.
-    pub fn observe(&mut self, stored: &StoredEvent) -> Option<Receipt> {
+    ///
+    /// # Errors
+    /// [`ProjectorError::Log`] when the temporary file of cases out of memory fails.
+    pub fn observe(&mut self, stored: &StoredEvent) -> Result<Option<Receipt>, ProjectorError> {
+        self.events += 1;
         let Ok(case_id) = CaseId::new(&stored.case_id) else {
             self.problem(
                 stored,
                 Code::InvalidCaseId,
                 format!("subject names {:?}", stored.case_id),
             );
-            return None;
+            return Ok(None);
         };
-        let chain = self
-            .chains
-            .entry(stored.case_id.clone())
-            .or_insert_with(|| Chain {
-                case: Some(Case::new(case_id)),
-                head: Hash::ZERO,
-                version: Version::ZERO,
-                events: 0,
-                commit_ids: HashSet::new(),
-            });
+        let chain = self.chains.get_or_insert_with(&stored.case_id, || Chain {
+            state: Some(Case::new(case_id).into_parts().0),
+            head: Hash::ZERO,
+            version: Version::ZERO,
+            events: 0,
+            commit_ids: HashSet::new(),
+        })?;
         let event_hash = Hash::of(&stored.payload);
         let previous_head = std::mem::replace(&mut chain.head, event_hash);
         chain.events += 1;
         let event = match Event::decode(&stored.payload) {
             Ok(event) => event,
             Err(error) => {
-                chain.case = None;
+                chain.state = None;
                 let code = wfstate_store::FoldError::Decode(error.clone()).code();
                 self.problem(stored, code, error.to_string());
-                return None;
+                return Ok(None);
             }
         };
         let mut found = Vec::new();
@@ -125,15 +140,15 @@ impl Auditor {
         }
         chain.version = event.version;
         if found.is_empty()
-            && let Some(case) = chain.case.take()
+            && let Some(state) = chain.state.take()
         {
-            match case.fold_event(&event, event_hash) {
-                Ok(case) => chain.case = Some(case),
+            match Case::from_parts(state, previous_head).fold_event(&event, event_hash) {
+                Ok(case) => chain.state = Some(case.into_parts().0),
                 Err(error) => found.push((error.code(), error.to_string())),
             }
         }
         if !found.is_empty() {
-            chain.case = None;
+            chain.state = None;
         }
         if duplicate {
             let detail = format!(
@@ -146,7 +161,7 @@ impl Auditor {
         for (code, detail) in found {
             self.problem(stored, code, detail);
         }
-        Some(Receipt::new(&event, event_hash, stored.position))
+        Ok(Some(Receipt::new(&event, event_hash, stored.position)))
     }
 
     fn problem(&mut self, stored: &StoredEvent, code: Code, detail: String) {
@@ -159,15 +174,24 @@ impl Auditor {
     }
 
     /// The head (hash of the last stored event) of a case, if seen.
-    pub fn head(&self, case_id: &str) -> Option<Hash> {
-        self.chains.get(case_id).map(|chain| chain.head)
+    ///
+    /// # Errors
+    /// [`ProjectorError::Log`] when the temporary file of cases out of memory fails.
+    pub fn head(&mut self, case_id: &str) -> Result<Option<Hash>, ProjectorError> {
+        Ok(self.chains.get(case_id)?.map(|chain| chain.head))
     }
 
     /// Ends the audit. With `expected_head` for a case, a different head (a truncated or
     /// diverged history) is a problem.
-    pub fn finish(mut self, expected_head: Option<(&CaseId, Hash)>) -> AuditReport {
+    ///
+    /// # Errors
+    /// [`ProjectorError::Log`] when the temporary file of cases out of memory fails.
+    pub fn finish(
+        mut self,
+        expected_head: Option<(&CaseId, Hash)>,
+    ) -> Result<AuditReport, ProjectorError> {
         if let Some((case_id, expected)) = expected_head {
-            let actual = self.head(case_id.as_str()).unwrap_or(Hash::ZERO);
+            let actual = self.head(case_id.as_str())?.unwrap_or(Hash::ZERO);
             if actual != expected {
                 self.problems.push(Problem {
                     case_id: case_id.to_string(),
@@ -179,11 +203,11 @@ impl Auditor {
                 });
             }
         }
-        AuditReport {
+        Ok(AuditReport {
             cases: self.chains.len(),
-            events: self.chains.values().map(|chain| chain.events).sum(),
+            events: self.events,
             problems: self.problems,
-        }
+        })
     }
 }
 
@@ -200,11 +224,11 @@ pub async fn audit_case<L: EventLog>(
     let mut auditor = Auditor::new();
     let mut events = log.history(case_id, Position::ZERO).await?;
     while let Some(stored) = events.try_next().await? {
-        if let Some(receipt) = auditor.observe(&stored) {
+        if let Some(receipt) = auditor.observe(&stored)? {
             on_receipt(&receipt);
         }
     }
-    Ok(auditor.finish(expected_head.map(|head| (case_id, head))))
+    auditor.finish(expected_head.map(|head| (case_id, head)))
 }
 
 /// Audits every case, reading the whole log up to its last position at the start.
@@ -220,7 +244,7 @@ pub async fn audit_all<L: EventLog>(
     if last > Position::ZERO {
         let mut events = log.follow(Position::ZERO).await?;
         while let Some(stored) = events.try_next().await? {
-            if let Some(receipt) = auditor.observe(&stored) {
+            if let Some(receipt) = auditor.observe(&stored)? {
                 on_receipt(&receipt);
             }
             if stored.position >= last {
@@ -228,7 +252,7 @@ pub async fn audit_all<L: EventLog>(
             }
         }
     }
-    Ok(auditor.finish(None))
+    auditor.finish(None)
 }
 
 /// Audits every case from the start of the log and goes on with new events as they are
@@ -246,7 +270,7 @@ pub async fn audit_follow<L: EventLog>(
     let mut events = log.follow(Position::ZERO).await?;
     while let Some(stored) = events.try_next().await? {
         let known = auditor.problems.len();
-        if let Some(receipt) = auditor.observe(&stored) {
+        if let Some(receipt) = auditor.observe(&stored)? {
             on_receipt(&receipt);
         }
         auditor.problems[known..].iter().for_each(&mut on_problem);
@@ -255,3 +279,7 @@ pub async fn audit_follow<L: EventLog>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

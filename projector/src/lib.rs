@@ -38,6 +38,7 @@ mod jetstream;
 mod kv;
 mod nats;
 mod replay;
+mod spill;
 mod transfer;
 mod view;
 

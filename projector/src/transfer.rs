@@ -6,7 +6,6 @@
 //! "payload": bytes}` (`position` is the event's position in the exporting log; the payload is
 //! the exact stored bytes, so every hash still holds).
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +18,7 @@ use wfstate_store::{CaseId, Event, Hash, Position, Version};
 
 use crate::ProjectorError;
 use crate::audit::{AuditReport, Auditor};
+use crate::spill::Cases;
 
 const FORMAT: &str = "wfstate-export";
 const FILE_SCHEMA: u64 = 1;
@@ -146,7 +146,7 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
             .await
             .map_err(ProjectorError::from)?;
         while let Some(stored) = events.try_next().await.map_err(ProjectorError::from)? {
-            auditor.observe(&stored);
+            auditor.observe(&stored)?;
             let record = Record {
                 case_id: stored.case_id.clone(),
                 position: stored.position,
@@ -163,7 +163,7 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
     out.get_ref()
         .sync_all()
         .map_err(file_error(path, "cannot write the file"))?;
-    let report = auditor.finish(None);
+    let report = auditor.finish(None)?;
     if !report.is_clean() {
         let _ = std::fs::remove_file(path);
         return Err(TransferError::Broken(report));
@@ -273,12 +273,12 @@ pub struct Imported {
     pub already_there: u64,
 }
 
-/// Where a case of the file stands in the target log: the version, payload hash and position
-/// of its last event there.
+/// Where a case of the file stands in the target log: the version and payload hash of its
+/// last event there.
+#[derive(Debug, Serialize, Deserialize)]
 struct Present {
     version: Version,
     event_hash: Hash,
-    position: Position,
     /// Whether the file's event at `version` is that very event.
     matched: bool,
 }
@@ -296,58 +296,48 @@ struct Present {
 pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, TransferError> {
     let mut reader = Reader::open(path)?;
     let mut auditor = Auditor::new();
-    let mut cases = HashSet::new();
     while let Some(stored) = reader.next()? {
-        auditor.observe(&stored);
-        cases.insert(stored.case_id);
+        auditor.observe(&stored)?;
     }
-    let report = auditor.finish(None);
+    let report = auditor.finish(None)?;
     if !report.is_clean() {
         return Err(TransferError::Broken(report));
     }
-    let mut present = HashMap::new();
-    for case in cases {
-        let case_id = CaseId::new(case.as_str()).map_err(|e| bad_file(e.to_string(), e))?;
-        let last = log
-            .last_event(&case_id)
-            .await
-            .map_err(ProjectorError::from)?;
-        if let Some(last) = last {
-            let event = Event::decode(&last.payload)
-                .map_err(|_| TransferError::CaseExists(case.clone()))?;
-            let standing = Present {
-                version: event.version,
-                event_hash: Hash::of(&last.payload),
-                position: last.position,
-                matched: false,
-            };
-            present.insert(case, standing);
+    // What the target holds of each case of the file, looked up on the case's first event.
+    let mut cases: Cases<Target> = Cases::default();
+    let mut reader = Reader::open(path)?;
+    while let Some(stored) = reader.next()? {
+        if cases.get(&stored.case_id)?.is_none() {
+            let target = Target::look_up(log, &stored.case_id).await?;
+            cases.get_or_insert_with(&stored.case_id, || target)?;
+        }
+        let target = cases.get_or_insert_with(&stored.case_id, Target::default)?;
+        if let Some(standing) = &mut target.present
+            && !standing.matched
+            && file_version(&stored)? == standing.version
+        {
+            if Hash::of(&stored.payload) != standing.event_hash {
+                return Err(TransferError::CaseExists(stored.case_id));
+            }
+            standing.matched = true;
         }
     }
-    if !present.is_empty() {
-        let mut reader = Reader::open(path)?;
-        while let Some(stored) = reader.next()? {
-            if let Some(standing) = present.get_mut(&stored.case_id)
-                && !standing.matched
-                && file_version(&stored)? == standing.version
-            {
-                standing.matched = Hash::of(&stored.payload) == standing.event_hash;
-            }
-        }
-        if let Some((case, _)) = present.iter().find(|(_, standing)| !standing.matched) {
-            return Err(TransferError::CaseExists(case.clone()));
-        }
+    // The target holds more events of a case than the file: one is named.
+    let longer = cases.find_map(|case, target| {
+        let standing = target.present.as_ref()?;
+        (!standing.matched).then(|| case.to_owned())
+    })?;
+    if let Some(case) = longer {
+        return Err(TransferError::CaseExists(case));
     }
     let mut reader = Reader::open(path)?;
-    let mut positions: HashMap<String, Position> = present
-        .iter()
-        .map(|(case, standing)| (case.clone(), standing.position))
-        .collect();
     let (mut appended, mut already_there) = (0, 0);
     while let Some(stored) = reader.next()? {
         let event = Event::decode(&stored.payload).map_err(|e| bad_file(e.to_string(), e))?;
-        if present
-            .get(&stored.case_id)
+        let target = cases.get_or_insert_with(&stored.case_id, Target::default)?;
+        if target
+            .present
+            .as_ref()
             .is_some_and(|standing| event.version <= standing.version)
         {
             already_there += 1;
@@ -355,12 +345,8 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
         }
         let case_id =
             CaseId::new(stored.case_id.as_str()).map_err(|e| bad_file(e.to_string(), e))?;
-        let expected = positions
-            .get(&stored.case_id)
-            .copied()
-            .unwrap_or(Position::ZERO);
         let outcome = log
-            .append(&case_id, event.commit_id, expected, stored.payload)
+            .append(&case_id, event.commit_id, target.position, stored.payload)
             .await
             .map_err(ProjectorError::from)?;
         let position = match outcome {
@@ -374,7 +360,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
                 return Err(TransferError::CaseExists(stored.case_id));
             }
         };
-        positions.insert(stored.case_id, position);
+        target.position = position;
         appended += 1;
     }
     Ok(Imported {
@@ -382,6 +368,38 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
         appended,
         already_there,
     })
+}
+
+/// What the target log holds of a case of the file, and where its last event is.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Target {
+    /// The target's last event of the case, when it has one.
+    present: Option<Present>,
+    /// The case's last position in the target (zero: none), as the import goes on.
+    position: Position,
+}
+
+impl Target {
+    async fn look_up<L: EventLog>(log: &L, case: &str) -> Result<Target, TransferError> {
+        let case_id = CaseId::new(case).map_err(|e| bad_file(e.to_string(), e))?;
+        let last = log
+            .last_event(&case_id)
+            .await
+            .map_err(ProjectorError::from)?;
+        let Some(last) = last else {
+            return Ok(Target::default());
+        };
+        let event =
+            Event::decode(&last.payload).map_err(|_| TransferError::CaseExists(case.into()))?;
+        Ok(Target {
+            present: Some(Present {
+                version: event.version,
+                event_hash: Hash::of(&last.payload),
+                matched: false,
+            }),
+            position: last.position,
+        })
+    }
 }
 
 /// The version of an event of a verified file.
