@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
+use futures::{StreamExt, TryStreamExt};
 use wfstate_events::JetStreamLog;
 use wfstate_store::CaseId;
 
@@ -42,6 +43,11 @@ pub struct ProjectorConfig {
     pub quarantine_bucket: String,
     /// The most events fetched in one batch.
     pub batch: usize,
+    /// The most bytes of events fetched in one batch (at least one event always comes). With
+    /// the next batch fetched while one is folded, the projector holds at most two.
+    pub batch_bytes: usize,
+    /// The most view reads or writes in flight at once.
+    pub kv_in_flight: usize,
     /// How long the server waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
     /// How long one fetch waits for events.
@@ -55,6 +61,8 @@ impl Default for ProjectorConfig {
             views_bucket: "WFSTATE_VIEWS".into(),
             quarantine_bucket: "WFSTATE_QUARANTINE".into(),
             batch: 4096,
+            batch_bytes: 8 * 1024 * 1024,
+            kv_in_flight: 256,
             ack_wait: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(250),
         }
@@ -211,20 +219,27 @@ impl<V: ViewStore> JetStreamProjector<V> {
             Some(prefetched) => prefetched,
             None => self.fetch().await?,
         };
-        let received = current
+        let mut fetched = current
             .await
             .map_err(|e| task_failed("fetching events", e))??;
-        if received.len() == self.config.batch {
-            // A full batch: more is waiting. The next one is asked for now, so the server
-            // delivers it while this one is folded and written (the consumer allows several
-            // batches unacknowledged). Only once this one is in: the server spreads its
-            // messages over all waiting requests, which would mix two batches' orders.
+        if fetched.received.is_empty() && fetched.full_by_bytes {
+            // The next event alone is larger than a batch's bytes: it comes on its own.
+            fetched = self.fetch_one().await?;
+        }
+        let received = fetched.received;
+        if received.len() == self.config.batch || fetched.full_by_bytes {
+            // A full batch (by count or bytes): more is waiting. The next one is asked for
+            // now, so the server delivers it while this one is folded and written (the
+            // consumer allows several batches unacknowledged). Only once this one is in: the
+            // server spreads its messages over all waiting requests, which would mix two
+            // batches' orders.
             self.prefetched = Some(self.fetch().await?);
         }
         let (messages, events): (Vec<_>, Vec<_>) = received.into_iter().unzip();
         let mut batch = Batch::default();
-        // The views of every case in the batch, read all at once: one KV round trip per case
-        // one after another would bound the projector by the number of cases, not events.
+        // The views of every case in the batch, read together (up to `kv_in_flight` at once):
+        // one KV round trip per case one after another would bound the projector by the
+        // number of cases, not events.
         let this = &*self;
         let loads = Batch::cases(&events).into_iter().map(|key| {
             let cached = written.remove(key.as_str());
@@ -236,7 +251,11 @@ impl<V: ViewStore> JetStreamProjector<V> {
                 Ok::<_, ProjectorError>((key, loaded))
             }
         });
-        for (key, loaded) in futures::future::try_join_all(loads).await? {
+        let loaded: Vec<_> = futures::stream::iter(loads)
+            .buffer_unordered(this.config.kv_in_flight)
+            .try_collect()
+            .await?;
+        for (key, loaded) in loaded {
             let (view, revision) = loaded.unzip();
             batch.insert(key, view, revision);
         }
@@ -259,10 +278,10 @@ impl<V: ViewStore> JetStreamProjector<V> {
                 .fetch_add(changed.applied, Ordering::Relaxed);
             Ok::<_, ProjectorError>((changed.key, (changed.view, revision)))
         });
-        let written: HashMap<_, _> = futures::future::try_join_all(writes)
-            .await?
-            .into_iter()
-            .collect();
+        let written: HashMap<_, _> = futures::stream::iter(writes)
+            .buffer_unordered(this.config.kv_in_flight)
+            .try_collect()
+            .await?;
         self.stats.count(finished.counts);
         // Acknowledged only once every view of the batch is written, on a task of their own
         // so that the next batch is folded meanwhile. An acknowledgement that is lost only
@@ -289,6 +308,7 @@ impl<V: ViewStore> JetStreamProjector<V> {
             .consumer
             .fetch()
             .max_messages(self.config.batch)
+            .max_bytes(self.config.batch_bytes)
             .expires(self.config.fetch_wait)
             .messages()
             .await
@@ -298,6 +318,19 @@ impl<V: ViewStore> JetStreamProjector<V> {
             self.config.batch,
             self.prefix.clone(),
         )))
+    }
+
+    /// Fetches the next event, whatever its size.
+    async fn fetch_one(&self) -> Result<crate::nats::Batch, ProjectorError> {
+        let messages = self
+            .consumer
+            .fetch()
+            .max_messages(1)
+            .expires(self.config.fetch_wait)
+            .messages()
+            .await
+            .map_err(|e| failed("fetching events", e))?;
+        receive(messages, 1, self.prefix.clone()).await
     }
 
     /// Waits until the last batch's acknowledgements are sent.

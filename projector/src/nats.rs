@@ -11,21 +11,45 @@ use crate::ProjectorError;
 pub(crate) type Received = (jetstream::Message, StoredEvent);
 
 /// A batch being received.
-pub(crate) type Fetched = tokio::task::JoinHandle<Result<Vec<Received>, ProjectorError>>;
+pub(crate) type Fetched = tokio::task::JoinHandle<Result<Batch, ProjectorError>>;
 
-/// Receives a fetched batch: every message and the event it carries.
+/// A received batch.
+pub(crate) struct Batch {
+    /// Every message and the event it carries.
+    pub(crate) received: Vec<Received>,
+    /// Whether the server ended it at its byte limit (the next event did not fit).
+    pub(crate) full_by_bytes: bool,
+}
+
+/// How the server ends a pull request at its byte limit (nats-server's consumer.go), which
+/// async-nats reports as an error holding only this text.
+const MAX_BYTES_STATUS: &str = "Message Size Exceeds MaxBytes";
+
+/// Receives a fetched batch.
 pub(crate) async fn receive(
     mut messages: consumer::pull::Batch,
     batch: usize,
     prefix: String,
-) -> Result<Vec<Received>, ProjectorError> {
+) -> Result<Batch, ProjectorError> {
     let mut received = Vec::with_capacity(batch);
     while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| failed("receiving events", e))?;
+        let message = match message {
+            Ok(message) => message,
+            Err(error) if error.to_string().contains(MAX_BYTES_STATUS) => {
+                return Ok(Batch {
+                    received,
+                    full_by_bytes: true,
+                });
+            }
+            Err(error) => return Err(failed("receiving events", error)),
+        };
         let stored = StoredEvent::from_consumed(&prefix, &message)?;
         received.push((message, stored));
     }
-    Ok(received)
+    Ok(Batch {
+        received,
+        full_by_bytes: false,
+    })
 }
 
 pub(crate) fn failed(what: &str, error: impl Into<wfstate_events::BoxError>) -> ProjectorError {

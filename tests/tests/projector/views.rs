@@ -356,3 +356,52 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
     );
     assert_eq!(report.cases, 5);
 }
+
+/// A batch holds at most `batch_bytes` of events, and at least one however large; with one
+/// view read or write in flight (`kv_in_flight` 1) every case is still projected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_by_their_bytes() {
+    let server = NatsServer::start().await;
+    let log = connect(server.url()).await;
+    let workspace = Workspace::new(log.clone());
+    let mut handles = Vec::new();
+    for n in 0..6 {
+        let (mut handle, _) = workspace
+            .create(
+                case(&format!("b{n}")),
+                [Mutation::set_key("pad", "x".repeat(400))],
+            )
+            .await
+            .unwrap();
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(&mut handle).await.unwrap();
+        handles.push(handle);
+    }
+    // ~500-byte events: at most 4 in 2000 bytes; with 100 bytes, each comes on its own.
+    for (bytes, most) in [(2000, 4), (100, 1)] {
+        let mut config = quick_projector();
+        config.batch_bytes = bytes;
+        config.kv_in_flight = 1;
+        config.name = format!("bytes-{bytes}");
+        config.views_bucket = format!("VIEWS_{bytes}");
+        config.quarantine_bucket = format!("Q_{bytes}");
+        let mut projector = JetStreamProjector::open(&log, config).await.unwrap();
+        let mut sizes = Vec::new();
+        for _ in 0..100 {
+            let count = projector.run_batch().await.unwrap();
+            if count == 0 && projector.lag().await.unwrap() == 0 {
+                break;
+            }
+            sizes.push(count);
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 12, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|&size| size <= most),
+            "no batch over {bytes} bytes but a single event: {sizes:?}"
+        );
+        for handle in &handles {
+            let view = projector.view(handle.case().id()).await.unwrap().unwrap();
+            assert_eq!(&view.state, handle.case().state());
+        }
+    }
+}
