@@ -10,7 +10,7 @@ use serde_json::json;
 use wfstate_events::Workspace;
 use wfstate_projector::{
     Projector, Quarantine, QuarantineRecord, StateChecks, ViewSource, audit_all, audit_case,
-    audit_follow, export, import, replay_with, verify,
+    audit_follow, export, import, replay_with, verify, verify_all,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
@@ -428,20 +428,22 @@ async fn verify_cases<L: Backend>(
 ) -> Result<u8, CliError> {
     let mut projector = log.projector().await?;
     projector.catch_up().await?;
-    let ids: Vec<CaseId> = if all {
-        projector.case_ids().await?
+    let (count, mismatches) = if all {
+        // One read of the log in order, not one history per case.
+        let verified = verify_all(log, &projector).await?;
+        (verified.cases, verified.mismatches)
     } else if cases.is_empty() {
         return Err(CliError::new(
             BAD_INPUT,
             "name the cases to verify, or give --all",
         ));
     } else {
-        cases
+        let ids = cases
             .iter()
             .map(|case| case_id(case))
-            .collect::<Result<_, _>>()?
+            .collect::<Result<Vec<_>, _>>()?;
+        (ids.len(), verify(log, &projector, &ids).await?)
     };
-    let mismatches = verify(log, &projector, &ids).await?;
     for mismatch in &mismatches {
         if json {
             print_json(&json!({"case_id": mismatch.case_id.as_str(), "mismatch": mismatch.detail}));
@@ -453,11 +455,10 @@ async fn verify_cases<L: Backend>(
         }
     }
     if json {
-        print_json(&json!({"verified": ids.len(), "mismatches": mismatches.len()}));
+        print_json(&json!({"verified": count, "mismatches": mismatches.len()}));
     } else {
         println!(
-            "verified {} case(s): {} mismatch(es)",
-            ids.len(),
+            "verified {count} case(s): {} mismatch(es)",
             mismatches.len()
         );
     }

@@ -40,6 +40,7 @@ mod nats;
 mod replay;
 mod spill;
 mod transfer;
+mod verify;
 mod view;
 
 pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow};
@@ -48,11 +49,9 @@ pub use error::ProjectorError;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use kv::{KvViews, ViewStore};
-pub use replay::{
-    Mismatch, Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_until, replay_with,
-    verify,
-};
+pub use replay::{Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_until, replay_with};
 pub use transfer::{Imported, TransferError, export, import};
+pub use verify::{Mismatch, Verified, verify, verify_all};
 pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};
 
 /// Where views are read from (the projector's store).

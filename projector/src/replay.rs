@@ -1,11 +1,11 @@
-//! Replay: rebuild a case from its history; verify: compare replays with the views.
+//! Replay: rebuild a case from its history.
 
 use futures::{Stream, StreamExt};
 use wfstate_events::{EventLog, LogError, LogErrorKind, StoredEvent};
 use wfstate_store::{Case, CaseId, CaseState, Hash, Position};
 
+use crate::ProjectorError;
 use crate::view::View;
-use crate::{ProjectorError, ViewSource};
 
 /// A case rebuilt from its history.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,73 +226,4 @@ async fn fold_in_background(
             .with_source(error),
         )
     })?
-}
-
-/// A view that does not match its case's replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
-    /// The case.
-    pub case_id: CaseId,
-    /// What differs.
-    pub detail: String,
-}
-
-/// Compares each case's view with a replay from scratch up to the view's own position, so
-/// that commits made since the view was written are no mismatch (how far views lag is the
-/// projector's lag). Lists every mismatch: a missing view, an unhealthy view, a history that
-/// does not reach the view's position, another state hash or last event hash.
-///
-/// # Errors
-/// [`ProjectorError`] when the log or the views cannot be read.
-pub async fn verify<L: EventLog, V: ViewSource>(
-    log: &L,
-    views: &V,
-    cases: &[CaseId],
-) -> Result<Vec<Mismatch>, ProjectorError> {
-    let mut mismatches = Vec::new();
-    for case_id in cases {
-        let mismatch = |detail: String| Mismatch {
-            case_id: case_id.clone(),
-            detail,
-        };
-        let Some(view) = views.view(case_id).await? else {
-            mismatches.push(mismatch("no view".into()));
-            continue;
-        };
-        if let Some(quarantine) = &view.quarantine {
-            mismatches.push(mismatch(format!(
-                "the view is quarantined at position {}: {}",
-                quarantine.position, quarantine.reason
-            )));
-            continue;
-        }
-        let replayed = match replay_until(log, case_id, view.position).await {
-            Ok(replayed) => replayed,
-            Err(error @ (ProjectorError::BadEvent { .. } | ProjectorError::CaseNotFound(_))) => {
-                mismatches.push(mismatch(format!("replay fails: {error}")));
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
-        if replayed.position != view.position {
-            mismatches.push(mismatch(format!(
-                "the view is at position {}, and the case's history has no event there \
-                 (the last before it is at {})",
-                view.position, replayed.position
-            )));
-        } else if view.state.hash() != replayed.state.hash() {
-            mismatches.push(mismatch(format!(
-                "state hash {} in the view, {} on replay to position {}",
-                view.state.hash(),
-                replayed.state.hash(),
-                view.position
-            )));
-        } else if view.last_event_hash != replayed.last_event_hash {
-            mismatches.push(mismatch(format!(
-                "last event hash {} in the view, {} in the history at position {}",
-                view.last_event_hash, replayed.last_event_hash, view.position
-            )));
-        }
-    }
-    Ok(mismatches)
 }

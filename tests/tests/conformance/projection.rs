@@ -2,7 +2,7 @@
 //! `verify` of its views while writers go on.
 
 use wfstate_events::Workspace;
-use wfstate_projector::{Projector, ProjectorError, View, ViewSource, verify};
+use wfstate_projector::{Projector, ProjectorError, View, ViewSource, verify, verify_all};
 use wfstate_store::{CaseId, Mutation};
 
 use crate::fixtures::{ProjectorFixture, case, inject};
@@ -107,6 +107,9 @@ pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl Projec
         projector.catch_up().await.unwrap();
         let mismatches = verify(&fixture.log(), &projector, &cases).await.unwrap();
         assert!(mismatches.is_empty(), "{mismatches:?}");
+        let verified = verify_all(&fixture.log(), &projector).await.unwrap();
+        assert!(verified.mismatches.is_empty(), "{verified:?}");
+        assert_eq!(verified.cases, 3);
     }
     writer.await.unwrap();
 
@@ -118,7 +121,7 @@ pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl Projec
         }
         views.push((case_id.clone(), view));
     }
-    let tampered = Tampered(views);
+    let tampered = Tampered(views.clone());
     let mismatches = verify(&fixture.log(), &tampered, &cases).await.unwrap();
     let bad: Vec<&str> = mismatches.iter().map(|m| m.case_id.as_str()).collect();
     assert_eq!(bad, ["v0"], "{mismatches:?}");
@@ -126,6 +129,35 @@ pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl Projec
         mismatches[0].detail.contains("state hash"),
         "{mismatches:?}"
     );
+    let verified = verify_all(&fixture.log(), &tampered).await.unwrap();
+    assert_eq!(verified.mismatches, mismatches);
+
+    // One pass finds every kind of mismatch: a view past its case's history, another last
+    // event hash, a quarantined view.
+    views[1].1.position = wfstate_store::Position::new(views[1].1.position.get() + 1_000_000);
+    views[2].1.last_event_hash = wfstate_store::Hash::of(b"another event");
+    let mut halted = views[0].1.clone();
+    halted.quarantine = Some(wfstate_projector::Quarantine {
+        position: halted.position,
+        code: wfstate_store::Code::Undecodable,
+        reason: "marked by the test".into(),
+        held: 0,
+        last_held: halted.position,
+    });
+    views.push((case("halted"), halted));
+    let tampered = Tampered(views);
+    let verified = verify_all(&fixture.log(), &tampered).await.unwrap();
+    let expected = [
+        ("halted", "quarantined"),
+        ("v0", "state hash"),
+        ("v1", "no event there"),
+        ("v2", "last event hash"),
+    ];
+    assert_eq!(verified.mismatches.len(), expected.len(), "{verified:?}");
+    for (mismatch, (case_id, words)) in verified.mismatches.iter().zip(expected) {
+        assert_eq!(mismatch.case_id.as_str(), case_id, "{verified:?}");
+        assert!(mismatch.detail.contains(words), "{verified:?}");
+    }
 }
 
 /// A view lost around the projector (a deleted key or row) is rebuilt from its case's history
