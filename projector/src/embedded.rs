@@ -233,7 +233,16 @@ fn project_batch(
     let events = runtime.block_on(log.events_after(after, size))?;
     let mut batch = Batch::default();
     for key in Batch::cases(&events) {
-        let view = load_view(&transaction, &key)?;
+        let view = match load_view(&transaction, &key) {
+            Ok(view) => view,
+            // A view that does not decode would fail every batch holding its case: it is
+            // rebuilt from the history and written over.
+            Err(error @ ProjectorError::BadView { .. }) => {
+                tracing::warn!(case = %key, "rebuilding a view: {error}");
+                None
+            }
+            Err(error) => return Err(error),
+        };
         batch.insert(key, view, None);
     }
     // Read in position order, a view is behind an event only when it was lost (a deleted

@@ -246,17 +246,27 @@ impl<V: ViewStore> JetStreamProjector<V> {
             async move {
                 let loaded = match cached {
                     Some(cached) => Some(cached),
-                    None => this.store.load(&key).await?,
+                    None => match this.store.load(&key).await {
+                        Ok(loaded) => loaded,
+                        // A view that does not decode (damaged, or of another schema) would
+                        // fail every batch holding its case: it is rebuilt from the history
+                        // and written over, with compare-and-set on its revision.
+                        Err(error @ ProjectorError::BadView { .. }) => {
+                            tracing::warn!(case = %key, "rebuilding a view: {error}");
+                            let revision = this.store.revision(&key).await?;
+                            return Ok((key, (None, revision)));
+                        }
+                        Err(error) => return Err(error),
+                    },
                 };
-                Ok::<_, ProjectorError>((key, loaded))
+                Ok::<_, ProjectorError>((key, loaded.unzip()))
             }
         });
         let loaded: Vec<_> = futures::stream::iter(loads)
             .buffer_unordered(this.config.kv_in_flight)
             .try_collect()
             .await?;
-        for (key, loaded) in loaded {
-            let (view, revision) = loaded.unzip();
+        for (key, (view, revision)) in loaded {
             batch.insert(key, view, revision);
         }
         let gaps = batch.fold(&events);
@@ -382,11 +392,8 @@ impl<V: ViewStore> Projector for JetStreamProjector<V> {
         // The views the last batch wrote are kept with their revisions: this one's changes.
         self.acknowledged().await?;
         self.written.clear();
-        let revision = self
-            .store
-            .load(case_id.as_str())
-            .await?
-            .map(|(_, revision)| revision);
+        // Whatever the old view holds, even bytes that do not decode, it is replaced.
+        let revision = self.store.revision(case_id.as_str()).await?;
         let finished = history::refold(&self.log, case_id, revision)
             .await?
             .finish(self.view_size_max);

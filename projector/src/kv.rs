@@ -25,6 +25,13 @@ pub trait ViewStore: Send + Sync + 'static {
         case_id: &str,
     ) -> impl Future<Output = Result<Option<(View, u64)>, ProjectorError>> + Send;
 
+    /// The revision of `case_id`'s view, if it has one, whatever it holds: a view that does
+    /// not decode is replaced with compare-and-set on it.
+    fn revision(
+        &self,
+        case_id: &str,
+    ) -> impl Future<Output = Result<Option<u64>, ProjectorError>> + Send;
+
     /// Writes the view of `case_id`, encoded as `bytes` ([`View::encode`]), if its revision
     /// is still `revision` (`None`: it has no view yet); returns the new revision.
     fn write(
@@ -119,6 +126,17 @@ impl ViewStore for KvViews {
             }
             _ => Ok(None),
         }
+    }
+
+    async fn revision(&self, key: &str) -> Result<Option<u64>, ProjectorError> {
+        let entry = self
+            .views
+            .entry(key)
+            .await
+            .map_err(|e| failed("reading a view", e))?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| entry.revision))
     }
 
     async fn write(

@@ -37,6 +37,10 @@ impl<V: ViewStore> ViewStore for FaultyViews<V> {
         self.inner.load(case_id).await
     }
 
+    async fn revision(&self, case_id: &str) -> Result<Option<u64>, ProjectorError> {
+        self.inner.revision(case_id).await
+    }
+
     async fn write(
         &self,
         case_id: &str,

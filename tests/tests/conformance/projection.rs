@@ -193,6 +193,19 @@ pub async fn lost_views_are_rebuilt_and_retried_cases_folded_again(
     let stats = projector.stats();
     assert_eq!(stats.rebuilt.load(std::sync::atomic::Ordering::Relaxed), 1);
 
+    // A view that does not decode (damaged, another schema) is rebuilt and written over.
+    fixture.put_view("lost", b"\xff not a view").await;
+    lost.case_mut().buffer(Mutation::IncrementStepCount);
+    workspace.commit(&mut lost).await.unwrap();
+    projector.catch_up().await.unwrap();
+    let view = projector.view(&case("lost")).await.unwrap().unwrap();
+    assert_eq!(
+        &view.state,
+        lost.case().state(),
+        "rebuilt over the damaged view"
+    );
+    assert_eq!(stats.rebuilt.load(std::sync::atomic::Ordering::Relaxed), 2);
+
     // A case halted by mistake (a reader that could not decode an event that is fine, say):
     // retry folds it again and it is healthy.
     let mut marked = projector.view(&case("halted")).await.unwrap().unwrap();
@@ -203,7 +216,7 @@ pub async fn lost_views_are_rebuilt_and_retried_cases_folded_again(
         held: 3,
         last_held: marked.position,
     });
-    fixture.put_view("halted", &marked).await;
+    fixture.put_view("halted", &marked.encode()).await;
     let retried = projector.retry(&case("halted")).await.unwrap().unwrap();
     assert!(retried.is_healthy(), "{retried:?}");
     assert_eq!(&retried.state, handles[0].case().state());
