@@ -5,20 +5,20 @@
 //! URL the same events are also written to that server's `WFSTATE` stream (which must not
 //! exist) and the JetStream projector and audit are measured too.
 //!
-//! Each phase resets the process's peak resident size (`/proc/self/clear_refs`) and reports
-//! the peak it reached (`VmHWM`) and the resident size it started from.
+//! Each phase runs in a process of its own, which reports its peak resident size (`VmHWM`,
+//! about 6 MiB of it the runtime and the binary).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::Future;
 use wfstate_events::{
     EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Workspace,
 };
 use wfstate_projector::{
-    EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, audit_all, audit_follow,
-    export, import,
+    AuditReport, EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, audit_all,
+    audit_follow, export, import,
 };
 use wfstate_store::{CaseId, Mutation};
 
@@ -35,24 +35,6 @@ fn status_kib(field: &str) -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
-}
-
-/// Runs one phase and prints its time, the resident size it started from and its peak.
-async fn phase<T>(name: &str, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    // "5" resets the peak resident size to the current one.
-    std::fs::write("/proc/self/clear_refs", "5")?;
-    let before = status_kib("VmRSS:");
-    let started = Instant::now();
-    let result = work.await?;
-    let peak = status_kib("VmHWM:");
-    println!(
-        "{name:<28} {:>7.2} s   start {:>6.1} MiB   peak {:>6.1} MiB   (+{:.1} MiB)",
-        started.elapsed().as_secs_f64(),
-        before as f64 / 1024.0,
-        peak as f64 / 1024.0,
-        peak.saturating_sub(before) as f64 / 1024.0
-    );
-    Ok(result)
 }
 
 /// Writes `cases` cases of `events` events each, `WRITERS` cases at a time.
@@ -121,64 +103,124 @@ async fn follow_all<L: EventLog + Clone>(log: &L) -> Result<(), Error> {
     Ok(())
 }
 
+/// The phases run each in a process of its own, in this order, on the log `fill` wrote.
+const PHASES: [&str; 5] = ["project", "audit-all", "audit-follow", "export", "import"];
+
+/// Runs one phase in this process, on the log in `dir` (and on the server at `nats`).
+async fn run_phase(name: &str, dir: &Path, nats: Option<String>) -> Result<(), Error> {
+    let file = dir.join("export.cbor");
+    match nats {
+        None => {
+            let log = EmbeddedLog::open(&EmbeddedConfig::new(dir.join("log")))?;
+            match name {
+                "project" => {
+                    let mut projector = EmbeddedProjector::open(&log, "memory", 512)?;
+                    projector.catch_up().await?;
+                }
+                "audit-all" => check(&audit_all(&log, |_| {}).await?)?,
+                "audit-follow" => follow_all(&log).await?,
+                "export" => check(&export(&log, &file).await?)?,
+                "import" => {
+                    let mut fresh = EmbeddedConfig::new(dir.join("imported"));
+                    fresh.fsync = false;
+                    check(&import(&EmbeddedLog::open(&fresh)?, &file).await?.report)?;
+                }
+                _ => return Err(format!("no phase {name}").into()),
+            }
+        }
+        Some(url) => {
+            let log = JetStreamLog::connect(&JetStreamConfig::new(url)).await?;
+            match name {
+                "project" => {
+                    let config = ProjectorConfig::default();
+                    let mut projector = Box::pin(JetStreamProjector::open(&log, config)).await?;
+                    Box::pin(projector.catch_up()).await?;
+                }
+                "audit-all" => check(&audit_all(&log, |_| {}).await?)?,
+                "audit-follow" => follow_all(&log).await?,
+                "export" => check(&export(&log, &dir.join("export-js.cbor")).await?)?,
+                _ => return Err(format!("no phase {name} on JetStream").into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(report: &AuditReport) -> Result<(), Error> {
+    match report.problems.first() {
+        None => Ok(()),
+        Some(problem) => Err(format!("the audit found a problem: {problem:?}").into()),
+    }
+}
+
+/// Runs `phase` in a child process; prints its time and the child's peak resident size.
+fn child(phase: &str, dir: &Path, nats: Option<&str>) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.args(["--phase", phase]).arg(dir);
+    if let Some(url) = nats {
+        command.arg(url);
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "phase {phase} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let peak = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    println!(
+        "{:<14} {:<10} {:>8.2} s   peak {peak} MiB",
+        phase,
+        if nats.is_some() {
+            "JetStream"
+        } else {
+            "embedded"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let mut args = std::env::args().skip(1);
-    let cases: usize = args.next().map_or(Ok(100_000), |n| n.parse())?;
-    let events: usize = args.next().map_or(Ok(10), |n| n.parse())?;
-    let nats = args.next();
-    println!("{cases} case(s) of {events} event(s)");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--phase") {
+        let [_, phase, dir, rest @ ..] = args.as_slice() else {
+            return Err("--phase NAME DIR [NATS_URL]".into());
+        };
+        run_phase(phase, Path::new(dir), rest.first().cloned()).await?;
+        // The parent reads this process's peak resident size from its output.
+        println!("{:.1}", status_kib("VmHWM:") as f64 / 1024.0);
+        return Ok(());
+    }
+    let cases: usize = args.first().map_or(Ok(100_000), |n| n.parse())?;
+    let events: usize = args.get(1).map_or(Ok(10), |n| n.parse())?;
+    let nats = args.get(2).cloned();
+    println!("{cases} case(s) of {events} event(s); each phase in a process of its own");
 
     let dir = tempfile::tempdir_in(".")?;
     let mut config = EmbeddedConfig::new(dir.path().join("log"));
     config.fsync = false;
-    let log = EmbeddedLog::open(&config)?;
-    phase("fill (embedded)", fill(&log, cases, events)).await?;
-    phase("project (embedded)", async {
-        let mut projector = EmbeddedProjector::open(&log, "memory", 512)?;
-        projector.catch_up().await?;
-        Ok(())
-    })
-    .await?;
-    phase("audit --all (embedded)", async {
-        let report = audit_all(&log, |_| {}).await?;
-        assert!(report.is_clean(), "{:?}", report.problems.first());
-        Ok(())
-    })
-    .await?;
-    phase("audit --follow (embedded)", follow_all(&log)).await?;
-    let file = dir.path().join("export.cbor");
-    phase("export (embedded)", async {
-        export(&log, &file).await?;
-        Ok(())
-    })
-    .await?;
-    phase("import (embedded)", async {
-        let mut fresh = EmbeddedConfig::new(dir.path().join("imported"));
-        fresh.fsync = false;
-        import(&EmbeddedLog::open(&fresh)?, &file).await?;
-        Ok(())
-    })
-    .await?;
-
-    if let Some(url) = nats {
-        let log = JetStreamLog::connect(&JetStreamConfig::new(url)).await?;
-        phase("fill (JetStream)", fill(&log, cases, events)).await?;
-        phase(
-            "project (JetStream)",
-            Box::pin(async {
-                let mut projector =
-                    JetStreamProjector::open(&log, ProjectorConfig::default()).await?;
-                projector.catch_up().await?;
-                Ok(())
-            }),
+    let started = Instant::now();
+    fill(&EmbeddedLog::open(&config)?, cases, events).await?;
+    println!("fill (embedded) {:.2} s", started.elapsed().as_secs_f64());
+    for phase in PHASES {
+        child(phase, dir.path(), None)?;
+    }
+    if let Some(url) = &nats {
+        let started = Instant::now();
+        fill(
+            &JetStreamLog::connect(&JetStreamConfig::new(url)).await?,
+            cases,
+            events,
         )
         .await?;
-        phase("audit --all (JetStream)", async {
-            audit_all(&log, |_| {}).await?;
-            Ok(())
-        })
-        .await?;
+        println!("fill (JetStream) {:.2} s", started.elapsed().as_secs_f64());
+        for phase in &PHASES[..4] {
+            child(phase, dir.path(), Some(url))?;
+        }
     }
     Ok(())
 }
