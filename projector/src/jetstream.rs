@@ -27,6 +27,7 @@ use crate::fold::QuarantineRecord;
 use crate::history;
 use crate::kv::{KvViews, ViewStore};
 use crate::nats::{Fetched, failed, receive, task_failed};
+use crate::partition::Partition;
 use crate::view::View;
 use crate::{Projector, ProjectorError, ViewSource};
 
@@ -48,6 +49,10 @@ pub struct ProjectorConfig {
     pub batch_bytes: usize,
     /// The most view reads or writes in flight at once.
     pub kv_in_flight: usize,
+    /// The cases this projector folds, when several share the work: its durable consumer is
+    /// `<name>-<index>-of-<count>`, and it acknowledges the other partitions' events unread.
+    /// `None`: every case.
+    pub partition: Option<Partition>,
     /// How long the server waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
     /// How long one fetch waits for events.
@@ -63,6 +68,7 @@ impl Default for ProjectorConfig {
             batch: 4096,
             batch_bytes: 8 * 1024 * 1024,
             kv_in_flight: 256,
+            partition: None,
             ack_wait: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(250),
         }
@@ -153,11 +159,15 @@ impl<V: ViewStore> JetStreamProjector<V> {
             .get_stream(log.stream_name())
             .await
             .map_err(|e| failed("opening the stream", e))?;
+        let durable = match config.partition {
+            Some(partition) => format!("{}-{partition}", config.name),
+            None => config.name.clone(),
+        };
         let consumer = stream
             .get_or_create_consumer(
-                &config.name,
+                &durable,
                 consumer::pull::Config {
-                    durable_name: Some(config.name.clone()),
+                    durable_name: Some(durable.clone()),
                     filter_subject: format!("{prefix}.*"),
                     // Explicit: acknowledging one event must never acknowledge another that a
                     // crashed projector left pending.
@@ -235,7 +245,11 @@ impl<V: ViewStore> JetStreamProjector<V> {
             // batches' orders.
             self.prefetched = Some(self.fetch().await?);
         }
-        let (messages, events): (Vec<_>, Vec<_>) = received.into_iter().unzip();
+        let (messages, mut events): (Vec<_>, Vec<_>) = received.into_iter().unzip();
+        if let Some(partition) = self.config.partition {
+            // Another projector folds them; they are acknowledged with the batch.
+            events.retain(|stored| partition.holds(&stored.case_id));
+        }
         let mut batch = Batch::default();
         // The views of every case in the batch, read together (up to `kv_in_flight` at once):
         // one KV round trip per case one after another would bound the projector by the

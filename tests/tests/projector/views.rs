@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use wfstate_events::{EventLog, Workspace};
 use wfstate_projector::{
-    JetStreamProjector, KvViews, Projector, ViewSource, audit_all, audit_case, replay, verify,
+    JetStreamProjector, KvViews, Partition, Projector, ViewSource, audit_all, audit_case, replay,
+    verify, verify_all,
 };
 use wfstate_store::{CaseId, CommitId, Event, Hash, Mutation, Version};
 use wfstate_tests::{FaultyViews, NatsServer};
@@ -404,4 +405,55 @@ async fn batches_are_bounded_by_their_bytes() {
             assert_eq!(&view.state, handle.case().state());
         }
     }
+}
+
+/// Projectors of three partitions share the views: each folds only its partition's cases
+/// (their events in order), and together they fold every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projectors_of_partitions_fold_each_case_once() {
+    let server = NatsServer::start().await;
+    let log = connect(server.url()).await;
+    let workspace = Workspace::new(log.clone());
+    let mut handles = Vec::new();
+    for n in 0..30 {
+        let (handle, _) = workspace
+            .create(case(&format!("part-{n}")), [Mutation::set_key("n", n)])
+            .await
+            .unwrap();
+        handles.push(handle);
+    }
+    for _ in 0..4 {
+        for handle in &mut handles {
+            handle.case_mut().buffer(Mutation::IncrementStepCount);
+            workspace.commit(handle).await.unwrap();
+        }
+    }
+    let mut projectors = Vec::new();
+    for index in 0..3 {
+        let mut config = quick_projector();
+        config.partition = Some(Partition::new(index, 3).unwrap());
+        projectors.push(JetStreamProjector::open(&log, config).await.unwrap());
+    }
+    // Interleaved, as processes would run.
+    for _ in 0..3 {
+        for projector in &mut projectors {
+            projector.catch_up().await.unwrap();
+        }
+    }
+    for (index, projector) in (0_u32..).zip(&projectors) {
+        let own = handles
+            .iter()
+            .filter(|h| Partition::index_of(h.case().id().as_str(), 3) == index)
+            .count() as u64;
+        assert!(own > 0, "every partition holds cases here");
+        let applied = projector.stats().applied.load(Ordering::Relaxed);
+        assert_eq!(
+            applied,
+            own * 5,
+            "partition {index} folds only its own cases"
+        );
+    }
+    let verified = verify_all(&log, &projectors[0]).await.unwrap();
+    assert_eq!(verified.cases, 30);
+    assert!(verified.mismatches.is_empty(), "{verified:?}");
 }
