@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use serde_json::json;
-use wfstate_events::Workspace;
+use wfstate_events::{LogErrorKind, Workspace};
 use wfstate_projector::{
-    Projector, Quarantine, QuarantineRecord, StateChecks, ViewSource, audit_all, audit_case,
-    audit_follow, export, import, replay_with, verify, verify_all,
+    Projector, ProjectorConfig, ProjectorError, Quarantine, QuarantineRecord, ShareConfig, Shared,
+    StateChecks, ViewSource, audit_all, audit_case, audit_follow, export, import, replay_with,
+    verify, verify_all,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
@@ -374,6 +375,53 @@ async fn retry_cases<L: Backend>(log: &L, cases: &[String], json: bool) -> Resul
         }
     }
     Ok(if still.is_empty() { 0 } else { CHECK_FAILED })
+}
+
+/// `project --follow --partitions P`: one of the processes sharing the partitions, until
+/// interrupted (then it gives its partitions back).
+pub async fn project_shared(
+    log: &wfstate_events::JetStreamLog,
+    partitions: u32,
+    json: bool,
+) -> Result<u8, CliError> {
+    if partitions == 0 {
+        return Err(CliError::bad_input("--partitions must be at least 1"));
+    }
+    let config = ShareConfig::new(partitions);
+    let mut shared = Shared::open(log, ProjectorConfig::default(), config).await?;
+    let mut reported = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            round = shared.round() => {
+                match round {
+                    Ok(_) => {}
+                    // A lost race for a view (another process took the partition meanwhile)
+                    // or a server that is away: the batch comes back, and the round is run
+                    // again.
+                    Err(ProjectorError::Log(error)) if matches!(
+                        error.kind(),
+                        LogErrorKind::Unavailable | LogErrorKind::TimedOut
+                    ) => {
+                        eprintln!("wfstate: {error}; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                Box::pin(shared.leave()).await?;
+                return Ok(0);
+            }
+        }
+        if reported.elapsed() >= Duration::from_secs(1) {
+            reported = std::time::Instant::now();
+            if json {
+                print_json(&json!({"held": shared.held(), "applied": shared.applied()}));
+            } else {
+                println!("held {:?}  applied {}", shared.held(), shared.applied());
+            }
+        }
+    }
 }
 
 async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, CliError> {

@@ -140,6 +140,11 @@ enum Command {
         /// or of wfstate); exit 1 if it halts again. Repeat for several cases.
         #[arg(long, value_name = "CASE", conflicts_with = "follow")]
         retry: Vec<String>,
+        /// With --follow on JetStream: share the cases with the other processes started
+        /// with the same count, each partition folded by one process at a time and handed
+        /// over within about 5 s when its process dies.
+        #[arg(long, value_name = "P", requires = "follow")]
+        partitions: Option<u32>,
     },
     /// Rebuild a case from its history and print it.
     Replay {
@@ -221,6 +226,20 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             .await
             .map(|()| 0)
             .map_err(|error| CliError::new(error::UNAVAILABLE, error.to_string()));
+    }
+    if let Command::Project {
+        partitions: Some(partitions),
+        ..
+    } = &cli.command
+    {
+        return match &store {
+            backend::Store::JetStream(log) => {
+                Box::pin(commands::project_shared(log, *partitions, cli.json)).await
+            }
+            backend::Store::Embedded(_) => Err(CliError::bad_input(
+                "--partitions shares a JetStream stream between processes: give --nats",
+            )),
+        };
     }
     match store {
         backend::Store::Embedded(log) => Box::pin(commands::run(&log, cli.command, cli.json)).await,

@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use wfstate_tests::NatsServer;
 
+mod share;
+
 struct Output {
     code: i32,
     stdout: String,
