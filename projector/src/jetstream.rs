@@ -357,6 +357,29 @@ impl<V: ViewStore> JetStreamProjector<V> {
         receive(messages, 1, self.prefix.clone()).await
     }
 
+    /// Stops this projector for another to go on: waits for the last batch's
+    /// acknowledgements and sends back the batch fetched ahead (negative acknowledgements), so
+    /// that the consumer's next client gets those events at once, not after the
+    /// acknowledgement wait.
+    ///
+    /// # Errors
+    /// [`ProjectorError::Log`]; what is not sent back comes back after the wait.
+    pub async fn release(mut self) -> Result<(), ProjectorError> {
+        self.acknowledged().await?;
+        if let Some(prefetched) = self.prefetched.take() {
+            let fetched = prefetched
+                .await
+                .map_err(|e| task_failed("fetching events", e))??;
+            for (message, _) in fetched.received {
+                message
+                    .ack_with(jetstream::AckKind::Nak(None))
+                    .await
+                    .map_err(|e| failed("sending events back", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the last batch's acknowledgements are sent.
     async fn acknowledged(&mut self) -> Result<(), ProjectorError> {
         match self.acks.take() {

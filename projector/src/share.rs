@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::StreamExt;
+use futures::TryStreamExt;
 use wfstate_events::{JetStreamLog, LogError, LogErrorKind};
 
 use crate::ProjectorError;
@@ -154,10 +154,10 @@ impl Shared {
         while self.held.len() > share
             && let Some((index, (projector, revision))) = self.held.pop_last()
         {
-            self.give_back(index, &projector, revision).await;
+            Box::pin(self.give_back(index, projector, revision)).await;
         }
         if self.held.len() < share {
-            self.take(share).await?;
+            Box::pin(self.take(share)).await?;
         }
         let mut events = 0;
         for (projector, _) in self.held.values_mut() {
@@ -190,18 +190,20 @@ impl Shared {
         }
     }
 
-    /// This process's share: the partitions divided by the live members, rounded up.
+    /// This process's share: the partitions divided by the live members, rounded up. The
+    /// members are counted from the bucket's stream info (one subject per member key): one
+    /// request, where listing the keys would make a consumer each round.
     async fn share(&self) -> Result<usize, ProjectorError> {
+        let filter = format!("$KV.{}.member.>", self.config.bucket);
         let members = self
             .leases
-            .keys()
+            .stream
+            .info_with_subjects(&filter)
             .await
-            .map_err(|e| failed("listing the members", e))?
-            .filter(|key| {
-                futures::future::ready(key.as_ref().is_ok_and(|key| key.starts_with("member.")))
-            })
-            .count()
+            .map_err(|e| failed("counting the members", e))?
+            .try_fold(0_usize, |count, _| futures::future::ready(Ok(count + 1)))
             .await
+            .map_err(|e| failed("counting the members", e))?
             .max(1);
         Ok(usize::try_from(self.config.partitions)
             .unwrap_or(usize::MAX)
@@ -234,8 +236,11 @@ impl Shared {
         Ok(())
     }
 
-    async fn give_back(&mut self, index: u32, projector: &JetStreamProjector, revision: u64) {
+    async fn give_back(&mut self, index: u32, projector: JetStreamProjector, revision: u64) {
         self.keep_counts(&projector.stats());
+        if let Err(error) = Box::pin(projector.release()).await {
+            tracing::warn!(partition = index, "releasing a partition: {error}");
+        }
         if let Err(error) = self
             .leases
             .delete_expect_revision(partition_key(index), Some(revision))
@@ -252,7 +257,7 @@ impl Shared {
     /// given back still, or expire.
     pub async fn leave(mut self) -> Result<(), ProjectorError> {
         for (index, (projector, revision)) in std::mem::take(&mut self.held) {
-            self.give_back(index, &projector, revision).await;
+            self.give_back(index, projector, revision).await;
         }
         self.leases
             .delete(format!("member.{}", self.config.member))
