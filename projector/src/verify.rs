@@ -58,27 +58,57 @@ pub async fn verify<L: EventLog, V: ViewSource>(
             }
             Err(error) => return Err(error),
         };
-        if replayed.position != view.position {
-            mismatches.push(mismatch(format!(
-                "the view is at position {}, and the case's history has no event there \
-                 (the last before it is at {})",
-                view.position, replayed.position
-            )));
-        } else if view.state.hash() != replayed.state.hash() {
-            mismatches.push(mismatch(format!(
-                "state hash {} in the view, {} on replay to position {}",
-                view.state.hash(),
-                replayed.state.hash(),
-                view.position
-            )));
-        } else if view.last_event_hash != replayed.last_event_hash {
-            mismatches.push(mismatch(format!(
-                "last event hash {} in the view, {} in the history at position {}",
-                view.last_event_hash, replayed.last_event_hash, view.position
-            )));
+        let replayed = Ends {
+            position: replayed.position,
+            state_hash: replayed.state.hash(),
+            last_event_hash: replayed.last_event_hash,
+        };
+        if let Some(detail) = differ(&Ends::of(&view), &replayed) {
+            mismatches.push(mismatch(detail));
         }
     }
     Ok(mismatches)
+}
+
+/// Where a view or a replay ends: its position, state hash and last event hash.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Ends {
+    position: Position,
+    state_hash: Hash,
+    last_event_hash: Hash,
+}
+
+impl Ends {
+    fn of(view: &View) -> Ends {
+        Ends {
+            position: view.position,
+            state_hash: view.state.hash(),
+            last_event_hash: view.last_event_hash,
+        }
+    }
+}
+
+/// What differs between a view and its case's replay up to the view's position, if anything.
+fn differ(view: &Ends, replayed: &Ends) -> Option<String> {
+    if replayed.position != view.position {
+        Some(format!(
+            "the view is at position {}, and the case's history has no event there (the last \
+             before it is at {})",
+            view.position, replayed.position
+        ))
+    } else if replayed.state_hash != view.state_hash {
+        Some(format!(
+            "state hash {} in the view, {} on replay to position {}",
+            view.state_hash, replayed.state_hash, view.position
+        ))
+    } else if replayed.last_event_hash != view.last_event_hash {
+        Some(format!(
+            "last event hash {} in the view, {} in the history at position {}",
+            view.last_event_hash, replayed.last_event_hash, view.position
+        ))
+    } else {
+        None
+    }
 }
 
 /// Views read at once while [`verify_all`] loads them.
@@ -88,10 +118,8 @@ const VIEWS_IN_FLIGHT: usize = 64;
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Checked {
     case_id: CaseId,
-    /// The view's position, state hash and last event hash.
-    position: Position,
-    state_hash: Hash,
-    last_event_hash: Hash,
+    /// Where the view ends.
+    view: Ends,
     /// The state folded so far (taken while an event folds) and the hash of the last event
     /// folded.
     state: Option<CaseState>,
@@ -155,9 +183,7 @@ pub async fn verify_all<L: EventLog, V: ViewSource>(
                 let (state, head) = Case::new(case_id.clone()).into_parts();
                 let checked = Checked {
                     case_id: case_id.clone(),
-                    position: view.position,
-                    state_hash: view.state.hash(),
-                    last_event_hash: view.last_event_hash,
+                    view: Ends::of(&view),
                     state: Some(state),
                     head,
                     folded: Position::ZERO,
@@ -208,7 +234,7 @@ pub async fn verify_all<L: EventLog, V: ViewSource>(
 /// Folds one event of the case into `checked`; at the view's position, compares. Returns what
 /// differs, once; the case is then done.
 fn check(checked: &mut Checked, stored: &wfstate_events::StoredEvent) -> Option<String> {
-    if stored.position > checked.position {
+    if stored.position > checked.view.position {
         checked.done = true;
         return Some(short_history(checked));
     }
@@ -227,30 +253,23 @@ fn check(checked: &mut Checked, stored: &wfstate_events::StoredEvent) -> Option<
             ));
         }
     }
-    if stored.position < checked.position {
+    if stored.position < checked.view.position {
         return None;
     }
     checked.done = true;
-    let replayed = checked.state.as_ref()?.hash();
-    if replayed != checked.state_hash {
-        Some(format!(
-            "state hash {} in the view, {replayed} on replay to position {}",
-            checked.state_hash, checked.position
-        ))
-    } else if checked.head != checked.last_event_hash {
-        Some(format!(
-            "last event hash {} in the view, {} in the history at position {}",
-            checked.last_event_hash, checked.head, checked.position
-        ))
-    } else {
-        None
-    }
+    let replayed = Ends {
+        position: checked.folded,
+        state_hash: checked.state.as_ref()?.hash(),
+        last_event_hash: checked.head,
+    };
+    differ(&checked.view, &replayed)
 }
 
+/// The mismatch of a view past its case's last event.
 fn short_history(checked: &Checked) -> String {
-    format!(
-        "the view is at position {}, and the case's history has no event there (the last \
-         before it is at {})",
-        checked.position, checked.folded
-    )
+    let replayed = Ends {
+        position: checked.folded,
+        ..checked.view
+    };
+    differ(&checked.view, &replayed).unwrap_or_default()
 }
