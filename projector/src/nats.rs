@@ -1,6 +1,8 @@
 //! The projector's JetStream plumbing: receiving fetched messages as stored events, opening its
 //! buckets, and what a failed call means.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use wfstate_events::{LogError, LogErrorKind, StoredEvent};
@@ -87,9 +89,9 @@ pub(crate) async fn bucket(
                 ),
             )));
         }
-        return Ok(store);
+        return answering(store, name).await;
     }
-    context
+    let store = context
         .create_key_value(kv::Config {
             bucket: name.to_owned(),
             history: 1,
@@ -103,5 +105,28 @@ pub(crate) async fn bucket(
                 &format!("creating KV bucket {name} with {replicas} replica(s)"),
                 e,
             )
-        })
+        })?;
+    answering(store, name).await
+}
+
+/// How long a bucket's replicas may take to serve reads once it exists.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// `store`, once a read of it is answered. A replicated bucket just created or elected serves
+/// direct gets only when its replicas have subscribed and the cluster has learned of it;
+/// before that a read finds no responders.
+async fn answering(store: kv::Store, name: &str) -> Result<kv::Store, ProjectorError> {
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    loop {
+        let error = match store.entry("wfstate-ready").await {
+            Ok(_) => return Ok(store),
+            Err(error) => failed(&format!("reading KV bucket {name}"), error),
+        };
+        let retryable =
+            matches!(&error, ProjectorError::Log(e) if e.kind() == LogErrorKind::Unavailable);
+        if !retryable || tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -82,6 +82,13 @@ const TABLE: &[Row] = &[
         "no cluster quorum",
     ),
     row(
+        ErrorCode::CLUSTER_NO_PEERS,
+        Failure(Unavailable),
+        "no server to place a replica on: one is offline or not yet known to the cluster, \
+         or the cluster has fewer servers with JetStream than replicas asked for \
+         (--replicas, WFSTATE_REPLICAS)",
+    ),
+    row(
         ErrorCode::STREAM_STORE_FAILED,
         Failure(Unavailable),
         "the store closed under an entry (a leader change): it may land",
@@ -217,6 +224,12 @@ fn failure_of_call(error: &(dyn StdError + 'static)) -> LogErrorKind {
             match get.kind() {
                 DirectGetErrorKind::TimedOut => return LogErrorKind::TimedOut,
                 DirectGetErrorKind::Request => return LogErrorKind::Unavailable,
+                // No replica serves direct gets yet: a new or recovering stream.
+                DirectGetErrorKind::ErrorResponse(status, _)
+                    if status == async_nats::StatusCode::NO_RESPONDERS =>
+                {
+                    return LogErrorKind::Unavailable;
+                }
                 _ => {}
             }
         }
@@ -314,6 +327,7 @@ mod tests {
             (10163, Failure(Unavailable)),
             (10167, Failure(Unavailable)),
             (10008, Failure(Unavailable)),
+            (10005, Failure(Unavailable)),
             (10077, Failure(Unavailable)),
             (10054, Failure(TooLarge)),
             (10199, Failure(TooLarge)),
@@ -380,5 +394,23 @@ mod tests {
             LogErrorKind::Unexpected
         );
         assert_eq!(api_failure(Some(10059), None), LogErrorKind::Config);
+    }
+
+    /// A KV read that no replica answered, as async-nats reports it: a retryable outage, not
+    /// an unknown failure.
+    #[test]
+    fn a_direct_get_without_responders_is_unavailable() {
+        use jetstream::stream::{DirectGetError, DirectGetErrorKind};
+        let no_responders = DirectGetError::new(DirectGetErrorKind::ErrorResponse(
+            async_nats::StatusCode::NO_RESPONDERS,
+            "no responders".into(),
+        ));
+        let entry = jetstream::kv::EntryError::with_source(
+            jetstream::kv::EntryErrorKind::Other,
+            no_responders,
+        );
+        let error = nats_failure("reading a view", entry.into());
+        assert_eq!(error.kind(), LogErrorKind::Unavailable, "{error}");
+        assert!(error.to_string().contains("try again later"), "{error}");
     }
 }

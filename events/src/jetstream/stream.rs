@@ -10,8 +10,27 @@ use super::connect::{Violations, violation};
 use crate::error::{LogError, LogErrorKind};
 
 /// Opens the configured stream and checks it, or creates it when it does not exist and the
-/// configuration allows.
+/// configuration allows. A cluster that is forming or has lost a server may not answer or
+/// place the stream yet (no meta leader, a peer not yet heard from): that is retried until
+/// `connect_timeout` has passed.
 pub(crate) async fn open_stream(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+    replicas: usize,
+    violations: &Violations,
+) -> Result<stream::Stream, LogError> {
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    loop {
+        match open_stream_once(context, config, replicas, violations).await {
+            Err(error) if error.is_retryable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            opened => return opened,
+        }
+    }
+}
+
+async fn open_stream_once(
     context: &jetstream::Context,
     config: &JetStreamConfig,
     replicas: usize,
@@ -42,49 +61,56 @@ pub(crate) async fn open_stream(
                     ),
                 ));
             }
-            return context
-                .create_stream(config.stream_config(replicas))
-                .await
-                .map_err(|error| {
-                    let what = format!(
-                        "creating stream {} with {replicas} replica(s) on {}",
-                        config.stream, config.urls
-                    );
-                    let create = format!("$JS.API.STREAM.CREATE.{}", config.stream);
-                    violation(violations, &create, &what).unwrap_or_else(|| {
-                        let code = match error.kind() {
-                            jetstream::context::CreateStreamErrorKind::JetStream(e) => {
-                                Some(e.error_code().0)
-                            }
-                            _ => None,
-                        };
-                        let request = match error.kind() {
-                            // A cluster still electing its meta leader answers nothing yet.
-                            jetstream::context::CreateStreamErrorKind::TimedOut => {
-                                Some(jetstream::context::RequestErrorKind::TimedOut)
-                            }
-                            _ => request_kind(&error),
-                        };
-                        let refused = api_failure(code, request);
-                        let what = if matches!(
-                            refused,
-                            LogErrorKind::TimedOut | LogErrorKind::Unavailable
-                        ) {
-                            what
-                        } else {
-                            format!(
-                                "{what} (a cluster needs at least as many servers with \
-                                 JetStream; --replicas or WFSTATE_REPLICAS asks for another \
-                                 number)"
-                            )
-                        };
-                        api_error_of(&what, code, request, error)
-                    })
-                });
+            create_stream(context, config, replicas, violations).await?
         }
     };
     check_stream(&stream.cached_info().config, config, replicas)?;
     Ok(stream)
+}
+
+/// Creates the configured stream.
+async fn create_stream(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+    replicas: usize,
+    violations: &Violations,
+) -> Result<stream::Stream, LogError> {
+    context
+        .create_stream(config.stream_config(replicas))
+        .await
+        .map_err(|error| {
+            let what = format!(
+                "creating stream {} with {replicas} replica(s) on {}",
+                config.stream, config.urls
+            );
+            let create = format!("$JS.API.STREAM.CREATE.{}", config.stream);
+            violation(violations, &create, &what).unwrap_or_else(|| {
+                let code = match error.kind() {
+                    jetstream::context::CreateStreamErrorKind::JetStream(e) => {
+                        Some(e.error_code().0)
+                    }
+                    _ => None,
+                };
+                let request = match error.kind() {
+                    // A cluster still electing its meta leader answers nothing yet.
+                    jetstream::context::CreateStreamErrorKind::TimedOut => {
+                        Some(jetstream::context::RequestErrorKind::TimedOut)
+                    }
+                    _ => request_kind(&error),
+                };
+                let refused = api_failure(code, request);
+                let what = if matches!(refused, LogErrorKind::TimedOut | LogErrorKind::Unavailable)
+                {
+                    what
+                } else {
+                    format!(
+                        "{what} (a cluster needs at least as many servers with \
+                         JetStream; --replicas or WFSTATE_REPLICAS asks for another number)"
+                    )
+                };
+                api_error_of(&what, code, request, error)
+            })
+        })
 }
 
 /// Refuses a stream that could drop, lose or fail to serve case events, saying what to change.

@@ -78,6 +78,29 @@ async fn a_stream_with_fewer_replicas_than_asked_is_refused_on_a_cluster() {
     JetStreamLog::connect(&config).await.unwrap();
 }
 
+/// A stream that cannot be placed (three replicas asked of two servers) is retried for the
+/// connect timeout, as a forming cluster would place it soon, then refused as unavailable,
+/// saying both what may pass and what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_more_replicas_than_servers_is_unavailable_and_says_why() {
+    let cluster = NatsCluster::start(2);
+    let mut config = JetStreamConfig::new(cluster.urls());
+    config.replicas = Some(3);
+    config.connect_timeout = Duration::from_secs(1);
+    let error = JetStreamLog::connect(&config).await.unwrap_err();
+    assert_eq!(error.kind(), LogErrorKind::Unavailable, "{error}");
+    assert_eq!(error.code(), Some(10005), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("fewer servers with JetStream than replicas")
+            && error.to_string().contains("--replicas"),
+        "{error}"
+    );
+    config.replicas = Some(2);
+    JetStreamLog::connect(&config).await.unwrap();
+}
+
 /// With every server's URL, a client survives the death (SIGKILL) of the server it is
 /// connected to: it reconnects to another, and a commit sent around the kill is resolved to
 /// exactly one stored event.
