@@ -28,8 +28,9 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// The event a message of a JetStream stream carries: its case named by its subject
-    /// (`<subject_prefix>.<case id>`, or the whole subject if it has another form), its commit
-    /// id by its `Nats-Msg-Id` text (none when that is not a commit id).
+    /// (`<subject_prefix>.<case id>`, `<subject_prefix>.<partition>.<case id>` in a
+    /// partitioned stream, or the whole subject if it has another form), its commit id by its
+    /// `Nats-Msg-Id` text (none when that is not a commit id).
     pub fn from_message(
         subject_prefix: &str,
         position: Position,
@@ -37,10 +38,11 @@ impl StoredEvent {
         message_id: Option<&str>,
         payload: Bytes,
     ) -> StoredEvent {
+        // A case id has no dot: a rest with one holds a partition first.
         let case_id = subject
             .strip_prefix(subject_prefix)
             .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or(subject)
+            .map_or(subject, |rest| rest.split_once('.').map_or(rest, |(_, id)| id))
             .to_owned();
         StoredEvent {
             position,

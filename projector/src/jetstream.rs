@@ -168,7 +168,10 @@ impl<V: ViewStore> JetStreamProjector<V> {
                 &durable,
                 consumer::pull::Config {
                     durable_name: Some(durable.clone()),
-                    filter_subject: format!("{prefix}.*"),
+                    filter_subject: config
+                        .partition
+                        .and_then(|p| log.partition_subjects(p.index, p.count))
+                        .unwrap_or_else(|| log.stored_subjects()),
                     // Explicit: acknowledging one event must never acknowledge another that a
                     // crashed projector left pending.
                     ack_policy: consumer::AckPolicy::Explicit,

@@ -27,17 +27,11 @@ impl Partition {
         Ok(Partition { index, count })
     }
 
-    /// The partition of `count` a case id belongs to: FNV-1a (64 bits) of its bytes, modulo
-    /// `count`. Every projector process must agree on it, so it never changes.
+    /// The partition of `count` a case id belongs to: the one a stream of `count` partitions
+    /// stores it in ([`wfstate_events::partition_of`], nats-server's `{{partition}}`). Every
+    /// projector process must agree on it, so it never changes.
     pub fn index_of(case_id: &str, count: u32) -> u32 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in case_id.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        let index = hash % u64::from(count.max(1));
-        // Below `count`, so within a u32.
-        u32::try_from(index).unwrap_or(u32::MAX)
+        wfstate_events::partition_of(case_id, count)
     }
 
     /// Whether the case belongs to this partition.
@@ -58,9 +52,10 @@ mod tests {
 
     #[test]
     fn the_hash_is_fixed_and_spreads_cases() {
-        // Fixed values (FNV-1a of "" and of "a"): projector processes of every build agree.
-        assert_eq!(Partition::index_of("", 1000), 37);
-        assert_eq!(Partition::index_of("a", 1_000_000), 641_996);
+        // Fixed values (32-bit FNV-1a of "" and of "a"): projector processes of every build
+        // agree, and with the server's subject mapping.
+        assert_eq!(Partition::index_of("", 1000), 261);
+        assert_eq!(Partition::index_of("a", 1_000_000), 2220);
         let mut counts = [0_u32; 4];
         for n in 0..4000 {
             counts[Partition::index_of(&format!("order-{n}"), 4) as usize] += 1;

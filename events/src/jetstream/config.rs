@@ -66,6 +66,11 @@ pub struct JetStreamConfig {
     pub request_timeout: Duration,
     /// Create the stream when it does not exist (needs stream-management permission).
     pub create_stream: bool,
+    /// Partitions of a stream this store creates: the server stores each case's events under
+    /// `<subject_prefix>.<partition>.<case id>` (its `{{partition(P,1)}}` subject mapping), so
+    /// that projectors sharing the work each read only their partitions. Fixed when the
+    /// stream is created. `None`: what an existing stream has; a new one is not partitioned.
+    pub partitions: Option<u32>,
 }
 
 impl JetStreamConfig {
@@ -83,6 +88,7 @@ impl JetStreamConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             create_stream: true,
+            partitions: None,
         }
     }
 
@@ -104,7 +110,31 @@ impl JetStreamConfig {
             allow_direct: true,
             // Several events of one case in one round trip, all or nothing (2.12+).
             allow_atomic_publish: true,
+            subject_transform: self
+                .partitions
+                .map(|count| partition_transform(&self.subject_prefix, count)),
             ..stream::Config::default()
         }
     }
+}
+
+/// The subject mapping of a stream of `count` partitions: `<prefix>.<id>` is stored as
+/// `<prefix>.<partition>.<id>`.
+pub(crate) fn partition_transform(prefix: &str, count: u32) -> stream::SubjectTransform {
+    stream::SubjectTransform {
+        source: format!("{prefix}.*"),
+        destination: format!("{prefix}.{{{{partition({count},1)}}}}.{{{{wildcard(1)}}}}"),
+    }
+}
+
+/// The partition the server stores a case id under in a stream of `count` partitions: its
+/// `{{partition}}` mapping, 32-bit FNV-1a of the id's bytes modulo `count`. Fixed by the
+/// server, and the same for every client.
+pub fn partition_of(case_id: &str, count: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in case_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % count.max(1)
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_nats::{ConnectOptions, ServerAddr, jetstream};
 
 use super::config::{Auth, JetStreamConfig};
-use super::stream::open_stream;
+use super::stream::{open_stream, stream_partitions};
 use super::{HEADER_ROOM_BYTES, JetStreamLog, SERVER_VERSION_MIN};
 use crate::error::{LogError, LogErrorKind};
 
@@ -179,6 +179,7 @@ impl JetStreamLog {
             .replicas
             .unwrap_or(if info.cluster.is_some() { 3 } else { 1 });
         let stream = open_stream(&context, config, replicas, &violations).await?;
+        let partitions = partitions_of(&stream, config)?;
         let stream_size_max = usize::try_from(stream.cached_info().config.max_message_size)
             .ok()
             .filter(|size| *size > 0)
@@ -192,6 +193,7 @@ impl JetStreamLog {
             context,
             stream,
             subject_prefix: config.subject_prefix.clone(),
+            partitions,
             payload_size_max,
             replicas,
             urls: config.urls.clone(),
@@ -207,8 +209,10 @@ impl JetStreamLog {
     pub async fn with_layout(&self, config: &JetStreamConfig) -> Result<JetStreamLog, LogError> {
         let replicas = config.replicas.unwrap_or(self.replicas);
         let stream = open_stream(&self.context, config, replicas, &self.violations).await?;
+        let partitions = partitions_of(&stream, config)?;
         Ok(JetStreamLog {
             stream,
+            partitions,
             replicas,
             subject_prefix: config.subject_prefix.clone(),
             ..self.clone()
@@ -234,6 +238,15 @@ pub(crate) fn violation(violations: &Violations, subject: &str, what: &str) -> O
             "{what}: the server refused it ({violation}); the credentials in use may not do this"
         ),
     ))
+}
+
+/// The partitions of a stream that passed its check.
+fn partitions_of(
+    stream: &jetstream::stream::Stream,
+    config: &JetStreamConfig,
+) -> Result<Option<u32>, LogError> {
+    stream_partitions(&stream.cached_info().config, &config.subject_prefix)
+        .map_err(|problem| config_error(format!("stream {}: {problem}", config.stream)))
 }
 
 #[cfg(test)]

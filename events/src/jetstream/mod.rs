@@ -19,7 +19,7 @@ use bytes::Bytes;
 use wfstate_store::{CaseId, CommitId, Position};
 
 pub(crate) use codes::nats_failure;
-pub use config::{Auth, JetStreamConfig, Tls};
+pub use config::{Auth, JetStreamConfig, Tls, partition_of};
 
 use crate::error::LogError;
 use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
@@ -40,6 +40,8 @@ pub struct JetStreamLog {
     context: jetstream::Context,
     stream: jetstream::stream::Stream,
     subject_prefix: String,
+    /// The stream's partitions, if its subjects are partitioned.
+    partitions: Option<u32>,
     payload_size_max: usize,
     /// The replicas asked for (or chosen): the stream has at least as many.
     replicas: usize,
@@ -86,7 +88,42 @@ impl JetStreamLog {
         &self.subject_prefix
     }
 
-    /// The subject of a case.
+    /// How many partitions the stream stores its cases' events in
+    /// (`<subject_prefix>.<partition>.<case id>`), if it is partitioned.
+    pub fn partitions(&self) -> Option<u32> {
+        self.partitions
+    }
+
+    /// The subject a case's events are stored under: its [`JetStreamLog::subject`], with its
+    /// partition in a partitioned stream.
+    pub fn stored_subject(&self, case_id: &CaseId) -> String {
+        match self.partitions {
+            Some(count) => format!(
+                "{}.{}.{}",
+                self.subject_prefix,
+                partition_of(case_id.as_str(), count),
+                case_id
+            ),
+            None => self.subject(case_id),
+        }
+    }
+
+    /// The subjects every case's events are stored under (a filter).
+    pub fn stored_subjects(&self) -> String {
+        match self.partitions {
+            Some(_) => format!("{}.*.*", self.subject_prefix),
+            None => format!("{}.*", self.subject_prefix),
+        }
+    }
+
+    /// The subjects the events of partition `index` of `count` are stored under (a filter),
+    /// when the stream is partitioned in `count`: then the server delivers a partition's
+    /// events alone.
+    pub fn partition_subjects(&self, index: u32, count: u32) -> Option<String> {
+        (self.partitions == Some(count)).then(|| format!("{}.{index}.*", self.subject_prefix))
+    }
+
+    /// The subject a case's events are published to.
     pub fn subject(&self, case_id: &CaseId) -> String {
         // Once per commit: plain appends, without the formatting machinery.
         let mut subject =

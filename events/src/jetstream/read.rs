@@ -112,7 +112,7 @@ impl JetStreamLog {
 
     /// The case's last event, as the stream's leader has it.
     pub(crate) async fn last_of(&self, case_id: &CaseId) -> Result<Option<StoredEvent>, LogError> {
-        let subject = self.subject(case_id);
+        let subject = self.stored_subject(case_id);
         self.leader_get(self.stream.get_last_raw_message_by_subject(&subject))
             .await
     }
@@ -125,7 +125,7 @@ impl JetStreamLog {
     ) -> Result<Option<StoredEvent>, LogError> {
         self.leader_get(
             self.stream
-                .get_first_raw_message_by_subject(self.subject(case_id), position.get() + 1),
+                .get_first_raw_message_by_subject(self.stored_subject(case_id), position.get() + 1),
         )
         .await
     }
@@ -138,8 +138,10 @@ impl JetStreamLog {
         position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         self.direct_get(
-            self.stream
-                .direct_get_next_for_subject(self.subject(case_id), Some(position.get() + 1)),
+            self.stream.direct_get_next_for_subject(
+                self.stored_subject(case_id),
+                Some(position.get() + 1),
+            ),
         )
         .await
     }
@@ -178,7 +180,7 @@ impl JetStreamLog {
         }
         let name = format!("wfstate-read-{}", CommitId::generate());
         let events = self
-            .ordered(self.subject(case_id), position, Some(name.clone()))
+            .ordered(self.stored_subject(case_id), position, Some(name.clone()))
             .await?;
         // The ordered consumer would wait for more: end right after the last event known at
         // the start, without asking it for another, and delete the consumer.
@@ -205,7 +207,7 @@ impl JetStreamLog {
     }
 
     pub(crate) async fn read_all(&self, after_position: Position) -> Result<EventStream, LogError> {
-        self.ordered(format!("{}.*", self.subject_prefix), after_position, None)
+        self.ordered(self.stored_subjects(), after_position, None)
             .await
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 use super::codes::{api_error_of, api_failure, request_kind};
-use super::config::JetStreamConfig;
+use super::config::{JetStreamConfig, partition_transform};
 use super::connect::{Violations, violation};
 use crate::error::{LogError, LogErrorKind};
 
@@ -164,6 +164,14 @@ pub(crate) fn check_stream(
     if actual.sealed {
         problems.push("the stream is sealed and takes no new events".to_owned());
     }
+    match (stream_partitions(actual, &wanted.subject_prefix), wanted.partitions) {
+        (Err(problem), _) => problems.push(problem),
+        (Ok(has), Some(asked)) if has != Some(asked) => problems.push(format!(
+            "it has {}, not the {asked} asked for: partitions are fixed when a stream is              created; ask for what it has, or create another stream",
+            has.map_or("no partitions".to_owned(), |n| format!("{n} partitions"))
+        )),
+        _ => {}
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -176,6 +184,32 @@ pub(crate) fn check_stream(
                 problems.join("; ")
             ),
         ))
+    }
+}
+
+/// How many partitions a stream with the store's subjects stores its cases in, read from its
+/// subject mapping (`None`: not partitioned); a mapping of another form is a problem, since
+/// the store could not find the cases' events.
+pub(crate) fn stream_partitions(
+    actual: &stream::Config,
+    prefix: &str,
+) -> Result<Option<u32>, String> {
+    let Some(transform) = &actual.subject_transform else {
+        return Ok(None);
+    };
+    let count = transform
+        .destination
+        .strip_prefix(&format!("{prefix}.{{{{partition("))
+        .and_then(|rest| rest.split_once(",1)}}"))
+        .and_then(|(count, _)| count.parse::<u32>().ok())
+        .filter(|count| *count > 0);
+    match count {
+        Some(count) if *transform == partition_transform(prefix, count) => Ok(Some(count)),
+        _ => Err(format!(
+            "its subject mapping {} -> {} is not one this store reads: remove it, or map \
+             {prefix}.* to {prefix}.{{{{partition(P,1)}}}}.{{{{wildcard(1)}}}}",
+            transform.source, transform.destination
+        )),
     }
 }
 
@@ -221,5 +255,56 @@ mod tests {
         );
         assert!(message.contains("--replicas 3"), "{message}");
         check_stream(&config.stream_config(3), &config, 3).unwrap();
+    }
+
+    #[test]
+    fn partitions_are_read_from_the_mapping_and_fixed_at_creation() {
+        let mut config = JetStreamConfig::new("nats://127.0.0.1:4222");
+        let plain = config.stream_config(1);
+        config.partitions = Some(4);
+        let partitioned = config.stream_config(1);
+        let prefix = &config.subject_prefix;
+        assert_eq!(stream_partitions(&plain, prefix), Ok(None));
+        assert_eq!(stream_partitions(&partitioned, prefix), Ok(Some(4)));
+        check_stream(&partitioned, &config, 1).unwrap();
+
+        // Asked of a stream made otherwise: refused, saying what it has.
+        let error = check_stream(&plain, &config, 1).unwrap_err();
+        assert!(
+            error.to_string().contains("no partitions, not the 4"),
+            "{error}"
+        );
+        config.partitions = Some(8);
+        let error = check_stream(&partitioned, &config, 1).unwrap_err();
+        assert!(
+            error.to_string().contains("4 partitions, not the 8"),
+            "{error}"
+        );
+        // Not asked: whatever the stream has.
+        config.partitions = None;
+        check_stream(&partitioned, &config, 1).unwrap();
+
+        // A mapping the store could not read its cases through.
+        let mut foreign = partitioned.clone();
+        foreign.subject_transform = Some(stream::SubjectTransform {
+            source: format!("{prefix}.*"),
+            destination: format!("{prefix}.{{{{partition(4,1)}}}}.x.{{{{wildcard(1)}}}}"),
+        });
+        let error = check_stream(&foreign, &config, 1).unwrap_err();
+        assert!(
+            error.to_string().contains("is not one this store reads"),
+            "{error}"
+        );
+    }
+
+    /// The server's `{{partition}}` hash: 32-bit FNV-1a (offset 0x811c9dc5), modulo the
+    /// count. Checked against a real server by the partitioned conformance suite.
+    #[test]
+    fn the_partition_of_a_case_is_the_servers() {
+        use super::super::config::partition_of;
+        assert_eq!(partition_of("", u32::MAX), 0x811c_9dc5);
+        assert_eq!(partition_of("a", u32::MAX), 0xe40c_292c);
+        assert_eq!(partition_of("order-17", 1), 0);
+        assert!((0..1000).all(|n| partition_of(&format!("c{n}"), 7) < 7));
     }
 }

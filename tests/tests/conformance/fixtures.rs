@@ -33,14 +33,51 @@ pub struct JetStream {
 
 impl JetStream {
     pub async fn start() -> Self {
+        JetStream::start_with(None).await
+    }
+
+    async fn start_with(partitions: Option<u32>) -> Self {
         let server = NatsServer::start().await;
-        let log = JetStreamLog::connect(&JetStreamConfig::new(server.url()))
-            .await
-            .unwrap();
+        let mut config = JetStreamConfig::new(server.url());
+        config.partitions = partitions;
+        let log = JetStreamLog::connect(&config).await.unwrap();
+        assert_eq!(log.partitions(), partitions);
         JetStream {
             _server: server,
             log,
         }
+    }
+}
+
+/// JetStream with a stream of four partitions: the server stores each case's events under
+/// its partition's subjects.
+pub struct Partitioned(JetStream);
+
+impl Partitioned {
+    pub async fn start() -> Self {
+        Partitioned(JetStream::start_with(Some(4)).await)
+    }
+}
+
+impl Fixture for Partitioned {
+    type Log = JetStreamLog;
+    fn log(&self) -> JetStreamLog {
+        self.0.log()
+    }
+}
+
+impl ProjectorFixture for Partitioned {
+    type Projector = JetStreamProjector;
+    async fn projector(&self) -> JetStreamProjector {
+        self.0.projector().await
+    }
+
+    async fn put_view(&self, case_id: &str, bytes: &[u8]) {
+        self.0.put_view(case_id, bytes).await;
+    }
+
+    async fn delete_view(&self, case_id: &str) {
+        self.0.delete_view(case_id).await;
     }
 }
 

@@ -1,5 +1,5 @@
 //! One conformance suite, written once and run against every backend (JetStream on a real
-//! nats-server, the embedded SQLite log, and the in-memory log): commit and receipt, dedup,
+//! nats-server, with and without partitions, the embedded SQLite log, and the in-memory log): commit and receipt, dedup,
 //! conflicts, lost-ack retries, commits in doubt, history, follow, invalid ids, and the
 //! client's answers to faults injected on a script; the projector's idempotence and
 //! quarantine on the backends that have one; export and import between the backends.
@@ -58,10 +58,16 @@ macro_rules! log_checks {
 }
 
 log_checks!(jetstream: JetStream);
+log_checks!(jetstream_partitioned: Partitioned);
 log_checks!(embedded: Embedded);
 log_checks!(memory: Memory);
 
 conformance!(jetstream_projector: JetStream =>
+    projection::projector_idempotence_and_quarantine,
+    projection::verify_compares_each_view_at_its_own_position,
+    projection::lost_views_are_rebuilt_and_retried_cases_folded_again,
+);
+conformance!(jetstream_partitioned_projector: Partitioned =>
     projection::projector_idempotence_and_quarantine,
     projection::verify_compares_each_view_at_its_own_position,
     projection::lost_views_are_rebuilt_and_retried_cases_folded_again,
