@@ -86,6 +86,7 @@ pub async fn open(args: &StoreArgs) -> Result<Store, CliError> {
     config.connect_timeout = Duration::from_secs(args.timeout.max(1));
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
     config.replicas = args.replicas.map(usize::from);
+    config.partitions = args.stream_partitions;
     Ok(Store::JetStream(Box::new(
         JetStreamLog::connect(&config).await?,
     )))

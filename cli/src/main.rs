@@ -85,6 +85,11 @@ struct StoreArgs {
     /// single server); an existing stream or bucket with fewer is refused.
     #[arg(long, env = "WFSTATE_REPLICAS", global = true, value_parser = clap::value_parser!(u16).range(1..=5))]
     replicas: Option<u16>,
+    /// Partitions of the stream, when wfstate creates it: the server stores each case's
+    /// events under its partition, and `project --follow` processes share the partitions,
+    /// each reading only its own. Fixed at creation; another count is refused.
+    #[arg(long, env = "WFSTATE_STREAM_PARTITIONS", global = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    stream_partitions: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +147,8 @@ enum Command {
         retry: Vec<String>,
         /// With --follow on JetStream: share the cases with the other processes started
         /// with the same count, each partition folded by one process at a time and handed
-        /// over within about 5 s when its process dies.
+        /// over within about 5 s when its process dies. Default: the stream's partitions
+        /// (--stream-partitions), if it has them.
         #[arg(long, value_name = "P", requires = "follow")]
         partitions: Option<u32>,
     },
@@ -228,18 +234,24 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             .map_err(|error| CliError::new(error::UNAVAILABLE, error.to_string()));
     }
     if let Command::Project {
-        partitions: Some(partitions),
+        follow: true,
+        partitions,
         ..
     } = &cli.command
     {
-        return match &store {
-            backend::Store::JetStream(log) => {
-                Box::pin(commands::project_shared(log, *partitions, cli.json)).await
+        let shared = match (&store, partitions) {
+            (backend::Store::JetStream(log), Some(count)) => Some((log, *count)),
+            (backend::Store::JetStream(log), None) => log.partitions().map(|count| (log, count)),
+            (backend::Store::Embedded(_), Some(_)) => {
+                return Err(CliError::bad_input(
+                    "--partitions shares a JetStream stream between processes: give --nats",
+                ));
             }
-            backend::Store::Embedded(_) => Err(CliError::bad_input(
-                "--partitions shares a JetStream stream between processes: give --nats",
-            )),
+            (backend::Store::Embedded(_), None) => None,
         };
+        if let Some((log, count)) = shared {
+            return Box::pin(commands::project_shared(log, count, cli.json)).await;
+        }
     }
     match store {
         backend::Store::Embedded(log) => Box::pin(commands::run(&log, cli.command, cli.json)).await,

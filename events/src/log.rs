@@ -42,7 +42,9 @@ impl StoredEvent {
         let case_id = subject
             .strip_prefix(subject_prefix)
             .and_then(|rest| rest.strip_prefix('.'))
-            .map_or(subject, |rest| rest.split_once('.').map_or(rest, |(_, id)| id))
+            .map_or(subject, |rest| {
+                rest.split_once('.').map_or(rest, |(_, id)| id)
+            })
             .to_owned();
         StoredEvent {
             position,

@@ -1,6 +1,8 @@
-//! Four `wfstate project --follow --partitions 8` processes share a real server's cases while
-//! a writer commits; one is killed; the others take its partitions, and every view ends equal
-//! to its case's history, with no event applied twice.
+//! Four `wfstate project --follow` processes share a real server's cases while a writer
+//! commits; one is killed; the others take its partitions, and every view ends equal to its
+//! case's history, with no event applied twice. On a stream of 8 partitions the processes
+//! share them unasked, each reading only its own; on a plain stream they are asked to
+//! (`--partitions 8`) and read every event.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,8 +56,10 @@ async fn wait_until<F: Future<Output = bool>>(what: &str, mut done: impl FnMut()
     panic!("{what}: not within a minute");
 }
 
-/// Whether every partition's consumer has acknowledged every event up to `last`.
+/// Whether every partition's consumer has acknowledged every event it was given, with none
+/// left to give (the writer is done: the stream ends at `last`).
 async fn caught_up(log: &JetStreamLog, last: u64) -> bool {
+    assert_eq!(log.last_position().await.unwrap().get(), last);
     let stream = log.context().get_stream(log.stream_name()).await.unwrap();
     for index in 0..PARTITIONS {
         let name = format!("wfstate-projector-{index}-of-{PARTITIONS}");
@@ -66,7 +70,7 @@ async fn caught_up(log: &JetStreamLog, last: u64) -> bool {
             return false;
         };
         let info = consumer.info().await.unwrap();
-        if info.ack_floor.stream_sequence < last || info.num_ack_pending > 0 {
+        if info.num_pending > 0 || info.num_ack_pending > 0 {
             return false;
         }
     }
@@ -74,11 +78,39 @@ async fn caught_up(log: &JetStreamLog, last: u64) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_processes_share_the_partitions_and_one_dies() {
+async fn four_processes_share_a_partitioned_stream_and_one_dies() {
+    four_processes_share_the_partitions_and_one_dies(Some(PARTITIONS), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_asked_to_share_a_plain_stream_and_one_dies() {
+    four_processes_share_the_partitions_and_one_dies(None, &["--partitions", "8"]).await;
+}
+
+/// The filter of each partition's consumer: its own subjects on a partitioned stream, every
+/// case's on a plain one.
+async fn filters(log: &JetStreamLog) -> Vec<String> {
+    let stream = log.context().get_stream(log.stream_name()).await.unwrap();
+    let mut filters = Vec::new();
+    for index in 0..PARTITIONS {
+        let name = format!("wfstate-projector-{index}-of-{PARTITIONS}");
+        let mut consumer = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+            .await
+            .unwrap();
+        filters.push(consumer.info().await.unwrap().config.filter_subject.clone());
+    }
+    filters
+}
+
+async fn four_processes_share_the_partitions_and_one_dies(
+    stream_partitions: Option<u32>,
+    share: &[&str],
+) {
     let server = NatsServer::start().await;
-    let log = JetStreamLog::connect(&JetStreamConfig::new(server.url()))
-        .await
-        .unwrap();
+    let mut config = JetStreamConfig::new(server.url());
+    config.partitions = stream_partitions;
+    let log = JetStreamLog::connect(&config).await.unwrap();
     let workspace = Workspace::new(log.clone());
     let mut handles = Vec::new();
     for n in 0..40 {
@@ -95,14 +127,8 @@ async fn four_processes_share_the_partitions_and_one_dies() {
     let mut processes = Processes(Vec::new());
     for _ in 0..4 {
         let child = Command::new(env!("CARGO_BIN_EXE_wfstate"))
-            .args([
-                "--nats",
-                server.url(),
-                "project",
-                "--follow",
-                "--partitions",
-                "8",
-            ])
+            .args(["--nats", server.url(), "project", "--follow"])
+            .args(share)
             .env("WFSTATE_DATA_DIR", dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -144,6 +170,14 @@ async fn four_processes_share_the_partitions_and_one_dies() {
 
     let last = log.last_position().await.unwrap();
     wait_until("every partition caught up", || caught_up(&log, last.get())).await;
+
+    let expected: Vec<String> = (0..PARTITIONS)
+        .map(|index| match stream_partitions {
+            Some(_) => format!("wfstate.case.{index}.*"),
+            None => "wfstate.case.*".to_owned(),
+        })
+        .collect();
+    assert_eq!(filters(&log).await, expected);
 
     let mut config = ProjectorConfig::default();
     config.name = "checker".into();
