@@ -79,12 +79,20 @@ async fn caught_up(log: &JetStreamLog, last: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_share_a_partitioned_stream_and_one_dies() {
-    four_processes_share_the_partitions_and_one_dies(Some(PARTITIONS), &[]).await;
+    Box::pin(four_processes_share_the_partitions_and_one_dies(
+        Some(PARTITIONS),
+        &[],
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_asked_to_share_a_plain_stream_and_one_dies() {
-    four_processes_share_the_partitions_and_one_dies(None, &["--partitions", "8"]).await;
+    Box::pin(four_processes_share_the_partitions_and_one_dies(
+        None,
+        &["--partitions", "8"],
+    ))
+    .await;
 }
 
 /// The filter of each partition's consumer: its own subjects on a partitioned stream, every
