@@ -108,11 +108,19 @@ impl JetStreamLog {
         }
     }
 
-    /// The subjects every case's events are stored under (a filter).
+    /// The subjects every case's events are stored under (a filter; empty: the whole
+    /// stream).
     pub fn stored_subjects(&self) -> String {
+        let published = format!("{}.*", self.subject_prefix);
         match self.partitions {
+            // The server reads a filter that is not the stream's own subjects message by
+            // message, about four times slower: when the stream holds only case events, the
+            // whole stream is asked for instead.
+            Some(_) if self.stream.cached_info().config.subjects == [published.as_str()] => {
+                String::new()
+            }
             Some(_) => format!("{}.*.*", self.subject_prefix),
-            None => format!("{}.*", self.subject_prefix),
+            None => published,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Projectors sharing partitions (`Shared`, what `project --follow --partitions` runs): the
 //! catch-up rate with 1, 2 and 4 members over the same events, and the hand-over time when a
 //! member stops without giving its partitions back. Each member has a connection of its own,
-//! in this process. Run against a fresh server:
-//! `cargo run --release -p wfstate-bench --example share -- NATS_URL [CASES] [EVENTS] [KILLS]`.
+//! in this process. With `partitioned`, the stream is created with as many partitions as the
+//! members share, so each reads only its own. Run against a fresh server:
+//! `cargo run --release -p wfstate-bench --example share -- NATS_URL [CASES] [EVENTS] [KILLS]
+//! [partitioned]`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,8 +79,10 @@ fn member(
     })
 }
 
-/// Whether every partition's consumer of `run` has acknowledged every event up to `last`.
+/// Whether every partition's consumer of `run` has acknowledged every event it was given,
+/// with none left to give (the stream ends at `last`).
 async fn caught_up(log: &JetStreamLog, run: &str, last: u64) -> Result<bool, Error> {
+    assert_eq!(log.last_position().await?.get(), last);
     let stream = log.context().get_stream(log.stream_name()).await?;
     for index in 0..PARTITIONS {
         let name = format!("share-{run}-{index}-of-{PARTITIONS}");
@@ -89,7 +93,7 @@ async fn caught_up(log: &JetStreamLog, run: &str, last: u64) -> Result<bool, Err
             return Ok(false);
         };
         let info = consumer.info().await?;
-        if info.ack_floor.stream_sequence < last || info.num_ack_pending > 0 {
+        if info.num_pending > 0 || info.num_ack_pending > 0 {
             return Ok(false);
         }
     }
@@ -136,10 +140,20 @@ async fn main() -> Result<(), Error> {
     let cases: u64 = args.next().map_or(Ok(10_000), |n| n.parse())?;
     let events: u64 = args.next().map_or(Ok(10), |n| n.parse())?;
     let kills: usize = args.next().map_or(Ok(10), |n| n.parse())?;
-    let log = JetStreamLog::connect(&JetStreamConfig::new(url.clone())).await?;
+    let partitioned = args.next().is_some_and(|arg| arg == "partitioned");
+    let mut config = JetStreamConfig::new(url.clone());
+    config.partitions = partitioned.then_some(PARTITIONS);
+    let log = JetStreamLog::connect(&config).await?;
     fill(&log, cases, events).await?;
     let last = log.last_position().await?.get();
-    println!("{cases} cases x {events} events ({last} events), {PARTITIONS} partitions");
+    println!(
+        "{cases} cases x {events} events ({last} events), {PARTITIONS} partitions, {}",
+        if partitioned {
+            "a partitioned stream (each member reads its own partitions)"
+        } else {
+            "a plain stream (each member reads every event)"
+        }
+    );
 
     // The baseline: one projector of every case, no partitions.
     let (base, _) = configs("single");
