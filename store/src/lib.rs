@@ -52,6 +52,9 @@ mod rules_tests;
 #[cfg(test)]
 mod prop_tests;
 
+#[cfg(test)]
+mod vector_tests;
+
 pub use case::{Case, CommitMeta, PreparedCommit, Tentative};
 pub use error::{
     Code, DecodeError, FoldError, HashError, IdError, InvariantError, PrepareError, Reason,
