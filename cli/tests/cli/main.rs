@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use wfstate_tests::NatsServer;
 
+mod format;
 mod share;
 
 struct Output {
