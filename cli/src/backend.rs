@@ -72,9 +72,11 @@ fn auth(args: &StoreArgs) -> Result<Auth, CliError> {
     )
 }
 
-pub async fn open(args: &StoreArgs) -> Result<Store, CliError> {
+pub async fn open(args: &StoreArgs, read_only: bool) -> Result<Store, CliError> {
     let Some(urls) = &args.nats else {
-        let log = EmbeddedLog::open(&EmbeddedConfig::new(&args.data_dir))?;
+        let mut config = EmbeddedConfig::new(&args.data_dir);
+        config.read_only = read_only;
+        let log = EmbeddedLog::open(&config)?;
         return Ok(Store::Embedded(log));
     };
     let mut config = JetStreamConfig::new(urls.clone());

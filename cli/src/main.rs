@@ -220,8 +220,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the command only reads the log: then the embedded file is opened to read only, so
+/// that a user who may only read the data directory can run it.
+fn reads_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::History { .. }
+            | Command::Replay { .. }
+            | Command::Audit { .. }
+            | Command::Export { .. }
+            | Command::Show { replay: true, .. }
+    )
+}
+
 async fn run(cli: Cli) -> Result<u8, CliError> {
-    let store = backend::open(&cli.store).await?;
+    let store = backend::open(&cli.store, reads_only(&cli.command)).await?;
     #[cfg(feature = "bench")]
     if let Command::Bench(args) = &cli.command {
         let nats = match &store {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use wfstate_tests::NatsServer;
 
 mod format;
+mod readers;
 mod share;
 
 struct Output {

@@ -21,7 +21,7 @@ use wfstate_store::{CaseId, CommitId, Position};
 
 pub use schema::SQLITE_SCHEMA_VERSION;
 pub(crate) use schema::storage_failure;
-use schema::{open_writable, sqlite_error, unsigned};
+use schema::{open_read_only, open_writable, sqlite_error, unsigned};
 use writer::AppendRequest;
 
 use crate::error::{LogError, LogErrorKind};
@@ -47,6 +47,10 @@ pub struct EmbeddedConfig {
     pub payload_size_max: usize,
     /// How often `follow` polls for events written by other processes.
     pub poll_interval: Duration,
+    /// Open the file to read only: no directory or file is created, nothing is migrated, and
+    /// appends are refused. For readers (audit, history, replay, export) run by a user who
+    /// may only read the data directory.
+    pub read_only: bool,
 }
 
 impl EmbeddedConfig {
@@ -57,6 +61,7 @@ impl EmbeddedConfig {
             fsync: true,
             payload_size_max: 1024 * 1024,
             poll_interval: Duration::from_millis(200),
+            read_only: false,
         }
     }
 }
@@ -64,7 +69,10 @@ impl EmbeddedConfig {
 /// The embedded event log. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedLog {
-    appends: mpsc::Sender<AppendRequest>,
+    /// The writer thread's queue; `None` when opened read-only.
+    appends: Option<mpsc::Sender<AppendRequest>>,
+    /// The sender of `last_position` when no writer thread holds it (read-only).
+    _unwritten: Option<Arc<watch::Sender<u64>>>,
     reader: Arc<Mutex<Connection>>,
     last_position: watch::Receiver<u64>,
     path: PathBuf,
@@ -108,25 +116,37 @@ impl EmbeddedLog {
     /// wfstate log, [`LogErrorKind::Config`] for a file written by a newer wfstate; each names
     /// the path and what to do.
     pub fn open(config: &EmbeddedConfig) -> Result<EmbeddedLog, LogError> {
-        create_data_dir(&config.data_dir)?;
         let path = config.data_dir.join(DATABASE_FILE);
-        let writer = open_writable(&path, config.fsync)?;
-        let reader = open_writable(&path, config.fsync)?;
-        let last = writer
+        let reader = if config.read_only {
+            open_read_only(&path)?
+        } else {
+            create_data_dir(&config.data_dir)?;
+            open_writable(&path, config.fsync)?
+        };
+        let last = reader
             .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
                 unsigned(row.get(0)?)
             })
             .map_err(|e| sqlite_error(&path, "reading the last position", e))?;
         let (notify, last_position) = watch::channel(last);
-        let appends = writer::start(writer, path.clone(), notify).map_err(|e| {
-            LogError::new(
-                LogErrorKind::Unexpected,
-                format!("{}: cannot start the writer thread", path.display()),
-            )
-            .with_source(e)
-        })?;
+        let (appends, unwritten) = if config.read_only {
+            // Kept so that followers wait a poll interval for other processes' events,
+            // rather than find the channel closed.
+            (None, Some(Arc::new(notify)))
+        } else {
+            let writer = open_writable(&path, config.fsync)?;
+            let appends = writer::start(writer, path.clone(), notify).map_err(|e| {
+                LogError::new(
+                    LogErrorKind::Unexpected,
+                    format!("{}: cannot start the writer thread", path.display()),
+                )
+                .with_source(e)
+            })?;
+            (Some(appends), None)
+        };
         Ok(EmbeddedLog {
             appends,
+            _unwritten: unwritten,
             reader: Arc::new(Mutex::new(reader)),
             last_position,
             path,
@@ -321,7 +341,16 @@ impl EmbeddedLog {
                 format!("{}: the writer thread has stopped", self.path.display()),
             )
         };
-        self.appends.send(request).map_err(|_| stopped())?;
+        let Some(appends) = &self.appends else {
+            return Err(LogError::new(
+                LogErrorKind::PermissionDenied,
+                format!(
+                    "{}: opened to read only; commit with a store opened to write",
+                    self.path.display()
+                ),
+            ));
+        };
+        appends.send(request).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::error::{LogError, LogErrorKind};
 
@@ -158,6 +158,77 @@ fn version_error(path: &Path, version: i64) -> LogError {
                 path.display()
             ),
         )
+    }
+}
+
+/// Opens the file to read only: nothing is created or migrated, so a user who may only read
+/// the data directory can. A file of another schema version is refused, saying what to do.
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, LogError> {
+    if !path.is_file() {
+        return Err(LogError::new(
+            LogErrorKind::Config,
+            format!(
+                "{}: no store here to read; give the data directory a writer uses (--data-dir, \
+                 WFSTATE_DATA_DIR)",
+                path.display()
+            ),
+        ));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)
+        .map_err(|e| sqlite_error(path, "opening the log to read", e))?;
+    configure(&connection, path)?;
+    let version = match user_version(&connection, path) {
+        Err(error) if cannot_share(&error) && !wal_of(path).exists() => {
+            // The reader may not create the file shared with writers (the directory is not
+            // its to write), and none exists: no process has the file open, and with no
+            // write-ahead log every commit is in the file itself. It is read as it is.
+            drop(connection);
+            let uri = format!("file:{}?immutable=1", path.display());
+            let connection = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| sqlite_error(path, "opening the log to read", e))?;
+            configure(&connection, path)?;
+            let version = user_version(&connection, path)?;
+            return checked_version(path, version).map(|()| connection);
+        }
+        read => read?,
+    };
+    checked_version(path, version).map(|()| connection)
+}
+
+/// The write-ahead log next to the file at `path`.
+fn wal_of(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// Whether reading failed because the reader may not create the shared-memory file.
+fn cannot_share(error: &LogError) -> bool {
+    use std::error::Error as _;
+    error
+        .source()
+        .and_then(|source| source.downcast_ref::<rusqlite::Error>())
+        .and_then(rusqlite::Error::sqlite_error)
+        .is_some_and(|e| {
+            e.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+                || e.code == ErrorCode::CannotOpen
+        })
+}
+
+/// A reader takes the current schema only: it may not migrate an older file.
+fn checked_version(path: &Path, version: i64) -> Result<(), LogError> {
+    match version {
+        SQLITE_SCHEMA_VERSION => Ok(()),
+        0 => Err(LogError::new(
+            LogErrorKind::Config,
+            format!(
+                "{}: written by an older wfstate, and a reader may not migrate it; run a \
+                 command that writes (wfstate project) once with write access",
+                path.display()
+            ),
+        )),
+        version => Err(version_error(path, version)),
     }
 }
 

@@ -154,3 +154,62 @@ async fn the_log_fsyncs_every_commit_unless_told_otherwise() {
     let relaxed = EmbeddedLog::open(&relaxed).unwrap();
     assert_eq!(synchronous(&relaxed).await, 1, "NORMAL");
 }
+
+/// A reader's open creates and migrates nothing: a missing store is named, an older file is
+/// left as it is, appends are refused, and reads work.
+#[tokio::test]
+async fn a_read_only_open_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    let mut config = EmbeddedConfig::new(&missing);
+    config.read_only = true;
+    let error = EmbeddedLog::open(&config).unwrap_err();
+    assert_eq!(error.kind(), LogErrorKind::Config, "{error}");
+    assert!(
+        error.to_string().contains("no store here to read"),
+        "{error}"
+    );
+    assert!(!missing.exists(), "a reader made the data directory");
+
+    let writer = EmbeddedLog::open(&EmbeddedConfig::new(dir.path())).unwrap();
+    let case = CaseId::new("c").unwrap();
+    let appended = writer
+        .append(
+            &case,
+            CommitId::generate(),
+            Position::ZERO,
+            Bytes::from_static(b"e"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(appended, AppendOutcome::Appended { .. }));
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.read_only = true;
+    let reader = EmbeddedLog::open(&config).unwrap();
+    assert_eq!(reader.last_position().await.unwrap(), Position::new(1));
+    let error = reader
+        .append(
+            &case,
+            CommitId::generate(),
+            Position::new(1),
+            Bytes::from_static(b"f"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), LogErrorKind::PermissionDenied, "{error}");
+    drop((reader, writer));
+
+    let path = dir.path().join(DATABASE_FILE);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 0")
+        .unwrap();
+    let error = EmbeddedLog::open(&config).unwrap_err();
+    assert_eq!(error.kind(), LogErrorKind::Config, "{error}");
+    assert!(error.to_string().contains("older wfstate"), "{error}");
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 0, "a reader migrated the file");
+}
