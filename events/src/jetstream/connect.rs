@@ -195,6 +195,7 @@ impl JetStreamLog {
             subject_prefix: config.subject_prefix.clone(),
             partitions,
             payload_size_max,
+            request_timeout: config.request_timeout,
             replicas,
             urls: config.urls.clone(),
             violations,

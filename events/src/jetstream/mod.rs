@@ -27,8 +27,11 @@ use crate::log::{AppendOutcome, EventLog, EventStream, StoredEvent};
 /// The oldest server version the store accepts.
 pub const SERVER_VERSION_MIN: (u64, u64, u64) = (2, 12, 0);
 
-/// How many events of a case's history are read with direct gets before a consumer is used.
+/// How many events of a case's history are read with single direct gets before batches are.
 const DIRECT_READS: usize = 16;
+
+/// The most events one batched direct get asks for.
+const DIRECT_BATCH: usize = 1024;
 
 /// Room left in `max_payload` for the headers the store adds.
 const HEADER_ROOM_BYTES: usize = 512;
@@ -43,6 +46,8 @@ pub struct JetStreamLog {
     /// The stream's partitions, if its subjects are partitioned.
     partitions: Option<u32>,
     payload_size_max: usize,
+    /// The longest wait for one request.
+    request_timeout: std::time::Duration,
     /// The replicas asked for (or chosen): the stream has at least as many.
     replicas: usize,
     urls: String,

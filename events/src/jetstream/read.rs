@@ -2,11 +2,11 @@
 //! consumers for long histories and for following the whole stream.
 
 use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
-use wfstate_store::{CaseId, CommitId, Position};
+use futures::{StreamExt, TryStreamExt};
+use wfstate_store::{CaseId, Position};
 
 use super::codes::{api_error, api_error_of, api_failure, request_kind};
-use super::{DIRECT_READS, JetStreamLog};
+use super::{DIRECT_BATCH, DIRECT_READS, JetStreamLog};
 use crate::error::{LogError, LogErrorKind};
 use crate::log::{EventStream, StoredEvent};
 
@@ -178,32 +178,152 @@ impl JetStreamLog {
         if position >= last {
             return Ok(Box::pin(futures::stream::iter(head)));
         }
-        let name = format!("wfstate-read-{}", CommitId::generate());
-        let events = self
-            .ordered(self.stored_subject(case_id), position, Some(name.clone()))
+        // The rest in batches of direct gets, one batch held at a time: no consumer is made,
+        // so a reader needs no right beyond reading the stream.
+        let tail = futures::stream::try_unfold(
+            (self.clone(), case_id.clone(), position),
+            move |(log, case_id, position)| async move {
+                if position >= last {
+                    return Ok(None);
+                }
+                let batch = log.history_batch(&case_id, position, last).await?;
+                let next = batch.last().map_or(last, |event| event.position);
+                let events = futures::stream::iter(batch.into_iter().map(Ok));
+                Ok(Some((events, (log, case_id, next))))
+            },
+        )
+        .try_flatten();
+        Ok(Box::pin(futures::stream::iter(head).chain(tail)))
+    }
+
+    /// The case's next events after `position`, at most up to `last`: a batched direct get
+    /// from any replica. A replica that lags behind `last` answers short; the event it lacks is
+    /// then asked of the leader, so the history never looks shorter than the leader's.
+    async fn history_batch(
+        &self,
+        case_id: &CaseId,
+        position: Position,
+        last: Position,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        let mut batch = self
+            .direct_batch(&self.stored_subject(case_id), position, last)
             .await?;
-        // The ordered consumer would wait for more: end right after the last event known at
-        // the start, without asking it for another, and delete the consumer.
-        let mut events = Some(events);
-        let mut cleanup = Some((self.stream.clone(), name));
-        let tail = futures::stream::poll_fn(move |cx| {
-            let Some(reader) = events.as_mut() else {
-                return std::task::Poll::Ready(None);
+        batch.retain(|event| event.position > position && event.position <= last);
+        if batch.is_empty() {
+            let next = self.next_event(case_id, position).await?;
+            batch.extend(next.filter(|event| event.position <= last));
+        }
+        if batch.is_empty() {
+            return Err(LogError::new(
+                LogErrorKind::Unavailable,
+                format!(
+                    "reading case {case_id} from {}: the event after position {position} is \
+                     gone; try again later",
+                    self.urls
+                ),
+            ));
+        }
+        Ok(batch)
+    }
+
+    /// Up to [`DIRECT_BATCH`] events of `filter` after `after` and not past `until`, in one
+    /// batched direct get (nats-server 2.11+) answered by any replica; ends early where the
+    /// replica's events end.
+    async fn direct_batch(
+        &self,
+        filter: &str,
+        after: Position,
+        until: Position,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        let what = format!("reading events from {}", self.urls);
+        let failed = |error: &dyn std::fmt::Display, kind| {
+            LogError::new(kind, format!("{what}: {error}; try again later"))
+        };
+        let api = format!("$JS.API.DIRECT.GET.{}", self.stream_name());
+        let request = serde_json::json!({
+            "seq": after.get() + 1,
+            "next_by_subj": filter,
+            "batch": DIRECT_BATCH,
+            "up_to_seq": until.get(),
+        });
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| failed(&e, LogErrorKind::Unavailable).with_source(e))?;
+        self.client
+            .publish_with_reply(api.clone(), inbox, request.to_string().into())
+            .await
+            .map_err(|e| failed(&e, LogErrorKind::Unavailable).with_source(e))?;
+        let mut events = Vec::new();
+        // Bounded by the batch: at most DIRECT_BATCH events and the end-of-batch answer.
+        for _ in 0..=DIRECT_BATCH {
+            let reply = match tokio::time::timeout(self.request_timeout, replies.next()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => {
+                    return Err(failed(
+                        &"the reply subscription ended",
+                        LogErrorKind::Unavailable,
+                    ));
+                }
+                Err(elapsed) => {
+                    return Err(self
+                        .permission_error("$JS.API.DIRECT.GET", &what)
+                        .unwrap_or_else(|| failed(&"no answer", LogErrorKind::TimedOut))
+                        .with_source(elapsed));
+                }
             };
-            let event = std::task::ready!(reader.poll_next_unpin(cx));
-            let done = match &event {
-                Some(Ok(event)) => event.position >= last,
-                Some(Err(_)) | None => true,
-            };
-            if done {
-                events = None;
-                if let Some((stream, name)) = cleanup.take() {
-                    tokio::spawn(async move { stream.delete_consumer(&name).await });
+            match reply.status {
+                None => events.push(self.batched(&reply)?),
+                // The end of the batch, or nothing to send.
+                Some(status) if status.as_u16() == 204 || status.as_u16() == 404 => {
+                    return Ok(events);
+                }
+                Some(status) if status == async_nats::StatusCode::NO_RESPONDERS => {
+                    return Err(failed(&"no replica answered", LogErrorKind::Unavailable));
+                }
+                Some(status) => {
+                    return Err(LogError::new(
+                        LogErrorKind::Unexpected,
+                        format!(
+                            "{what}: the server answered {status} {}",
+                            reply.description.as_deref().unwrap_or_default()
+                        ),
+                    ));
                 }
             }
-            std::task::Poll::Ready(event)
-        });
-        Ok(Box::pin(futures::stream::iter(head).chain(tail)))
+        }
+        Err(LogError::new(
+            LogErrorKind::Unexpected,
+            format!("{what}: a batch of {DIRECT_BATCH} events did not end"),
+        ))
+    }
+
+    /// The event a reply of a batched direct get carries, named by its headers.
+    fn batched(&self, reply: &async_nats::Message) -> Result<StoredEvent, LogError> {
+        let header = |name: &str| {
+            reply
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(name))
+                .map(async_nats::HeaderValue::as_str)
+        };
+        let position = header("Nats-Sequence")
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| {
+                LogError::new(
+                    LogErrorKind::Unexpected,
+                    "a batched direct get answered a message without its sequence",
+                )
+            })?;
+        Ok(StoredEvent::from_message(
+            &self.subject_prefix,
+            Position::new(position),
+            header("Nats-Subject").unwrap_or_default(),
+            header(async_nats::header::NATS_MESSAGE_ID.as_ref()),
+            reply.payload.clone(),
+        ))
     }
 
     pub(crate) async fn read_all(&self, after_position: Position) -> Result<EventStream, LogError> {
@@ -334,6 +454,7 @@ impl StoredEvent {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use wfstate_store::CommitId;
 
     use super::*;
 

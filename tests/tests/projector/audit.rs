@@ -80,6 +80,16 @@ accounts: {
           }
           subscribe: { allow: ["_INBOX.>"] }
       } }
+      { user: reader, password: rpass, permissions: {
+          publish: {
+            allow: [
+              "$JS.API.INFO", "$JS.API.STREAM.INFO.WFSTATE",
+              "$JS.API.DIRECT.GET.WFSTATE", "$JS.API.DIRECT.GET.WFSTATE.>",
+              "$JS.API.STREAM.MSG.GET.WFSTATE"
+            ]
+          }
+          subscribe: { allow: ["_INBOX.>"] }
+      } }
     ]
   }
 }
@@ -131,6 +141,44 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
     );
     let count = workspace.log().last_position().await.unwrap();
     assert_eq!(count, 10, "nothing was stored");
+}
+
+/// A case's history, however long, is read with direct gets only: a user who may read the
+/// stream and create no consumer replays and audits a case of 1,100 events (two batches past
+/// the single reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_without_consumer_rights_reads_a_long_history() {
+    let server = NatsServer::start_with_config(AUTH_CONFIG);
+    let mut writer_config = JetStreamConfig::new(server.url());
+    writer_config.auth = wfstate_events::Auth::UserPassword {
+        user: "writer".into(),
+        password: "wpass".into(),
+    };
+    let workspace = Workspace::new(JetStreamLog::connect(&writer_config).await.unwrap());
+    let (mut handle, _) = workspace
+        .create(case("long"), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    for _ in 1..1100 {
+        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        workspace.commit(&mut handle).await.unwrap();
+    }
+
+    let mut reader_config = JetStreamConfig::new(server.url());
+    reader_config.auth = wfstate_events::Auth::UserPassword {
+        user: "reader".into(),
+        password: "rpass".into(),
+    };
+    reader_config.create_stream = false;
+    reader_config.request_timeout = Duration::from_secs(2);
+    let reader = JetStreamLog::connect(&reader_config).await.unwrap();
+    let replayed = replay(&reader, &case("long"), None).await.unwrap();
+    assert_eq!(replayed.events_folded, 1100);
+    assert_eq!(&replayed.state, handle.case().state());
+    let audited = audit_case(&reader, &case("long"), None, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((audited.events, audited.is_clean()), (1100, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
