@@ -196,6 +196,7 @@ impl JetStreamLog {
             partitions,
             payload_size_max,
             request_timeout: config.request_timeout,
+            consumers_refused: Arc::default(),
             replicas,
             urls: config.urls.clone(),
             violations,

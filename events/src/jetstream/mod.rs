@@ -48,6 +48,9 @@ pub struct JetStreamLog {
     payload_size_max: usize,
     /// The longest wait for one request.
     request_timeout: std::time::Duration,
+    /// Whether the server refused this connection a consumer: long histories are then read
+    /// in batched direct gets.
+    consumers_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The replicas asked for (or chosen): the stream has at least as many.
     replicas: usize,
     urls: String,

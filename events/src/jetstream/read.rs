@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::{StreamExt, TryStreamExt};
-use wfstate_store::{CaseId, Position};
+use wfstate_store::{CaseId, CommitId, Position};
 
 use super::codes::{api_error, api_error_of, api_failure, request_kind};
 use super::{DIRECT_BATCH, DIRECT_READS, JetStreamLog};
@@ -178,22 +178,97 @@ impl JetStreamLog {
         if position >= last {
             return Ok(Box::pin(futures::stream::iter(head)));
         }
-        // The rest in batches of direct gets, one batch held at a time: no consumer is made,
-        // so a reader needs no right beyond reading the stream.
-        let tail = futures::stream::try_unfold(
-            (self.clone(), case_id.clone(), position),
-            move |(log, case_id, position)| async move {
-                if position >= last {
-                    return Ok(None);
+        let tail = if self
+            .consumers_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.history_in_batches(case_id, position, last)
+        } else {
+            match self.history_through_consumer(case_id, position, last).await {
+                Err(error) if error.kind() == LogErrorKind::PermissionDenied => {
+                    // A reader that may not create consumers (an auditor) reads in batched
+                    // direct gets from now on.
+                    self.consumers_refused
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.history_in_batches(case_id, position, last)
                 }
-                let batch = log.history_batch(&case_id, position, last).await?;
-                let next = batch.last().map_or(last, |event| event.position);
-                let events = futures::stream::iter(batch.into_iter().map(Ok));
-                Ok(Some((events, (log, case_id, next))))
-            },
-        )
-        .try_flatten();
+                tail => tail?,
+            }
+        };
         Ok(Box::pin(futures::stream::iter(head).chain(tail)))
+    }
+
+    /// The case's events after `position` up to `last` through an ordered consumer, which
+    /// streams them without a request per batch; the consumer is deleted at the end.
+    async fn history_through_consumer(
+        &self,
+        case_id: &CaseId,
+        position: Position,
+        last: Position,
+    ) -> Result<EventStream, LogError> {
+        let name = format!("wfstate-read-{}", CommitId::generate());
+        let events = self
+            .ordered(self.stored_subject(case_id), position, Some(name.clone()))
+            .await?;
+        // The ordered consumer would wait for more: end right after the last event known at
+        // the start, without asking it for another, and delete the consumer.
+        let mut events = Some(events);
+        let mut cleanup = Some((self.stream.clone(), name));
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            let Some(reader) = events.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            let event = std::task::ready!(reader.poll_next_unpin(cx));
+            let done = match &event {
+                Some(Ok(event)) => event.position >= last,
+                Some(Err(_)) | None => true,
+            };
+            if done {
+                events = None;
+                if let Some((stream, name)) = cleanup.take() {
+                    tokio::spawn(async move { stream.delete_consumer(&name).await });
+                }
+            }
+            std::task::Poll::Ready(event)
+        })))
+    }
+
+    /// The case's events after `position` up to `last` in batched direct gets: no consumer is
+    /// made, so a reader needs no right beyond reading the stream. The next batch is fetched
+    /// while the reader takes the current one: at most two batches are held.
+    fn history_in_batches(
+        &self,
+        case_id: &CaseId,
+        position: Position,
+        last: Position,
+    ) -> EventStream {
+        let fetch = move |log: JetStreamLog, case_id: CaseId, position: Position| {
+            tokio::spawn(async move { log.history_batch(&case_id, position, last).await })
+        };
+        let first = fetch(self.clone(), case_id.clone(), position);
+        Box::pin(
+            futures::stream::try_unfold(
+                (self.clone(), case_id.clone(), Some(first)),
+                move |(log, case_id, pending)| async move {
+                    let Some(pending) = pending else {
+                        return Ok(None);
+                    };
+                    let batch = pending.await.map_err(|error| {
+                        LogError::new(
+                            LogErrorKind::Unexpected,
+                            "reading a history: the task failed",
+                        )
+                        .with_source(error)
+                    })??;
+                    let reached = batch.last().map_or(last, |event| event.position);
+                    let next =
+                        (reached < last).then(|| fetch(log.clone(), case_id.clone(), reached));
+                    let events = futures::stream::iter(batch.into_iter().map(Ok));
+                    Ok(Some((events, (log, case_id, next))))
+                },
+            )
+            .try_flatten(),
+        )
     }
 
     /// The case's next events after `position`, at most up to `last`: a batched direct get
@@ -454,7 +529,6 @@ impl StoredEvent {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use wfstate_store::CommitId;
 
     use super::*;
 
