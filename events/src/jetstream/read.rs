@@ -1,5 +1,9 @@
 //! Reads: direct gets for a case's last event and the event after a position, ordered
-//! consumers for long histories and for following the whole stream.
+//! consumers for long histories and for following the whole stream, and batched direct gets
+//! in their place for a connection refused a consumer.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::{StreamExt, TryStreamExt};
@@ -9,6 +13,10 @@ use super::codes::{api_error, api_error_of, api_failure, request_kind};
 use super::{DIRECT_BATCH, DIRECT_READS, JetStreamLog};
 use crate::error::{LogError, LogErrorKind};
 use crate::log::{EventStream, StoredEvent};
+
+/// How long a follower reading in batched direct gets waits before asking again for new
+/// events.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 impl JetStreamLog {
     pub(crate) fn stored(
@@ -178,18 +186,14 @@ impl JetStreamLog {
         if position >= last {
             return Ok(Box::pin(futures::stream::iter(head)));
         }
-        let tail = if self
-            .consumers_refused
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        let tail = if self.consumers_refused.load(Ordering::Relaxed) {
             self.history_in_batches(case_id, position, last)
         } else {
             match self.history_through_consumer(case_id, position, last).await {
                 Err(error) if error.kind() == LogErrorKind::PermissionDenied => {
                     // A reader that may not create consumers (an auditor) reads in batched
                     // direct gets from now on.
-                    self.consumers_refused
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.consumers_refused.store(true, Ordering::Relaxed);
                     self.history_in_batches(case_id, position, last)
                 }
                 tail => tail?,
@@ -281,7 +285,7 @@ impl JetStreamLog {
         last: Position,
     ) -> Result<Vec<StoredEvent>, LogError> {
         let mut batch = self
-            .direct_batch(&self.stored_subject(case_id), position, last)
+            .direct_batch(&self.stored_subject(case_id), position, Some(last))
             .await?;
         batch.retain(|event| event.position > position && event.position <= last);
         if batch.is_empty() {
@@ -308,19 +312,24 @@ impl JetStreamLog {
         &self,
         filter: &str,
         after: Position,
-        until: Position,
+        until: Option<Position>,
     ) -> Result<Vec<StoredEvent>, LogError> {
         let what = format!("reading events from {}", self.urls);
         let failed = |error: &dyn std::fmt::Display, kind| {
             LogError::new(kind, format!("{what}: {error}; try again later"))
         };
         let api = format!("$JS.API.DIRECT.GET.{}", self.stream_name());
-        let request = serde_json::json!({
+        let mut request = serde_json::json!({
             "seq": after.get() + 1,
-            "next_by_subj": filter,
             "batch": DIRECT_BATCH,
-            "up_to_seq": until.get(),
         });
+        // An empty filter is the whole stream: the batch goes by sequence alone.
+        if !filter.is_empty() {
+            request["next_by_subj"] = filter.into();
+        }
+        if let Some(until) = until {
+            request["up_to_seq"] = until.get().into();
+        }
         let inbox = self.client.new_inbox();
         let mut replies = self
             .client
@@ -402,8 +411,41 @@ impl JetStreamLog {
     }
 
     pub(crate) async fn read_all(&self, after_position: Position) -> Result<EventStream, LogError> {
-        self.ordered(self.stored_subjects(), after_position, None)
-            .await
+        if !self.consumers_refused.load(Ordering::Relaxed) {
+            match self
+                .ordered(self.stored_subjects(), after_position, None)
+                .await
+            {
+                Err(error) if error.kind() == LogErrorKind::PermissionDenied => {
+                    self.consumers_refused.store(true, Ordering::Relaxed);
+                }
+                events => return events,
+            }
+        }
+        Ok(self.follow_in_batches(after_position))
+    }
+
+    /// Every event after `after`, and every new one as it comes, in batched direct gets: for
+    /// a connection refused a consumer. When a batch finds nothing new it asks again after
+    /// [`FOLLOW_POLL`]; the stream ends only when dropped, as a consumer's would.
+    fn follow_in_batches(&self, after: Position) -> EventStream {
+        let filter = self.stored_subjects();
+        Box::pin(
+            futures::stream::try_unfold((self.clone(), after), move |(log, after)| {
+                let filter = filter.clone();
+                async move {
+                    loop {
+                        let batch = log.direct_batch(&filter, after, None).await?;
+                        if let Some(last) = batch.last().map(|event| event.position) {
+                            let events = futures::stream::iter(batch.into_iter().map(Ok));
+                            return Ok(Some((events, (log, last))));
+                        }
+                        tokio::time::sleep(FOLLOW_POLL).await;
+                    }
+                }
+            })
+            .try_flatten(),
+        )
     }
 
     pub(crate) async fn stream_last_position(&self) -> Result<Position, LogError> {

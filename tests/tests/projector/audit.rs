@@ -143,9 +143,9 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
     assert_eq!(count, 10, "nothing was stored");
 }
 
-/// A case's history, however long, is read with direct gets only: a user who may read the
-/// stream and create no consumer replays and audits a case of 1,100 events (two batches past
-/// the single reads).
+/// A user who may read the stream and create no consumer replays and audits a case of 1,100
+/// events (two batches past the single reads), and audits the whole stream: both are read in
+/// batched direct gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_without_consumer_rights_reads_a_long_history() {
     let server = NatsServer::start_with_config(AUTH_CONFIG);
@@ -179,6 +179,10 @@ async fn a_reader_without_consumer_rights_reads_a_long_history() {
         .await
         .unwrap();
     assert_eq!((audited.events, audited.is_clean()), (1100, true));
+    // The whole stream too, read in batches and followed until its last event.
+    let all = audit_all(&reader, |_| {}).await.unwrap();
+    assert!(all.is_clean(), "{:?}", all.problems);
+    assert_eq!((all.cases, all.events), (1, 1100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
