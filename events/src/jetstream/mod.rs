@@ -8,6 +8,7 @@
 //! answer of the server is classified by its error code ([`codes`]), never by its text.
 
 mod append;
+mod batch;
 mod codes;
 mod config;
 mod connect;

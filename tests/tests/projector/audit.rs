@@ -95,6 +95,19 @@ accounts: {
 }
 "#;
 
+/// A connection of `user`, which may not create the stream; a refused request is known
+/// after a second.
+async fn reader_as(server: &NatsServer, user: &str, password: &str) -> JetStreamLog {
+    let mut config = JetStreamConfig::new(server.url());
+    config.auth = wfstate_events::Auth::UserPassword {
+        user: user.into(),
+        password: password.into(),
+    };
+    config.create_stream = false;
+    config.request_timeout = Duration::from_secs(1);
+    JetStreamLog::connect(&config).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
     let server = NatsServer::start_with_config(AUTH_CONFIG);
@@ -113,14 +126,7 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
         workspace.commit(&mut handle).await.unwrap();
     }
 
-    let mut auditor_config = JetStreamConfig::new(server.url());
-    auditor_config.auth = wfstate_events::Auth::UserPassword {
-        user: "auditor".into(),
-        password: "apass".into(),
-    };
-    auditor_config.create_stream = false;
-    auditor_config.request_timeout = Duration::from_secs(1);
-    let auditor = JetStreamLog::connect(&auditor_config).await.unwrap();
+    let auditor = reader_as(&server, "auditor", "apass").await;
     let report = audit_all(&auditor, |_| {}).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!((report.cases, report.events), (5, 10));
@@ -164,14 +170,7 @@ async fn a_reader_without_consumer_rights_reads_a_long_history() {
         workspace.commit(&mut handle).await.unwrap();
     }
 
-    let mut reader_config = JetStreamConfig::new(server.url());
-    reader_config.auth = wfstate_events::Auth::UserPassword {
-        user: "reader".into(),
-        password: "rpass".into(),
-    };
-    reader_config.create_stream = false;
-    reader_config.request_timeout = Duration::from_secs(2);
-    let reader = JetStreamLog::connect(&reader_config).await.unwrap();
+    let reader = reader_as(&server, "reader", "rpass").await;
     let replayed = replay(&reader, &case("long"), None).await.unwrap();
     assert_eq!(replayed.events_folded, 1100);
     assert_eq!(&replayed.state, handle.case().state());
