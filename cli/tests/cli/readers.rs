@@ -1,6 +1,6 @@
 //! Commands that only read (history, replay, audit, show --replay) open the embedded file to
 //! read only: they create no store where there is none, and a user who may only read the data
-//! directory can run them.
+//! directory can run them on a store closed cleanly.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,6 +49,21 @@ fn readers_open_the_store_to_read_only() {
 
     let created = wfstate(&data, None, &["create", "--id", "order-1"], "");
     assert_eq!(created.code, 0, "{}", created.stderr);
+    // A process that ends with its writer's connection open leaves the write-ahead log
+    // beside the file, which a reader without write access cannot share (see the README):
+    // the store is closed cleanly here first, by opening and closing it.
+    drop(wfstate_events::EmbeddedLog::open(&wfstate_events::EmbeddedConfig::new(&data)).unwrap());
+    let wal = data.join("wfstate.sqlite3-wal");
+    for _ in 0..200 {
+        if !wal.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !wal.exists(),
+        "the write-ahead log is still there after 10 s"
+    );
     for (path, mode) in [(dir.path(), 0o755), (data.as_path(), 0o555)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
