@@ -95,14 +95,20 @@ accounts: {
 }
 "#;
 
-/// A connection of `user`, which may not create the stream; a refused request is known
-/// after a second.
-async fn reader_as(server: &NatsServer, user: &str, password: &str) -> JetStreamLog {
+/// The configuration of a connection to `server` as `user`.
+fn config_as(server: &NatsServer, user: &str, password: &str) -> JetStreamConfig {
     let mut config = JetStreamConfig::new(server.url());
     config.auth = wfstate_events::Auth::UserPassword {
         user: user.into(),
         password: password.into(),
     };
+    config
+}
+
+/// A connection of `user`, which may not create the stream; a refused request is known
+/// after a second.
+async fn reader_as(server: &NatsServer, user: &str, password: &str) -> JetStreamLog {
+    let mut config = config_as(server, user, password);
     config.create_stream = false;
     config.request_timeout = Duration::from_secs(1);
     JetStreamLog::connect(&config).await.unwrap()
@@ -111,12 +117,8 @@ async fn reader_as(server: &NatsServer, user: &str, password: &str) -> JetStream
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
     let server = NatsServer::start_with_config(AUTH_CONFIG);
-    let mut writer_config = JetStreamConfig::new(server.url());
-    writer_config.auth = wfstate_events::Auth::UserPassword {
-        user: "writer".into(),
-        password: "wpass".into(),
-    };
-    let workspace = Workspace::new(JetStreamLog::connect(&writer_config).await.unwrap());
+    let writer = config_as(&server, "writer", "wpass");
+    let workspace = Workspace::new(JetStreamLog::connect(&writer).await.unwrap());
     for n in 0..5 {
         let (mut handle, _) = workspace
             .create(case(&format!("a{n}")), [Mutation::set_key("n", n)])
@@ -155,12 +157,8 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_without_consumer_rights_reads_a_long_history() {
     let server = NatsServer::start_with_config(AUTH_CONFIG);
-    let mut writer_config = JetStreamConfig::new(server.url());
-    writer_config.auth = wfstate_events::Auth::UserPassword {
-        user: "writer".into(),
-        password: "wpass".into(),
-    };
-    let workspace = Workspace::new(JetStreamLog::connect(&writer_config).await.unwrap());
+    let writer = config_as(&server, "writer", "wpass");
+    let workspace = Workspace::new(JetStreamLog::connect(&writer).await.unwrap());
     let (mut handle, _) = workspace
         .create(case("long"), [Mutation::set_key("n", 0)])
         .await
