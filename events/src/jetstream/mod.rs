@@ -12,6 +12,7 @@ mod batch;
 mod codes;
 mod config;
 mod connect;
+mod pull;
 mod read;
 mod stream;
 

@@ -1,12 +1,12 @@
-//! Reads: direct gets for a case's last event and the event after a position, ordered
-//! consumers for long histories and for following the whole stream, and batched direct gets
-//! in their place for a connection refused a consumer.
+//! Reads: direct gets for a case's last event and the event after a position, pull consumers
+//! for long histories ([`super::pull`]), ordered consumers for following the whole stream,
+//! and batched direct gets in their place for a connection refused a consumer.
 
 use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use wfstate_store::{CaseId, CommitId, Position};
+use wfstate_store::{CaseId, Position};
 
 use super::codes::{api_error, api_error_of, api_failure, request_kind};
 use super::{DIRECT_READS, JetStreamLog};
@@ -159,7 +159,7 @@ impl JetStreamLog {
         };
         let last = last.position;
         // Short histories (most loads) are read with direct gets: a consumer costs more round
-        // trips than a few events. Long ones go on through an ordered consumer, which streams
+        // trips than a few events. Long ones go on through a pull consumer, which streams
         // them without a request per event. Both are bounded by the last position the leader
         // gave: a replica that lags behind it is asked again through the leader, so it can
         // never make the history look shorter.
@@ -184,7 +184,7 @@ impl JetStreamLog {
         let tail = if self.consumers_refused.load(Ordering::Relaxed) {
             self.history_in_batches(case_id, position, last)
         } else {
-            match self.history_through_consumer(case_id, position, last).await {
+            match self.history_in_pulls(case_id, position, last).await {
                 Err(error) if error.kind() == LogErrorKind::PermissionDenied => {
                     // A reader that may not create consumers (an auditor) reads in batched
                     // direct gets from now on.
@@ -195,41 +195,6 @@ impl JetStreamLog {
             }
         };
         Ok(Box::pin(futures::stream::iter(head).chain(tail)))
-    }
-
-    /// The case's events after `position` up to `last` through an ordered consumer, which
-    /// streams them without a request per batch; the consumer is deleted at the end.
-    async fn history_through_consumer(
-        &self,
-        case_id: &CaseId,
-        position: Position,
-        last: Position,
-    ) -> Result<EventStream, LogError> {
-        let name = format!("wfstate-read-{}", CommitId::generate());
-        let events = self
-            .ordered(self.stored_subject(case_id), position, Some(name.clone()))
-            .await?;
-        // The ordered consumer would wait for more: end right after the last event known at
-        // the start, without asking it for another, and delete the consumer.
-        let mut events = Some(events);
-        let mut cleanup = Some((self.stream.clone(), name));
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
-            let Some(reader) = events.as_mut() else {
-                return std::task::Poll::Ready(None);
-            };
-            let event = std::task::ready!(reader.poll_next_unpin(cx));
-            let done = match &event {
-                Some(Ok(event)) => event.position >= last,
-                Some(Err(_)) | None => true,
-            };
-            if done {
-                events = None;
-                if let Some((stream, name)) = cleanup.take() {
-                    tokio::spawn(async move { stream.delete_consumer(&name).await });
-                }
-            }
-            std::task::Poll::Ready(event)
-        })))
     }
 
     pub(crate) async fn read_all(&self, after_position: Position) -> Result<EventStream, LogError> {
@@ -257,6 +222,18 @@ impl JetStreamLog {
         })?;
         Ok(Position::new(info.state.last_sequence))
     }
+    /// What a refused reader's consumer means to the store.
+    pub(crate) fn consumer_error(&self, error: stream::ConsumerError) -> LogError {
+        let what = format!("creating a reader on {}", self.urls);
+        let code = match error.kind() {
+            stream::ConsumerErrorKind::JetStream(e) => Some(e.error_code().0),
+            _ => None,
+        };
+        let request = request_kind(&error);
+        self.permission_error("$JS.API.CONSUMER.CREATE", &what)
+            .unwrap_or_else(|| api_error_of(&what, code, request, error))
+    }
+
     /// An ordered consumer over `filter` from `after + 1`, as a stream of events.
     pub(crate) async fn ordered(
         &self,
@@ -280,16 +257,7 @@ impl JetStreamLog {
                 ..consumer::pull::OrderedConfig::default()
             })
             .await
-            .map_err(|error| {
-                let what = format!("creating a reader on {}", self.urls);
-                let code = match error.kind() {
-                    stream::ConsumerErrorKind::JetStream(e) => Some(e.error_code().0),
-                    _ => None,
-                };
-                let request = request_kind(&error);
-                self.permission_error("$JS.API.CONSUMER.CREATE", &what)
-                    .unwrap_or_else(|| api_error_of(&what, code, request, error))
-            })?;
+            .map_err(|error| self.consumer_error(error))?;
         let messages = consumer.messages().await.map_err(|error| {
             LogError::new(
                 LogErrorKind::Unavailable,
@@ -372,6 +340,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use wfstate_store::CommitId;
 
     #[test]
     fn stored_events_carry_case_and_commit_id() {

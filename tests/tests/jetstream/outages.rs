@@ -1,4 +1,5 @@
-//! A stopped and a restarted server: commits in doubt, resolved once.
+//! A stopped and a restarted server: commits in doubt, resolved once; a reader lost under a
+//! long history read.
 
 use std::time::Duration;
 
@@ -118,4 +119,50 @@ async fn transact_on_after_an_unknown_outcome_applies_the_change_once() {
         ),
         (2, Value::from(1))
     );
+}
+
+/// A long history is read through a consumer of the reader's own. Deleted under the reader
+/// (as a server that lost it would), it is replaced from after the last event handed out: the
+/// history arrives whole, in order, once; and the reader leaves no consumer behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_history_survives_its_reader_being_deleted() {
+    let server = NatsServer::start().await;
+    let workspace = workspace(&server).await;
+    let id = case("long");
+    let (mut handle, receipt) = workspace
+        .create(id.clone(), [Mutation::set_key("n", 0)])
+        .await
+        .unwrap();
+    let mut written = vec![receipt.position];
+    for n in 1..3000_u64 {
+        handle.case_mut().buffer(Mutation::set_key("n", n));
+        written.push(workspace.commit(&mut handle).await.unwrap().position);
+    }
+    let log = workspace.log();
+    let mut stream = log.context().get_stream("WFSTATE").await.unwrap();
+
+    let mut history = log.history(&id, Position::ZERO).await.unwrap();
+    let mut read = Vec::new();
+    while read.len() < 100 {
+        read.push(history.try_next().await.unwrap().unwrap().position);
+    }
+    let readers: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert_eq!(readers.len(), 1, "one reader: {readers:?}");
+    stream.delete_consumer(&readers[0]).await.unwrap();
+    while let Some(event) = history.try_next().await.unwrap() {
+        read.push(event.position);
+    }
+    assert_eq!(read, written);
+
+    // Deleted in the background: bounded wait.
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = stream.consumer_names().try_collect().await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "readers left behind: {left:?}");
+    assert_eq!(stream.info().await.unwrap().state.consumer_count, 0);
 }
