@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use wfstate_events::{
-    Auth, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Tls,
+    Auth, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, LogErrorKind, Tls,
 };
 use wfstate_projector::{
-    EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, ProjectorError,
+    EmbeddedProjector, EmbeddedViews, JetStreamProjector, KvViewReader, Projector, ProjectorConfig,
+    ProjectorError, ViewSource,
 };
 
 use crate::StoreArgs;
@@ -23,23 +24,41 @@ pub trait Backend: EventLog + Clone {
     /// The projector over this log.
     type Projector: Projector;
 
+    /// The views as a reader that may not write sees them.
+    type Views: ViewSource;
+
     /// Opens the projector.
     fn projector(&self) -> impl Future<Output = Result<Self::Projector, ProjectorError>> + Send;
+
+    /// Opens the views to read only, as the projector left them.
+    fn views(&self) -> impl Future<Output = Result<Self::Views, ProjectorError>> + Send;
 }
 
 impl Backend for EmbeddedLog {
     type Projector = EmbeddedProjector;
 
+    type Views = EmbeddedViews;
+
     async fn projector(&self) -> Result<EmbeddedProjector, ProjectorError> {
         EmbeddedProjector::open(self, "wfstate-projector", 512)
+    }
+
+    async fn views(&self) -> Result<EmbeddedViews, ProjectorError> {
+        EmbeddedViews::open(self)
     }
 }
 
 impl Backend for JetStreamLog {
     type Projector = JetStreamProjector;
 
+    type Views = KvViewReader;
+
     async fn projector(&self) -> Result<JetStreamProjector, ProjectorError> {
         JetStreamProjector::open(self, ProjectorConfig::default()).await
+    }
+
+    async fn views(&self) -> Result<KvViewReader, ProjectorError> {
+        KvViewReader::open(self, &ProjectorConfig::default()).await
     }
 }
 
@@ -72,11 +91,31 @@ fn auth(args: &StoreArgs) -> Result<Auth, CliError> {
     )
 }
 
-pub async fn open(args: &StoreArgs, read_only: bool) -> Result<Store, CliError> {
+/// What a command does with the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: the embedded file is opened to read only.
+    Read,
+    /// Writes.
+    Write,
+    /// Writes when it may (a projector's catch-up first), else reads.
+    WriteOrRead,
+}
+
+pub async fn open(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
     let Some(urls) = &args.nats else {
         let mut config = EmbeddedConfig::new(&args.data_dir);
-        config.read_only = read_only;
-        let log = EmbeddedLog::open(&config)?;
+        config.read_only = access == Access::Read;
+        let log = match EmbeddedLog::open(&config) {
+            Err(error)
+                if access == Access::WriteOrRead
+                    && error.kind() == LogErrorKind::PermissionDenied =>
+            {
+                config.read_only = true;
+                EmbeddedLog::open(&config)?
+            }
+            log => log?,
+        };
         return Ok(Store::Embedded(log));
     };
     let mut config = JetStreamConfig::new(urls.clone());

@@ -220,21 +220,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether the command only reads the log: then the embedded file is opened to read only, so
-/// that a user who may only read the data directory can run it.
-fn reads_only(command: &Command) -> bool {
-    matches!(
-        command,
+/// What the command does with the store: a command that only reads opens the embedded file to
+/// read only, so that a user who may only read the data directory can run it; `verify` brings
+/// the views up to date first where it may write.
+fn access(command: &Command) -> backend::Access {
+    match command {
         Command::History { .. }
-            | Command::Replay { .. }
-            | Command::Audit { .. }
-            | Command::Export { .. }
-            | Command::Show { replay: true, .. }
-    )
+        | Command::Replay { .. }
+        | Command::Audit { .. }
+        | Command::Export { .. }
+        | Command::Show { replay: true, .. } => backend::Access::Read,
+        Command::Verify { .. } => backend::Access::WriteOrRead,
+        _ => backend::Access::Write,
+    }
 }
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
-    let store = backend::open(&cli.store, reads_only(&cli.command)).await?;
+    let store = backend::open(&cli.store, access(&cli.command)).await?;
     #[cfg(feature = "bench")]
     if let Command::Bench(args) = &cli.command {
         let nats = match &store {

@@ -36,7 +36,7 @@ impl std::fmt::Debug for EmbeddedProjector {
     }
 }
 
-fn sql(what: &str) -> impl Fn(rusqlite::Error) -> ProjectorError + '_ {
+pub(crate) fn sql(what: &str) -> impl Fn(rusqlite::Error) -> ProjectorError + '_ {
     move |error| {
         let path = std::path::PathBuf::from(PROJECTOR_FILE);
         ProjectorError::Log(LogError::from_storage(&path, what, error))
@@ -125,7 +125,22 @@ fn checkpoint(connection: &Connection, name: &str) -> Result<Position, Projector
     })
 }
 
-fn load_view(connection: &Connection, case: &str) -> Result<Option<View>, ProjectorError> {
+/// Every case with a view in the file.
+pub(crate) fn view_ids(connection: &Connection) -> Result<Vec<CaseId>, ProjectorError> {
+    let keys: Vec<String> = connection
+        .prepare("SELECT case_id FROM views ORDER BY case_id")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .map_err(sql("listing views"))?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| CaseId::new(key).ok())
+        .collect())
+}
+
+pub(crate) fn load_view(
+    connection: &Connection,
+    case: &str,
+) -> Result<Option<View>, ProjectorError> {
     let bytes: Option<Vec<u8>> = connection
         .prepare_cached("SELECT view FROM views WHERE case_id = ?1")
         .and_then(|mut statement| statement.query_row([case], |row| row.get(0)).optional())
@@ -363,16 +378,7 @@ impl ViewSource for EmbeddedProjector {
     }
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
-        self.with_connection(|connection| {
-            let keys: Vec<String> = connection
-                .prepare("SELECT case_id FROM views ORDER BY case_id")
-                .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
-                .map_err(sql("listing views"))?;
-            Ok(keys
-                .into_iter()
-                .filter_map(|key| CaseId::new(key).ok())
-                .collect())
-        })
-        .await
+        self.with_connection(|connection| view_ids(connection))
+            .await
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::{StreamExt, TryStreamExt};
-use wfstate_events::JetStreamLog;
+use wfstate_events::{JetStreamLog, LogErrorKind};
 use wfstate_store::CaseId;
 
 use crate::engine::{Batch, Counts};
@@ -136,10 +136,28 @@ impl JetStreamProjector {
     /// Opens (or creates) the durable consumer and the buckets.
     ///
     /// # Errors
-    /// [`ProjectorError::Log`] when the server does not answer or refuses.
+    /// [`ProjectorError::Log`] when the server does not answer or refuses
+    /// ([`LogErrorKind::PermissionDenied`] for credentials that may not).
     pub async fn open(log: &JetStreamLog, config: ProjectorConfig) -> Result<Self, ProjectorError> {
-        let store = KvViews::open(log, &config).await?;
-        JetStreamProjector::with_store(log, config, store).await
+        let opened = async {
+            let store = KvViews::open(log, &config).await?;
+            JetStreamProjector::with_store(log, config, store).await
+        };
+        opened.await.map_err(|error| refused(log, error))
+    }
+}
+
+/// A request through async-nats that failed (timed out, mostly) because the server refused it
+/// (it answers a permission violation on the connection, not to the request): said as such.
+pub(crate) fn refused(log: &JetStreamLog, error: ProjectorError) -> ProjectorError {
+    match error {
+        ProjectorError::Log(error) if error.kind() != LogErrorKind::PermissionDenied => {
+            match log.refusal("opening the projector") {
+                Some(denied) => ProjectorError::Log(denied.with_source(error)),
+                None => ProjectorError::Log(error),
+            }
+        }
+        error => error,
     }
 }
 

@@ -92,6 +92,23 @@ impl KvViews {
     }
 }
 
+/// The view a KV entry holds, with its revision; none for a deleted one.
+pub(crate) fn view_of(
+    entry: Option<kv::Entry>,
+    key: &str,
+) -> Result<Option<(View, u64)>, ProjectorError> {
+    match entry {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            let view = View::decode(&entry.value).map_err(|source| ProjectorError::BadView {
+                case_id: key.to_owned(),
+                source,
+            })?;
+            Ok(Some((view, entry.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// A quarantined event's key: its position, zero-padded so that keys sort by position.
 fn record_key(record: &QuarantineRecord) -> String {
     format!("{:020}", record.position)
@@ -115,17 +132,7 @@ impl ViewStore for KvViews {
             .entry(key)
             .await
             .map_err(|e| failed("reading a view", e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                let view =
-                    View::decode(&entry.value).map_err(|source| ProjectorError::BadView {
-                        case_id: key.to_owned(),
-                        source,
-                    })?;
-                Ok(Some((view, entry.revision)))
-            }
-            _ => Ok(None),
-        }
+        view_of(entry, key)
     }
 
     async fn revision(&self, key: &str) -> Result<Option<u64>, ProjectorError> {

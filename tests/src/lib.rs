@@ -16,6 +16,7 @@ mod cluster;
 mod faulty;
 mod faulty_views;
 mod proxy;
+mod roles;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use cluster::NatsCluster;
 pub use faulty::{Fault, FaultyLog, Script};
 pub use faulty_views::FaultyViews;
 pub use proxy::RouteProxy;
+pub use roles::ROLES_CONFIG;
 
 /// The image tag used with testcontainers: the store needs nats-server 2.12 or newer.
 pub const NATS_IMAGE_TAG: &str = "2.12";

@@ -1,6 +1,7 @@
-//! Commands that only read (history, replay, audit, show --replay) open the embedded file to
-//! read only: they create no store where there is none, and a user who may only read the data
-//! directory can run them on a store closed cleanly.
+//! Commands that only read (history, replay, audit, show --replay, and verify where it may not
+//! write) open the embedded file to read only: they create no store where there is none, and
+//! a user who may only read the data directory can run them on a store closed cleanly. On
+//! JetStream, each role of the README's table runs its commands with exactly its rights.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,6 +50,8 @@ fn readers_open_the_store_to_read_only() {
 
     let created = wfstate(&data, None, &["create", "--id", "order-1"], "");
     assert_eq!(created.code, 0, "{}", created.stderr);
+    let projected = wfstate(&data, None, &["project"], "");
+    assert_eq!(projected.code, 0, "{}", projected.stderr);
     // A process that ends with its writer's connection open leaves the write-ahead log
     // beside the file, which a reader without write access cannot share (see the README):
     // the store is closed cleanly here first, by opening and closing it.
@@ -77,12 +80,66 @@ fn readers_open_the_store_to_read_only() {
         &["audit"],
         &["audit", "order-1"],
         &["show", "order-1", "--replay"],
+        &["verify", "--all"],
+        &["verify", "order-1"],
     ] {
         let (code, stderr) = as_reader(&data, args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
     }
+    // Verify brings the views up to date where it may write; here it says it reads them as
+    // they are.
+    let (_, stderr) = as_reader(&data, &["verify", "--all"]);
+    assert!(stderr.contains("as the projector left them"), "{stderr}");
     // A commit is refused with a clear reason, whatever opens the file.
     let (code, stderr) = as_reader(&data, &["create", "--id", "order-2"]);
     assert_ne!(code, 0, "{stderr}");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `wfstate ARGS` against `url` as `user` (password `password`).
+fn as_role(url: &str, user: &str, password: &str, args: &[&str]) -> crate::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["--user", user, "--password", password, "--timeout", "1"];
+    all.extend_from_slice(args);
+    wfstate(dir.path(), Some(url), &all, "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_runs_its_commands_with_its_rights() {
+    let server = wfstate_tests::NatsServer::start_with_config(wfstate_tests::ROLES_CONFIG);
+    let url = server.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("export.cbor");
+        let file = file.to_str().unwrap();
+        let steps: [(&str, &str, &[&str], i32); 12] = [
+            ("operator", "opass", &["project"], 0),
+            ("writer", "wpass", &["create", "--id", "c1"], 0),
+            ("writer", "wpass", &["create", "--id", "c2"], 0),
+            ("projector", "ppass", &["project"], 0),
+            ("auditor", "apass", &["audit"], 0),
+            ("auditor", "apass", &["history", "c1"], 0),
+            ("auditor", "apass", &["replay", "c1"], 0),
+            ("auditor", "apass", &["show", "c1", "--replay"], 0),
+            ("auditor", "apass", &["export", file], 0),
+            ("auditor", "apass", &["verify", "--all"], 0),
+            ("auditor", "apass", &["verify", "c2"], 0),
+            // Refused: the store says whose rights are missing, as bad configuration.
+            ("auditor", "apass", &["create", "--id", "c3"], 2),
+        ];
+        for (user, password, args, expected) in steps {
+            let output = as_role(&url, user, password, args);
+            assert_eq!(output.code, expected, "{user} {args:?}: {}", output.stderr);
+        }
+        let verified = as_role(&url, "auditor", "apass", &["verify", "--all"]);
+        assert!(
+            verified
+                .stdout
+                .contains("verified 2 case(s): 0 mismatch(es)"),
+            "{}",
+            verified.stdout
+        );
+    })
+    .await
+    .unwrap();
 }

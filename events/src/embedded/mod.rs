@@ -160,6 +160,16 @@ impl EmbeddedLog {
         &self.path
     }
 
+    /// A new connection to the file that may only read it, as a log opened with
+    /// [`EmbeddedConfig::read_only`] reads: for readers of the other tables in it (the
+    /// projector's views).
+    ///
+    /// # Errors
+    /// As [`EmbeddedLog::open`] to read only.
+    pub fn read_connection(&self) -> Result<Connection, LogError> {
+        open_read_only(&self.path)
+    }
+
     /// Runs a read on the reader connection, off the async threads.
     async fn read<T: Send + 'static>(
         &self,

@@ -93,11 +93,6 @@ impl JetStreamLog {
         after: Position,
         until: Option<Position>,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        let what = format!("reading events from {}", self.urls);
-        let failed = |error: &dyn std::fmt::Display, kind| {
-            LogError::new(kind, format!("{what}: {error}; try again later"))
-        };
-        let api = format!("$JS.API.DIRECT.GET.{}", self.stream_name());
         let mut request = serde_json::json!({
             "seq": after.get() + 1,
             "batch": DIRECT_BATCH,
@@ -109,6 +104,75 @@ impl JetStreamLog {
         if let Some(until) = until {
             request["up_to_seq"] = until.get().into();
         }
+        self.direct_messages(self.stream_name(), &request)
+            .await?
+            .iter()
+            .map(|reply| self.batched(reply))
+            .collect()
+    }
+
+    /// Every subject under `filter` in the stream `stream` whose last message is not a KV
+    /// delete or purge marker, in batched direct gets: the keys of a KV bucket (`stream`
+    /// `KV_<bucket>`, `filter` `$KV.<bucket>.>`) for a reader that may not create the
+    /// consumer a key listing uses. Each message of the stream is read once, in order.
+    ///
+    /// # Errors
+    /// As reading the stream: [`LogErrorKind::Unavailable`], [`LogErrorKind::TimedOut`],
+    /// [`LogErrorKind::PermissionDenied`].
+    pub async fn live_subjects(&self, stream: &str, filter: &str) -> Result<Vec<String>, LogError> {
+        let mut live = std::collections::BTreeSet::new();
+        let mut next = 1_u64;
+        loop {
+            let request = serde_json::json!({
+                "seq": next,
+                "batch": DIRECT_BATCH,
+                "next_by_subj": filter,
+            });
+            let replies = self.direct_messages(stream, &request).await?;
+            let Some(last) = replies.last() else {
+                return Ok(live.into_iter().collect());
+            };
+            let last = header(last, "Nats-Sequence")
+                .and_then(|text| text.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    LogError::new(
+                        LogErrorKind::Unexpected,
+                        "a batched direct get answered a message without its sequence",
+                    )
+                })?;
+            // Strictly increasing: the loop ends with the stream.
+            if last < next {
+                return Err(LogError::new(
+                    LogErrorKind::Unexpected,
+                    format!("reading stream {stream}: asked from {next}, answered up to {last}"),
+                ));
+            }
+            next = last + 1;
+            for reply in &replies {
+                let Some(subject) = header(reply, "Nats-Subject") else {
+                    continue;
+                };
+                if matches!(header(reply, "KV-Operation"), Some("DEL" | "PURGE")) {
+                    live.remove(subject);
+                } else {
+                    live.insert(subject.to_owned());
+                }
+            }
+        }
+    }
+
+    /// The replies to one batched direct get on `stream`: at most [`DIRECT_BATCH`] messages
+    /// (the end-of-batch status is not among them).
+    async fn direct_messages(
+        &self,
+        stream: &str,
+        request: &serde_json::Value,
+    ) -> Result<Vec<async_nats::Message>, LogError> {
+        let what = format!("reading stream {stream} from {}", self.urls);
+        let failed = |error: &dyn std::fmt::Display, kind| {
+            LogError::new(kind, format!("{what}: {error}; try again later"))
+        };
+        let api = format!("$JS.API.DIRECT.GET.{stream}");
         let inbox = self.client.new_inbox();
         let mut replies = self
             .client
@@ -119,8 +183,8 @@ impl JetStreamLog {
             .publish_with_reply(api.clone(), inbox, request.to_string().into())
             .await
             .map_err(|e| failed(&e, LogErrorKind::Unavailable).with_source(e))?;
-        let mut events = Vec::new();
-        // Bounded by the batch: at most DIRECT_BATCH events and the end-of-batch answer.
+        let mut messages = Vec::new();
+        // Bounded by the batch: at most DIRECT_BATCH messages and the end-of-batch answer.
         for _ in 0..=DIRECT_BATCH {
             let reply = match tokio::time::timeout(self.request_timeout, replies.next()).await {
                 Ok(Some(reply)) => reply,
@@ -138,10 +202,10 @@ impl JetStreamLog {
                 }
             };
             match reply.status {
-                None => events.push(self.batched(&reply)?),
+                None => messages.push(reply),
                 // The end of the batch, or nothing to send.
                 Some(status) if status.as_u16() == 204 || status.as_u16() == 404 => {
-                    return Ok(events);
+                    return Ok(messages);
                 }
                 Some(status) if status == async_nats::StatusCode::NO_RESPONDERS => {
                     return Err(failed(&"no replica answered", LogErrorKind::Unavailable));
@@ -159,20 +223,13 @@ impl JetStreamLog {
         }
         Err(LogError::new(
             LogErrorKind::Unexpected,
-            format!("{what}: a batch of {DIRECT_BATCH} events did not end"),
+            format!("{what}: a batch of {DIRECT_BATCH} messages did not end"),
         ))
     }
 
     /// The event a reply of a batched direct get carries, named by its headers.
     fn batched(&self, reply: &async_nats::Message) -> Result<StoredEvent, LogError> {
-        let header = |name: &str| {
-            reply
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get(name))
-                .map(async_nats::HeaderValue::as_str)
-        };
-        let position = header("Nats-Sequence")
+        let position = header(reply, "Nats-Sequence")
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| {
                 LogError::new(
@@ -183,8 +240,8 @@ impl JetStreamLog {
         Ok(StoredEvent::from_message(
             &self.subject_prefix,
             Position::new(position),
-            header("Nats-Subject").unwrap_or_default(),
-            header(async_nats::header::NATS_MESSAGE_ID.as_ref()),
+            header(reply, "Nats-Subject").unwrap_or_default(),
+            header(reply, async_nats::header::NATS_MESSAGE_ID.as_ref()),
             reply.payload.clone(),
         ))
     }
@@ -211,4 +268,13 @@ impl JetStreamLog {
             .try_flatten(),
         )
     }
+}
+
+/// A header of a batched direct get's reply.
+fn header<'a>(reply: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    reply
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(name))
+        .map(async_nats::HeaderValue::as_str)
 }

@@ -221,6 +221,13 @@ impl JetStreamLog {
         })
     }
 
+    /// A request failed or timed out where the store asked through async-nats (a KV bucket, a
+    /// projector's consumer): the permission violation the server last reported on this
+    /// connection, if there was one, as [`LogErrorKind::PermissionDenied`] for `what`.
+    pub fn refusal(&self, what: &str) -> Option<LogError> {
+        self.permission_error("", what)
+    }
+
     /// A request to `subject` failed or timed out: the permission violation the server
     /// reported for it, if there was one.
     pub(crate) fn permission_error(&self, subject: &str, what: &str) -> Option<LogError> {

@@ -9,6 +9,7 @@
 )]
 
 mod audit;
+mod roles;
 mod stalls;
 mod views;
 
