@@ -39,6 +39,7 @@ mod event;
 mod hash;
 mod id;
 mod limits;
+pub mod merkle;
 mod mutation;
 mod position;
 mod receipt;

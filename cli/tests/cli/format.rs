@@ -1,6 +1,7 @@
 //! The second verifier, `tools/verify_events.py` (Python, cbor2 and hashlib, written from
 //! `docs/event-format.md`), checks the golden vectors and an export of the demo's cases, and
-//! reports a changed state hash, a cut file and a changed vector.
+//! reports a changed state hash, a cut file and a changed vector. The Merkle proofs' verifier,
+//! `tools/verify_receipt.py` (RFC 9162's iterative algorithms), checks the Merkle vectors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,8 +14,13 @@ fn repository() -> PathBuf {
 
 /// Runs the Python verifier on `what` (`vectors` or `export`) and `file`.
 fn python_verify(what: &str, file: &Path) -> Output {
+    python("verify_events.py", what, file)
+}
+
+/// Runs the Python tool `script` (in `tools/`) on `what` and `file`.
+fn python(script: &str, what: &str, file: &Path) -> Output {
     let output = Command::new("python3")
-        .arg(repository().join("tools/verify_events.py"))
+        .arg(repository().join("tools").join(script))
         .arg(what)
         .arg(file)
         .output()
@@ -87,4 +93,34 @@ fn the_python_verifier_checks_the_vectors_and_an_export() {
     std::fs::write(&changed_vectors, changed).unwrap();
     let checked = python_verify("vectors", &changed_vectors);
     assert_eq!(checked.code, 1, "{}{}", checked.stdout, checked.stderr);
+}
+
+#[test]
+fn the_python_verifier_checks_the_merkle_vectors() {
+    let vectors = repository().join("store/tests/vectors/merkle.json");
+    let checked = python("verify_receipt.py", "merkle", &vectors);
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
+    assert!(
+        checked
+            .stdout
+            .contains("9 roots, 36 inclusion and 36 consistency proofs"),
+        "{}",
+        checked.stdout
+    );
+    // One hash of one proof changed: that proof fails, and only that one.
+    let text = std::fs::read_to_string(&vectors).unwrap();
+    let hash = "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e";
+    let at = text.find(hash).expect("a proof holding the hash");
+    let mut changed = text.clone();
+    changed.replace_range(at..=at, "6");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("merkle.json");
+    std::fs::write(&file, changed).unwrap();
+    let checked = python("verify_receipt.py", "merkle", &file);
+    assert_eq!(checked.code, 1, "{}{}", checked.stdout, checked.stderr);
+    assert!(
+        checked.stdout.contains("1 problem(s)"),
+        "{}",
+        checked.stdout
+    );
 }
