@@ -43,11 +43,25 @@ pub enum Code {
     DuplicateCommitId,
     /// The case's state is larger than the view store takes: the projector halts the case.
     StateTooLarge,
+    /// A checkpoint that is not a signed note of a checkpoint.
+    CheckpointMalformed,
+    /// A checkpoint signed by no key the verifier trusts.
+    CheckpointKeyUnknown,
+    /// A checkpoint whose signature by a trusted key does not verify.
+    CheckpointSignatureInvalid,
+    /// A checkpoint whose tree does not extend the one before it (no consistency proof).
+    CheckpointInconsistent,
+    /// The log's events up to a checkpoint's size make another root: history was rewritten.
+    HistoryRewritten,
+    /// The log holds fewer events than a checkpoint counted: its newest events were cut.
+    LogCut,
+    /// An inclusion proof that does not lead to its checkpoint's root.
+    InclusionProofInvalid,
 }
 
 impl Code {
     /// Every code, in declaration order.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 19] = [
         Code::Undecodable,
         Code::UnknownSchema,
         Code::InvalidEvent,
@@ -60,6 +74,13 @@ impl Code {
         Code::HeadMismatch,
         Code::DuplicateCommitId,
         Code::StateTooLarge,
+        Code::CheckpointMalformed,
+        Code::CheckpointKeyUnknown,
+        Code::CheckpointSignatureInvalid,
+        Code::CheckpointInconsistent,
+        Code::HistoryRewritten,
+        Code::LogCut,
+        Code::InclusionProofInvalid,
     ];
 
     /// The code's text form, as serialized.
@@ -77,6 +98,13 @@ impl Code {
             Code::HeadMismatch => "head_mismatch",
             Code::DuplicateCommitId => "duplicate_commit_id",
             Code::StateTooLarge => "state_too_large",
+            Code::CheckpointMalformed => "checkpoint_malformed",
+            Code::CheckpointKeyUnknown => "checkpoint_key_unknown",
+            Code::CheckpointSignatureInvalid => "checkpoint_signature_invalid",
+            Code::CheckpointInconsistent => "checkpoint_inconsistent",
+            Code::HistoryRewritten => "history_rewritten",
+            Code::LogCut => "log_cut",
+            Code::InclusionProofInvalid => "inclusion_proof_invalid",
         }
     }
 }

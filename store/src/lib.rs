@@ -33,6 +33,7 @@
 
 mod apply;
 mod case;
+pub mod checkpoint;
 mod codec;
 mod error;
 mod event;
