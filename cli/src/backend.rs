@@ -6,8 +6,8 @@ use wfstate_events::{
     Auth, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, LogErrorKind, Tls,
 };
 use wfstate_projector::{
-    EmbeddedProjector, EmbeddedViews, JetStreamProjector, KvViewReader, Projector, ProjectorConfig,
-    ProjectorError, ViewSource,
+    EmbeddedProjector, EmbeddedTree, EmbeddedViews, JetStreamProjector, KvViewReader, Projector,
+    ProjectorConfig, ProjectorError, TreeStore, ViewSource,
 };
 
 use crate::StoreArgs;
@@ -32,6 +32,12 @@ pub trait Backend: EventLog + Clone {
 
     /// Opens the views to read only, as the projector left them.
     fn views(&self) -> impl Future<Output = Result<Self::Views, ProjectorError>> + Send;
+
+    /// Where the log's tree and checkpoints are kept.
+    type Tree: TreeStore;
+
+    /// Opens the log's tree, to extend it (`writable`) or to read it.
+    fn tree(&self, writable: bool) -> impl Future<Output = Result<Self::Tree, CliError>> + Send;
 }
 
 impl Backend for EmbeddedLog {
@@ -46,6 +52,16 @@ impl Backend for EmbeddedLog {
     async fn views(&self) -> Result<EmbeddedViews, ProjectorError> {
         EmbeddedViews::open(self)
     }
+
+    type Tree = EmbeddedTree;
+
+    async fn tree(&self, writable: bool) -> Result<EmbeddedTree, CliError> {
+        Ok(if writable {
+            EmbeddedTree::open(self)?
+        } else {
+            EmbeddedTree::open_read_only(self)?
+        })
+    }
 }
 
 impl Backend for JetStreamLog {
@@ -59,6 +75,15 @@ impl Backend for JetStreamLog {
 
     async fn views(&self) -> Result<KvViewReader, ProjectorError> {
         KvViewReader::open(self, &ProjectorConfig::default()).await
+    }
+
+    type Tree = EmbeddedTree;
+
+    async fn tree(&self, _writable: bool) -> Result<EmbeddedTree, CliError> {
+        Err(CliError::bad_input(
+            "the log's signed tree (checkpoint, receipt, audit --consistency) is kept on the \
+             embedded log only in this version; it is not yet kept on JetStream",
+        ))
     }
 }
 

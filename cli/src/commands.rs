@@ -90,10 +90,16 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             show(log, &case_id(&case)?, Some(checks), json).await
         }
         Command::History { case } => history(log, &case_id(&case)?, json).await,
+        command @ (Command::Audit {
+            consistency: true, ..
+        }
+        | Command::Checkpoint { .. }
+        | Command::Receipt { .. }) => crate::tree::run(log, command, json).await,
         Command::Audit {
             case,
             follow,
             expect_head,
+            ..
         } => audit(log, case, follow, expect_head, json).await,
         Command::Project { retry, .. } if !retry.is_empty() => retry_cases(log, &retry, json).await,
         Command::Project { follow, .. } => project(log, follow, json).await,

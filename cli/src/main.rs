@@ -10,6 +10,7 @@ mod commands;
 mod demo;
 mod error;
 mod output;
+mod tree;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,6 +135,43 @@ enum Command {
         /// The head (event hash) the case's last event must have, from a writer's receipt.
         #[arg(long, requires = "case")]
         expect_head: Option<String>,
+        /// Check the log's signed checkpoints instead: each signed by a trusted key (--trust),
+        /// each extending the one before, and each root rebuilt from the log's events.
+        #[arg(long, conflicts_with_all = ["case", "follow"])]
+        consistency: bool,
+        /// A verifier key to trust (NAME+KEYID+BASE64, from `checkpoint --public-key`);
+        /// repeat, or separate with commas.
+        #[arg(long, env = "WFSTATE_TRUSTED_KEYS", value_name = "KEY")]
+        trust: Vec<String>,
+    },
+    /// Extend the log's Merkle tree over every event and sign a checkpoint of it; or make a
+    /// signing key (--new-key), or print the verifier key of one (--public-key).
+    Checkpoint {
+        /// The signing key's file.
+        #[arg(long, env = "WFSTATE_SIGNING_KEY", value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Which log the checkpoints are of: the same for every checkpoint of this log, and
+        /// unique among logs.
+        #[arg(long, env = "WFSTATE_LOG_ORIGIN", default_value = "wfstate")]
+        origin: String,
+        /// Write a new signing key named NAME to --key FILE and print its verifier key.
+        #[arg(long, value_name = "NAME", conflicts_with = "public_key")]
+        new_key: Option<String>,
+        /// Print the verifier key of --key FILE.
+        #[arg(long)]
+        public_key: bool,
+    },
+    /// Print the receipt of CASE at --version, with the proof that its event is in the newest
+    /// signed checkpoint.
+    Receipt {
+        /// The case.
+        case: String,
+        /// The version.
+        #[arg(long)]
+        version: u64,
+        /// Print the inclusion proof and the checkpoint (the default; there is no other form).
+        #[arg(long, default_value_t = true)]
+        proof: bool,
     },
     /// Run the projector until it has caught up; report lag, halted cases and quarantined
     /// events.
@@ -228,6 +266,7 @@ fn access(command: &Command) -> backend::Access {
         Command::History { .. }
         | Command::Replay { .. }
         | Command::Audit { .. }
+        | Command::Receipt { .. }
         | Command::Export { .. }
         | Command::Show { replay: true, .. } => backend::Access::Read,
         Command::Verify { .. } => backend::Access::WriteOrRead,

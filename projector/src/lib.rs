@@ -43,6 +43,7 @@ mod replay;
 mod share;
 mod spill;
 mod transfer;
+mod tree;
 mod verify;
 mod view;
 
@@ -57,6 +58,10 @@ pub use readers::{EmbeddedViews, KvViewReader};
 pub use replay::{Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_until, replay_with};
 pub use share::{ShareConfig, Shared};
 pub use transfer::{Imported, TransferError, export, import};
+pub use tree::{
+    EmbeddedTree, ProvenReceipt, TreeAudit, TreeProblem, TreeRecord, TreeStore, audit_tree,
+    checkpoint, extend, prove,
+};
 pub use verify::{Mismatch, Verified, verify, verify_all};
 pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};
 

@@ -51,6 +51,25 @@ pub fn stored_index(level: u32, n: u64) -> u64 {
     index + u64::from(level)
 }
 
+/// Which leaf's append stored the hash at `index` ([`hashes_to_store`] of that leaf), and its
+/// place among them: the inverse of [`stored_index`], for stores that keep each leaf's hashes
+/// together.
+pub fn locate(index: u64) -> (u64, u64) {
+    // stored_index(0, n) < 2n: the leaf is at or after index / 2, within about log2 of it.
+    let mut leaf = index / 2;
+    let mut first = stored_index(0, leaf);
+    debug_assert!(first <= index, "leaf {leaf} starts past {index}");
+    loop {
+        let next = first + 1 + u64::from((leaf + 1).trailing_zeros());
+        if next > index {
+            break;
+        }
+        leaf += 1;
+        first = next;
+    }
+    (leaf, index - first)
+}
+
 /// How many hashes a tree of `leaves` leaves stores.
 pub fn stored_count(leaves: u64) -> u64 {
     match leaves {
@@ -224,6 +243,45 @@ pub fn verify_consistency(
     match run_consistency(proof, 0, size, old_size, old_root) {
         Some((old, new)) if old == *old_root && new == *root => Ok(()),
         _ => Err(ProofError::Mismatch(*root)),
+    }
+}
+
+/// The stored hashes [`root`] reads for a tree of `size` leaves: the roots of its complete
+/// subtrees, left to right. They are all an append needs too (its left siblings).
+pub fn root_indexes(size: u64) -> Vec<u64> {
+    let mut need = Vec::new();
+    subtree_indexes(0, size, &mut need);
+    need
+}
+
+/// The stored hashes [`inclusion_proof`] reads.
+pub fn inclusion_indexes_of(size: u64, index: u64) -> Vec<u64> {
+    let mut need = Vec::new();
+    if index < size {
+        inclusion_indexes(0, size, index, &mut need);
+    }
+    need
+}
+
+/// The stored hashes [`consistency_proof`] reads.
+pub fn consistency_indexes_of(size: u64, old_size: u64) -> Vec<u64> {
+    let mut need = Vec::new();
+    if old_size != 0 && old_size <= size {
+        consistency_indexes(0, size, old_size, &mut need);
+    }
+    need
+}
+
+impl HashStore for std::collections::BTreeMap<u64, Hash> {
+    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, MerkleError> {
+        indexes
+            .iter()
+            .map(|index| {
+                self.get(index)
+                    .copied()
+                    .ok_or_else(|| MerkleError::Store(format!("no hash at {index} was read")))
+            })
+            .collect()
     }
 }
 

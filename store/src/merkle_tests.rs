@@ -165,6 +165,24 @@ fn the_reference_proofs_are_produced_and_verified() {
 }
 
 #[test]
+fn every_stored_hash_is_located_at_its_leaf() {
+    let mut index = 0;
+    for leaf in 0..5_000_u64 {
+        let count = 1 + u64::from((leaf + 1).trailing_zeros());
+        for offset in 0..count {
+            assert_eq!(locate(index), (leaf, offset), "index {index}");
+            index += 1;
+        }
+    }
+    for level in 0..8 {
+        for n in 0..100 {
+            let (leaf, offset) = locate(stored_index(level, n));
+            assert_eq!((leaf, offset), ((((n + 1) << level) - 1), u64::from(level)));
+        }
+    }
+}
+
+#[test]
 fn stored_roots_equal_the_recursive_definition() {
     let leaves = numbered(300);
     let stored = Stored::of(&leaves);

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use wfstate_tests::NatsServer;
 
+mod checkpoints;
 mod format;
 mod readers;
 mod share;
