@@ -6,8 +6,8 @@ use wfstate_events::{
     Auth, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, LogErrorKind, Tls,
 };
 use wfstate_projector::{
-    EmbeddedProjector, EmbeddedTree, EmbeddedViews, JetStreamProjector, KvViewReader, Projector,
-    ProjectorConfig, ProjectorError, TreeStore, ViewSource,
+    EmbeddedProjector, EmbeddedTree, EmbeddedViews, JetStreamProjector, JetStreamTree,
+    KvViewReader, Projector, ProjectorConfig, ProjectorError, TreeStore, ViewSource,
 };
 
 use crate::StoreArgs;
@@ -77,13 +77,10 @@ impl Backend for JetStreamLog {
         KvViewReader::open(self, &ProjectorConfig::default()).await
     }
 
-    type Tree = EmbeddedTree;
+    type Tree = JetStreamTree;
 
-    async fn tree(&self, _writable: bool) -> Result<EmbeddedTree, CliError> {
-        Err(CliError::bad_input(
-            "the log's signed tree (checkpoint, receipt, audit --consistency) is kept on the \
-             embedded log only in this version; it is not yet kept on JetStream",
-        ))
+    async fn tree(&self, writable: bool) -> Result<JetStreamTree, CliError> {
+        Ok(JetStreamTree::open(self, writable).await?)
     }
 }
 

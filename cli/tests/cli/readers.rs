@@ -131,6 +131,26 @@ async fn each_role_runs_its_commands_with_its_rights() {
             let output = as_role(&url, user, password, args);
             assert_eq!(output.code, expected, "{user} {args:?}: {}", output.stderr);
         }
+        // The operator signs checkpoints; the auditor checks them and proves a receipt.
+        let key = dir.path().join("log.key");
+        let key = key.to_str().unwrap();
+        let made = as_role(
+            &url,
+            "operator",
+            "opass",
+            &["checkpoint", "--new-key", "log", "--key", key],
+        );
+        assert_eq!(made.code, 0, "{}", made.stderr);
+        let trusted = made.stdout.trim().to_owned();
+        let signed = as_role(&url, "operator", "opass", &["checkpoint", "--key", key]);
+        assert_eq!(signed.code, 0, "{}", signed.stderr);
+        for args in [
+            &["audit", "--consistency", "--trust", &trusted][..],
+            &["receipt", "c2", "--version", "1"],
+        ] {
+            let output = as_role(&url, "auditor", "apass", args);
+            assert_eq!(output.code, 0, "auditor {args:?}: {}", output.stderr);
+        }
         let verified = as_role(&url, "auditor", "apass", &["verify", "--all"]);
         assert!(
             verified

@@ -9,6 +9,7 @@
 //! events cut, is found).
 
 mod embedded;
+mod jetstream;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use wfstate_store::merkle;
 use wfstate_store::{CaseId, Code, Hash, Position, Receipt, Version};
 
 pub use embedded::EmbeddedTree;
+pub use jetstream::JetStreamTree;
 
 use crate::ProjectorError;
 use crate::audit::audit_case;

@@ -11,6 +11,7 @@
 mod audit;
 mod roles;
 mod stalls;
+mod tree;
 mod views;
 
 use std::time::Duration;
