@@ -9,9 +9,9 @@ use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::{LogErrorKind, Workspace};
 use wfstate_projector::{
-    Projector, ProjectorConfig, ProjectorError, Quarantine, QuarantineRecord, ShareConfig, Shared,
-    StateChecks, ViewSource, audit_all, audit_case, audit_follow, export, import, replay_with,
-    verify, verify_all,
+    CheckpointPolicy, Projector, ProjectorConfig, ProjectorError, Quarantine, QuarantineRecord,
+    ShareConfig, Shared, StateChecks, ViewSource, audit_all, audit_case, audit_follow,
+    checkpoint_if_due, export, import, replay_with, verify, verify_all,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
@@ -102,7 +102,19 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             ..
         } => audit(log, case, follow, expect_head, json).await,
         Command::Project { retry, .. } if !retry.is_empty() => retry_cases(log, &retry, json).await,
-        Command::Project { follow, .. } => project(log, follow, json).await,
+        Command::Project {
+            follow,
+            checkpoint_key,
+            checkpoint_every,
+            checkpoint_seconds,
+            origin,
+            ..
+        } => {
+            let policy = checkpoint_key
+                .map(|key| crate::tree::policy(&key, origin, checkpoint_every, checkpoint_seconds))
+                .transpose()?;
+            project(log, follow, policy.as_ref(), json).await
+        }
         Command::Verify { all, cases } => verify_cases(log, all, &cases, json).await,
         Command::Export { file } => {
             let report = export(log, &file).await?;
@@ -430,10 +442,29 @@ pub async fn project_shared(
     }
 }
 
-async fn project<L: Backend>(log: &L, follow: bool, json: bool) -> Result<u8, CliError> {
+async fn project<L: Backend>(
+    log: &L,
+    follow: bool,
+    checkpoints: Option<&CheckpointPolicy>,
+    json: bool,
+) -> Result<u8, CliError> {
     let mut projector = log.projector().await?;
+    let tree = match checkpoints {
+        Some(_) => Some(log.tree(true).await?),
+        None => None,
+    };
     loop {
         projector.catch_up().await?;
+        if let (Some(policy), Some(tree)) = (checkpoints, &tree)
+            && let Some(note) = checkpoint_if_due(log, tree, policy).await?
+        {
+            let size = note.lines().nth(1).unwrap_or_default();
+            if json {
+                print_json(&json!({"checkpoint": note}));
+            } else {
+                println!("signed a checkpoint of {size} events");
+            }
+        }
         let stats = projector.stats();
         let lag = projector.lag().await?;
         let quarantined = projector.quarantined().await?;

@@ -187,8 +187,37 @@ enum Command {
         /// with the same count, each partition folded by one process at a time and handed
         /// over within about 5 s when its process dies. Default: the stream's partitions
         /// (--stream-partitions), if it has them.
-        #[arg(long, value_name = "P", requires = "follow")]
+        #[arg(
+            long,
+            value_name = "P",
+            requires = "follow",
+            conflicts_with = "checkpoint_key"
+        )]
         partitions: Option<u32>,
+        /// Also extend the log's tree and sign a checkpoint with the key in FILE after
+        /// --checkpoint-every new events, or --checkpoint-seconds after the newest checkpoint
+        /// (one projector process signs: not with --partitions).
+        #[arg(long, value_name = "FILE")]
+        checkpoint_key: Option<PathBuf>,
+        /// New events that call for a checkpoint.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 10_000,
+            requires = "checkpoint_key"
+        )]
+        checkpoint_every: u64,
+        /// Seconds after the newest checkpoint when any new event calls for one.
+        #[arg(
+            long,
+            value_name = "S",
+            default_value_t = 60,
+            requires = "checkpoint_key"
+        )]
+        checkpoint_seconds: u64,
+        /// The checkpoints' origin line (as `checkpoint --origin`).
+        #[arg(long, env = "WFSTATE_LOG_ORIGIN", default_value = "wfstate")]
+        origin: String,
     },
     /// Rebuild a case from its history and print it.
     Replay {

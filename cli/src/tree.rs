@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::json;
-use wfstate_projector::{audit_tree, checkpoint, prove};
+use wfstate_projector::{CheckpointPolicy, audit_tree, checkpoint, prove};
 use wfstate_store::checkpoint::{SignerKey, VerifierKey};
 use wfstate_store::{CaseId, Version};
 
@@ -13,6 +13,21 @@ use crate::Command;
 use crate::backend::Backend;
 use crate::error::{CHECK_FAILED, CliError};
 use crate::output::{receipt_json, receipt_text};
+
+/// When `project` signs checkpoints, with the key in `key`.
+pub fn policy(
+    key: &Path,
+    origin: String,
+    every: u64,
+    seconds: u64,
+) -> Result<CheckpointPolicy, CliError> {
+    Ok(CheckpointPolicy {
+        key: signer_in(Some(key))?,
+        origin,
+        every: every.max(1),
+        interval: std::time::Duration::from_secs(seconds),
+    })
+}
 
 /// What `checkpoint` was asked to do.
 struct CheckpointArgs<'a> {

@@ -59,8 +59,8 @@ pub use replay::{Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_unt
 pub use share::{ShareConfig, Shared};
 pub use transfer::{Imported, TransferError, export, import};
 pub use tree::{
-    EmbeddedTree, JetStreamTree, ProvenReceipt, TreeAudit, TreeProblem, TreeRecord, TreeStore,
-    audit_tree, checkpoint, extend, prove,
+    CheckpointPolicy, EmbeddedTree, JetStreamTree, ProvenReceipt, TreeAudit, TreeProblem,
+    TreeRecord, TreeStore, audit_tree, checkpoint, checkpoint_if_due, extend, prove,
 };
 pub use verify::{Mismatch, Verified, verify, verify_all};
 pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};

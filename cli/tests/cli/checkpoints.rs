@@ -155,3 +155,40 @@ fn receipts_are_proven_in_signed_checkpoints_and_tampering_is_named() {
     );
     audit_reports(&cut, &trusted, "log_cut");
 }
+
+#[test]
+fn the_projector_signs_a_checkpoint_when_one_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&data, &["demo", "--cases", "5"]);
+    let key = dir.path().join("log.key");
+    let key = key.to_str().unwrap();
+    let trusted = ok(
+        &data,
+        &["checkpoint", "--new-key", "test-log", "--key", key],
+    );
+    let trusted = trusted.stdout.trim().to_owned();
+    let project = |every: &str| {
+        let args = [
+            "project",
+            "--checkpoint-key",
+            key,
+            "--checkpoint-every",
+            every,
+        ];
+        ok(
+            &data,
+            &[&args[..], &["--checkpoint-seconds", "3600"]].concat(),
+        )
+        .stdout
+    };
+    // None yet: the first is due.
+    assert!(project("1000000").contains("signed a checkpoint of "));
+    // Nothing new; then one event, short of both thresholds.
+    assert!(!project("1000000").contains("signed"));
+    ok(&data, &["create", "--id", "one-more"]);
+    assert!(!project("1000000").contains("signed"));
+    assert!(project("1").contains("signed a checkpoint of "));
+    let audit = ok(&data, &["audit", "--consistency", "--trust", &trusted]);
+    assert!(audit.stdout.contains("2 checkpoint(s)"), "{}", audit.stdout);
+}

@@ -227,6 +227,20 @@ impl TreeStore for EmbeddedTree {
         .await
     }
 
+    async fn newest_checkpoint(&self) -> Result<Option<String>, ProjectorError> {
+        self.run(|connection| {
+            connection
+                .query_row(
+                    "SELECT note FROM tree_checkpoints ORDER BY rowid DESC LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql("reading the newest checkpoint"))
+        })
+        .await
+    }
+
     async fn publish(&self, size: u64, note: String) -> Result<(), ProjectorError> {
         self.run(move |connection| {
             connection

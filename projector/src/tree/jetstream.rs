@@ -219,6 +219,17 @@ impl TreeStore for JetStreamTree {
             .await
     }
 
+    async fn newest_checkpoint(&self) -> Result<Option<String>, ProjectorError> {
+        let last = Self::last_sequence(&self.checkpoints).await?;
+        if last == 0 {
+            return Ok(None);
+        }
+        let bytes = Self::message(&self.checkpoints, last).await?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| corrupted(format!("checkpoint {last} is not text")))
+    }
+
     async fn publish(&self, _size: u64, note: String) -> Result<(), ProjectorError> {
         self.context
             .publish(self.checkpoint_subject.clone(), note.into())

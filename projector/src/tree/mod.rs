@@ -67,6 +67,11 @@ pub trait TreeStore: Send + Sync {
     /// Every signed checkpoint, oldest first.
     fn checkpoints(&self) -> impl Future<Output = Result<Vec<String>, ProjectorError>> + Send;
 
+    /// The newest signed checkpoint, if any.
+    fn newest_checkpoint(
+        &self,
+    ) -> impl Future<Output = Result<Option<String>, ProjectorError>> + Send;
+
     /// Keeps a signed checkpoint of the tree of `size` leaves.
     fn publish(
         &self,
@@ -172,19 +177,85 @@ pub async fn checkpoint<L: EventLog>(
     origin: &str,
 ) -> Result<String, ProjectorError> {
     let (size, root) = extend(log, store).await?;
-    let time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        });
+    sign(store, key, origin, size, root).await
+}
+
+async fn sign(
+    store: &impl TreeStore,
+    key: &SignerKey,
+    origin: &str,
+    size: u64,
+    root: Hash,
+) -> Result<String, ProjectorError> {
     let note = key.sign(&Checkpoint {
         origin: origin.to_owned(),
         size,
         root,
-        time_ms,
+        time_ms: now_ms(),
     });
     store.publish(size, note.clone()).await?;
     Ok(note)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The body of a signed note, read without checking its signature (a store's own newest
+/// checkpoint, to know its size and time).
+fn unchecked(note: &str) -> Result<Checkpoint, ProjectorError> {
+    let text = note.rsplit_once("\n\n").map_or(note, |(text, _)| text);
+    Checkpoint::parse_body(&format!("{text}\n"))
+        .map_err(|error| corrupted(format!("the newest checkpoint: {error}")))
+}
+
+/// When a running projector signs a checkpoint: after `every` new events, or `interval` after
+/// the newest checkpoint when there are new events at all.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    /// The key that signs.
+    pub key: SignerKey,
+    /// The log's origin line.
+    pub origin: String,
+    /// New events that call for a checkpoint.
+    pub every: u64,
+    /// Time after which any new event calls for one.
+    pub interval: std::time::Duration,
+}
+
+/// Extends the tree, and signs a checkpoint when `policy` calls for one; returns it.
+///
+/// # Errors
+/// As [`extend`].
+pub async fn checkpoint_if_due<L: EventLog>(
+    log: &L,
+    store: &impl TreeStore,
+    policy: &CheckpointPolicy,
+) -> Result<Option<String>, ProjectorError> {
+    let (size, root) = extend(log, store).await?;
+    let newest = match store.newest_checkpoint().await? {
+        Some(note) => Some(unchecked(&note)?),
+        None => None,
+    };
+    let due = match newest {
+        None => size > 0,
+        Some(newest) => {
+            let interval = u64::try_from(policy.interval.as_millis()).unwrap_or(u64::MAX);
+            size > newest.size
+                && (size - newest.size >= policy.every
+                    || now_ms().saturating_sub(newest.time_ms) >= interval)
+        }
+    };
+    if !due {
+        return Ok(None);
+    }
+    sign(store, &policy.key, &policy.origin, size, root)
+        .await
+        .map(Some)
 }
 
 /// A receipt with the proof that its event is in a signed checkpoint.
@@ -243,12 +314,8 @@ pub async fn prove<L: EventLog>(
         ))
     };
     let leaf = store.leaf_at(receipt.position).await?.ok_or_else(not_yet)?;
-    let note = store.checkpoints().await?.pop().ok_or_else(not_yet)?;
-    let text = note
-        .rsplit_once("\n\n")
-        .map_or(note.as_str(), |(text, _)| text);
-    let checkpoint = Checkpoint::parse_body(&format!("{text}\n"))
-        .map_err(|error| corrupted(format!("the newest checkpoint: {error}")))?;
+    let note = store.newest_checkpoint().await?.ok_or_else(not_yet)?;
+    let checkpoint = unchecked(&note)?;
     if leaf >= checkpoint.size {
         return Err(not_yet());
     }
