@@ -11,6 +11,7 @@
 //! 5. the embedded log's commit rate at the concurrency of (1), vs the rate of (1).
 
 mod figure;
+mod tree;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -333,6 +334,9 @@ pub async fn run(
         let result = jetstream_phases(&log, &raw_log, args, &mut report, &mut lines, run_id).await;
         let _ = log.context().delete_stream(&config.stream).await;
         let _ = log.context().delete_stream(&raw_config.stream).await;
+        for stream in tree::tree_streams(&log) {
+            let _ = log.context().delete_stream(&stream).await;
+        }
         for bucket in [
             format!("WFSTATE_BENCH_VIEWS_{run_id}"),
             format!("WFSTATE_BENCH_Q_{run_id}"),
@@ -598,5 +602,6 @@ async fn jetstream_phases(
         "projector".into(),
         json!({"wfstate": ours.json(), "ratio_to_1": value}),
     );
+    tree::tree_upkeep(log, &ours, &mut reporter).await?;
     Ok(commit_rate)
 }
