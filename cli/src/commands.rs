@@ -192,6 +192,18 @@ async fn create<L: Backend>(
 }
 
 /// Prints a case's view, or a replay of its history with `checks`.
+/// The projector, caught up.
+async fn caught_up<L: Backend>(log: &L) -> Result<L::Projector, ProjectorError> {
+    let mut projector = log.projector().await?;
+    projector.catch_up().await?;
+    Ok(projector)
+}
+
+/// Whether the store refused a projector these rights: then the views are read as they are.
+fn refused(error: &ProjectorError) -> bool {
+    matches!(error, ProjectorError::Log(error) if error.kind() == LogErrorKind::PermissionDenied)
+}
+
 async fn show<L: Backend>(
     log: &L,
     id: &CaseId,
@@ -202,12 +214,18 @@ async fn show<L: Backend>(
         let replayed = replay_with(log, id, None, checks).await?;
         (replayed.state, replayed.position, None)
     } else {
-        let mut projector = log.projector().await?;
-        projector.catch_up().await?;
-        let view = projector
-            .view(id)
-            .await?
-            .ok_or_else(|| CliError::bad_input(format!("case {id} not found")))?;
+        let view = match caught_up(log).await {
+            Ok(projector) => projector.view(id).await?,
+            Err(error) if refused(&error) => {
+                eprintln!(
+                    "wfstate: showing the view as the projector left it: this store may not be \
+                     written with these rights ({error})"
+                );
+                log.views().await?.view(id).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let view = view.ok_or_else(|| CliError::bad_input(format!("case {id} not found")))?;
         (view.state, view.position, view.quarantine)
     };
     if json {
@@ -543,16 +561,11 @@ async fn verify_cases<L: Backend>(
                 .collect::<Result<Vec<_>, _>>()?,
         )
     };
-    let caught_up = async {
-        let mut projector = log.projector().await?;
-        projector.catch_up().await?;
-        Ok::<_, ProjectorError>(projector)
-    };
-    let (count, mismatches) = match caught_up.await {
+    let (count, mismatches) = match caught_up(log).await {
         Ok(projector) => verify_views(log, &projector, ids.as_deref()).await?,
         // A reader that may not write (an auditor) verifies the views as they are: each
         // against its history up to its own position, which needs no catch-up.
-        Err(ProjectorError::Log(error)) if error.kind() == LogErrorKind::PermissionDenied => {
+        Err(error) if refused(&error) => {
             eprintln!(
                 "wfstate: verifying the views as the projector left them: this store may not \
                  be written with these rights ({error})"

@@ -288,8 +288,8 @@ fn main() -> ExitCode {
 }
 
 /// What the command does with the store: a command that only reads opens the embedded file to
-/// read only, so that a user who may only read the data directory can run it; `verify` brings
-/// the views up to date first where it may write.
+/// read only, so that a user who may only read the data directory can run it; `verify` and
+/// `show` bring the views up to date first where they may write.
 fn access(command: &Command) -> backend::Access {
     match command {
         Command::History { .. }
@@ -298,7 +298,9 @@ fn access(command: &Command) -> backend::Access {
         | Command::Receipt { .. }
         | Command::Export { .. }
         | Command::Show { replay: true, .. } => backend::Access::Read,
-        Command::Verify { .. } => backend::Access::WriteOrRead,
+        Command::Verify { .. } | Command::Show { replay: false, .. } => {
+            backend::Access::WriteOrRead
+        }
         _ => backend::Access::Write,
     }
 }

@@ -82,6 +82,7 @@ fn readers_open_the_store_to_read_only() {
         &["show", "order-1", "--replay"],
         &["verify", "--all"],
         &["verify", "order-1"],
+        &["show", "order-1"],
     ] {
         let (code, stderr) = as_reader(&data, args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
@@ -112,7 +113,7 @@ async fn each_role_runs_its_commands_with_its_rights() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("export.cbor");
         let file = file.to_str().unwrap();
-        let steps: [(&str, &str, &[&str], i32); 12] = [
+        let steps: [(&str, &str, &[&str], i32); 13] = [
             ("operator", "opass", &["project"], 0),
             ("writer", "wpass", &["create", "--id", "c1"], 0),
             ("writer", "wpass", &["create", "--id", "c2"], 0),
@@ -121,6 +122,7 @@ async fn each_role_runs_its_commands_with_its_rights() {
             ("auditor", "apass", &["history", "c1"], 0),
             ("auditor", "apass", &["replay", "c1"], 0),
             ("auditor", "apass", &["show", "c1", "--replay"], 0),
+            ("auditor", "apass", &["show", "c1"], 0),
             ("auditor", "apass", &["export", file], 0),
             ("auditor", "apass", &["verify", "--all"], 0),
             ("auditor", "apass", &["verify", "c2"], 0),
