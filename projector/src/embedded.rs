@@ -3,8 +3,8 @@
 //! batch is one write transaction, from reading the checkpoint to writing it: two projectors
 //! of the file, in one process or several, take turns.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -16,13 +16,14 @@ use crate::engine::{Batch, Finished};
 use crate::fold::QuarantineRecord;
 use crate::history;
 use crate::jetstream::ProjectorStats;
+use crate::sqlite::SharedConnection;
 use crate::view::View;
 use crate::{Projector, ProjectorError, ViewSource};
 
 /// The projector over an embedded log file.
 pub struct EmbeddedProjector {
     log: EmbeddedLog,
-    connection: Arc<Mutex<Connection>>,
+    connection: SharedConnection,
     name: String,
     batch: usize,
     stats: Arc<ProjectorStats>,
@@ -64,11 +65,6 @@ impl EmbeddedProjector {
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-                 CREATE TABLE IF NOT EXISTS views (
-                     case_id  TEXT PRIMARY KEY,
-                     position INTEGER NOT NULL,
-                     view     BLOB NOT NULL
-                 );
                  CREATE TABLE IF NOT EXISTS quarantine (
                      position INTEGER PRIMARY KEY,
                      case_key TEXT NOT NULL,
@@ -81,9 +77,12 @@ impl EmbeddedProjector {
                  );",
             )
             .map_err(sql("creating the projector's tables"))?;
+        connection
+            .execute_batch(VIEWS_TABLE)
+            .map_err(sql("creating the projector's tables"))?;
         Ok(EmbeddedProjector {
             log: log.clone(),
-            connection: Arc::new(Mutex::new(connection)),
+            connection: SharedConnection::new(connection),
             name: name.to_owned(),
             batch: batch.max(1),
             stats: Arc::default(),
@@ -94,20 +93,7 @@ impl EmbeddedProjector {
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, ProjectorError> + Send + 'static,
     ) -> Result<T, ProjectorError> {
-        let connection = Arc::clone(&self.connection);
-        // The work reads the log by blocking on its futures: on a blocking thread, which the
-        // runtime's other threads (or the one awaiting this task) keep driving.
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held rolled back its transaction when it unwound.
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            work(&mut connection)
-        })
-        .await
-        .map_err(|e| {
-            LogError::new(LogErrorKind::Unexpected, "the projector's task failed").with_source(e)
-        })?
+        self.connection.run(work).await
     }
 }
 
@@ -124,6 +110,13 @@ fn checkpoint(connection: &Connection, name: &str) -> Result<Position, Projector
         unsigned(position, "the checkpoint").map(Position::new)
     })
 }
+
+/// The views table: one row a case, its view as of `position`.
+pub(crate) const VIEWS_TABLE: &str = "CREATE TABLE IF NOT EXISTS views (
+                                          case_id  TEXT PRIMARY KEY,
+                                          position INTEGER NOT NULL,
+                                          view     BLOB NOT NULL
+                                      );";
 
 /// Every case with a view in the file.
 pub(crate) fn view_ids(connection: &Connection) -> Result<Vec<CaseId>, ProjectorError> {

@@ -42,6 +42,7 @@ mod readers;
 mod replay;
 mod share;
 mod spill;
+mod sqlite;
 mod transfer;
 mod tree;
 mod verify;

@@ -4,24 +4,22 @@
 //! a connection that may only read the file; on JetStream, direct gets on the views bucket
 //! (its keys listed by batched direct gets, not by the consumer a KV key listing makes).
 
-use std::sync::{Arc, Mutex};
-
 use async_nats::jetstream::kv;
-use rusqlite::Connection;
 use wfstate_events::{EmbeddedLog, JetStreamLog};
 use wfstate_store::CaseId;
 
-use crate::embedded::{load_view, sql, view_ids};
+use crate::embedded::{VIEWS_TABLE, load_view, view_ids};
 use crate::jetstream::ProjectorConfig;
 use crate::kv::view_of;
 use crate::nats::failed;
+use crate::sqlite::{SharedConnection, readable};
 use crate::view::View;
 use crate::{ProjectorError, ViewSource};
 
 /// The views of an embedded log, read through a connection that may only read the file.
 #[derive(Clone)]
 pub struct EmbeddedViews {
-    connection: Arc<Mutex<Connection>>,
+    connection: SharedConnection,
 }
 
 impl std::fmt::Debug for EmbeddedViews {
@@ -37,64 +35,23 @@ impl EmbeddedViews {
     /// As opening the log to read ([`EmbeddedLog::read_connection`]).
     pub fn open(log: &EmbeddedLog) -> Result<Self, ProjectorError> {
         let connection = log.read_connection()?;
-        // SQLite looks for an unqualified table in the connection's own temporary schema
-        // first: where the file has no views table, an empty one there answers, and nothing
-        // is written to the file.
-        let has_views: bool = connection
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM main.sqlite_master \
-                 WHERE type = 'table' AND name = 'views')",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(sql("looking for the views table"))?;
-        if !has_views {
-            connection
-                .execute_batch(
-                    "CREATE TEMP TABLE views (case_id TEXT PRIMARY KEY, position INTEGER NOT \
-                     NULL, view BLOB NOT NULL)",
-                )
-                .map_err(sql("opening the views to read"))?;
-        }
+        readable(&connection, "views", VIEWS_TABLE)?;
         Ok(EmbeddedViews {
-            connection: Arc::new(Mutex::new(connection)),
+            connection: SharedConnection::new(connection),
         })
-    }
-
-    async fn with_connection<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Connection) -> Result<T, ProjectorError> + Send + 'static,
-    ) -> Result<T, ProjectorError> {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            // Reads hold no transaction: a panic while the lock was held left nothing open.
-            let connection = connection
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            read(&connection)
-        })
-        .await
-        .map_err(|error| {
-            ProjectorError::Log(
-                wfstate_events::LogError::new(
-                    wfstate_events::LogErrorKind::Unexpected,
-                    "reading views: the reading thread failed",
-                )
-                .with_source(error),
-            )
-        })?
     }
 }
 
 impl ViewSource for EmbeddedViews {
     async fn view(&self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
         let case = case_id.to_string();
-        self.with_connection(move |connection| load_view(connection, &case))
+        self.connection
+            .run(move |connection| load_view(connection, &case))
             .await
     }
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
-        self.with_connection(view_ids).await
+        self.connection.run(|connection| view_ids(connection)).await
     }
 }
 

@@ -2,7 +2,6 @@
 //! its event's position and its stored hashes) and `tree_checkpoints` (the signed notes, in
 //! the order they were signed).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -12,6 +11,7 @@ use wfstate_store::{Hash, Position};
 use super::{TreeRecord, TreeStore};
 use crate::ProjectorError;
 use crate::embedded::sql;
+use crate::sqlite::{SharedConnection, readable};
 
 const TABLES: &str = "CREATE TABLE IF NOT EXISTS tree_leaves (
                           leaf     INTEGER PRIMARY KEY,
@@ -26,7 +26,7 @@ const TABLES: &str = "CREATE TABLE IF NOT EXISTS tree_leaves (
 /// The tree of an embedded log.
 #[derive(Clone)]
 pub struct EmbeddedTree {
-    connection: Arc<Mutex<Connection>>,
+    connection: SharedConnection,
 }
 
 impl std::fmt::Debug for EmbeddedTree {
@@ -58,27 +58,13 @@ impl EmbeddedTree {
     /// As [`EmbeddedLog::read_connection`].
     pub fn open_read_only(log: &EmbeddedLog) -> Result<Self, ProjectorError> {
         let connection = log.read_connection()?;
-        let has_tree: bool = connection
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM main.sqlite_master \
-                 WHERE type = 'table' AND name = 'tree_leaves')",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(sql("looking for the tree's tables"))?;
-        if !has_tree {
-            // Empty tables in the connection's own temporary schema answer in their place;
-            // nothing is written to the file.
-            connection
-                .execute_batch(&TABLES.replace("CREATE TABLE", "CREATE TEMP TABLE"))
-                .map_err(sql("opening the tree to read"))?;
-        }
+        readable(&connection, "tree_leaves", TABLES)?;
         Ok(Self::with(connection))
     }
 
     fn with(connection: Connection) -> Self {
         EmbeddedTree {
-            connection: Arc::new(Mutex::new(connection)),
+            connection: SharedConnection::new(connection),
         }
     }
 
@@ -86,21 +72,7 @@ impl EmbeddedTree {
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, ProjectorError> + Send + 'static,
     ) -> Result<T, ProjectorError> {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held rolled back its transaction when it unwound.
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            work(&mut connection)
-        })
-        .await
-        .map_err(|error| {
-            ProjectorError::Log(
-                LogError::new(LogErrorKind::Unexpected, "the tree's thread failed")
-                    .with_source(error),
-            )
-        })?
+        self.connection.run(work).await
     }
 }
 
