@@ -124,6 +124,11 @@ async fn each_role_does_its_job_and_no_other() {
             "{refused}"
         );
     }
+    // Nobody but the projector runs the projector.
+    for role in [&auditor, writer.log()] {
+        let refused = JetStreamProjector::open(role, config.clone()).await;
+        assert!(refused.is_err(), "opened the projector");
+    }
     // Nobody but the projector writes a view.
     for role in [&auditor, writer.log()] {
         let put = async {
