@@ -246,6 +246,57 @@ pub fn verify_consistency(
     }
 }
 
+/// A tree kept by the hashes of its complete subtrees alone (at most 64): enough to append
+/// leaves and to compute its root, without the rest of the tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    hashes: std::collections::BTreeMap<u64, Hash>,
+}
+
+impl Frontier {
+    /// The frontier of the tree of `size` leaves whose hashes `store` holds.
+    ///
+    /// # Errors
+    /// [`MerkleError::Store`] when they cannot be read.
+    pub fn of(size: u64, store: &impl HashStore) -> Result<Frontier, MerkleError> {
+        let indexes = root_indexes(size);
+        let hashes = read(store, &indexes)?;
+        Ok(Frontier {
+            size,
+            hashes: indexes.into_iter().zip(hashes).collect(),
+        })
+    }
+
+    /// Leaves in the tree.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the leaf of hash `leaf` ([`leaf_hash`]); returns what to store for it
+    /// ([`hashes_to_store`]).
+    ///
+    /// # Errors
+    /// [`MerkleError::Store`] only for a frontier that lost a hash, which cannot happen.
+    pub fn push(&mut self, leaf: Hash) -> Result<Vec<Hash>, MerkleError> {
+        let hashes = hashes_to_store(self.size, leaf, &self.hashes)?;
+        let start = stored_index(0, self.size);
+        self.hashes.extend((start..).zip(hashes.iter().copied()));
+        self.size += 1;
+        let keep = root_indexes(self.size);
+        self.hashes.retain(|index, _| keep.contains(index));
+        Ok(hashes)
+    }
+
+    /// The tree's root.
+    ///
+    /// # Errors
+    /// As [`Frontier::push`].
+    pub fn root(&self) -> Result<Hash, MerkleError> {
+        root(self.size, &self.hashes)
+    }
+}
+
 /// The stored hashes [`root`] reads for a tree of `size` leaves: the roots of its complete
 /// subtrees, left to right. They are all an append needs too (its left siblings).
 pub fn root_indexes(size: u64) -> Vec<u64> {

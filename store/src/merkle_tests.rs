@@ -183,6 +183,29 @@ fn every_stored_hash_is_located_at_its_leaf() {
 }
 
 #[test]
+fn a_frontier_appends_and_roots_as_the_whole_tree_does() {
+    let leaves = numbered(300);
+    let stored = Stored::of(&leaves);
+    let mut frontier = Frontier::default();
+    for (n, data) in (0_u64..).zip(&leaves) {
+        let start = at(stored_index(0, n));
+        let end = at(stored_count(n + 1));
+        assert_eq!(
+            frontier.push(leaf_hash(data)).unwrap(),
+            stored.0[start..end]
+        );
+        assert_eq!(
+            frontier.root().unwrap(),
+            root_of(n + 1, &stored),
+            "size {}",
+            n + 1
+        );
+        // Resumed from the store, it is the same frontier.
+        assert_eq!(Frontier::of(n + 1, &stored).unwrap(), frontier);
+    }
+}
+
+#[test]
 fn stored_roots_equal_the_recursive_definition() {
     let leaves = numbered(300);
     let stored = Stored::of(&leaves);

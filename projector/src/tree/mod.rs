@@ -132,9 +132,9 @@ pub async fn extend<L: EventLog>(
     log: &L,
     store: &impl TreeStore,
 ) -> Result<(u64, Hash), ProjectorError> {
-    let (mut size, mut last) = store.size().await?;
-    // The roots of the tree's complete subtrees: all an append reads.
-    let mut frontier = read(store, &merkle::root_indexes(size)).await?;
+    let (size, mut last) = store.size().await?;
+    let mut frontier = merkle::Frontier::of(size, &read(store, &merkle::root_indexes(size)).await?)
+        .map_err(tree_failed)?;
     let until = log.last_position().await?;
     if last < until {
         let mut events = log.follow(last).await?;
@@ -145,25 +145,24 @@ pub async fn extend<L: EventLog>(
                 break;
             };
             let leaf = merkle::leaf_hash(&Hash::of(&event.payload).0);
-            let hashes = merkle::hashes_to_store(size, leaf, &frontier).map_err(tree_failed)?;
-            let start = merkle::stored_index(0, size);
-            frontier.extend((start..).zip(hashes.iter().copied()));
-            size += 1;
-            let keep = merkle::root_indexes(size);
-            frontier.retain(|index, _| keep.contains(index));
+            let hashes = frontier.push(leaf).map_err(tree_failed)?;
             last = event.position;
             records.push(TreeRecord {
                 position: event.position,
                 hashes,
             });
-            if records.len() == APPEND_BATCH || last >= until {
+            if records.len() == APPEND_BATCH {
                 store.append(first, std::mem::take(&mut records)).await?;
-                first = size;
+                first = frontier.size();
             }
         }
+        // Every leaf counted in the root is stored before it is signed.
+        if !records.is_empty() {
+            store.append(first, records).await?;
+        }
     }
-    let root = merkle::root(size, &frontier).map_err(tree_failed)?;
-    Ok((size, root))
+    let root = frontier.root().map_err(tree_failed)?;
+    Ok((frontier.size(), root))
 }
 
 /// Extends the tree and signs a checkpoint of it (origin `origin`, now); returns the note.
@@ -426,8 +425,7 @@ async fn rebuild_roots<L: EventLog>(
         return Ok(());
     };
     let until = log.last_position().await?;
-    let mut frontier: BTreeMap<u64, Hash> = BTreeMap::new();
-    let mut size = 0_u64;
+    let mut frontier = merkle::Frontier::default();
     let mut next = sizes.into_iter().peekable();
     while let Some(checkpoint) = next.next_if(|checkpoint| checkpoint.size == 0) {
         if checkpoint.root != merkle::EMPTY_ROOT {
@@ -443,21 +441,17 @@ async fn rebuild_roots<L: EventLog>(
     }
     let mut events = log.follow(Position::ZERO).await?;
     let mut last = Position::ZERO;
-    while size < largest && last < until {
+    while frontier.size() < largest && last < until {
         let Some(event) = events.try_next().await? else {
             break;
         };
         last = event.position;
         let leaf = merkle::leaf_hash(&Hash::of(&event.payload).0);
-        let hashes = merkle::hashes_to_store(size, leaf, &frontier).map_err(tree_failed)?;
-        let start = merkle::stored_index(0, size);
-        frontier.extend((start..).zip(hashes));
-        size += 1;
-        let keep = merkle::root_indexes(size);
-        frontier.retain(|index, _| keep.contains(index));
+        frontier.push(leaf).map_err(tree_failed)?;
+        let size = frontier.size();
         audit.events += 1;
         while let Some(checkpoint) = next.next_if(|checkpoint| checkpoint.size == size) {
-            let root = merkle::root(size, &frontier).map_err(tree_failed)?;
+            let root = frontier.root().map_err(tree_failed)?;
             if root != checkpoint.root {
                 audit.problems.push(TreeProblem {
                     size,
@@ -472,6 +466,7 @@ async fn rebuild_roots<L: EventLog>(
             }
         }
     }
+    let size = frontier.size();
     for checkpoint in next {
         audit.problems.push(TreeProblem {
             size: checkpoint.size,

@@ -67,15 +67,12 @@ async fn measure(size: u64) -> Result<(), Error> {
 
     // Keeping the tree: the hashes of each new leaf, and its row.
     let started = Instant::now();
-    let mut frontier: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut frontier = merkle::Frontier::default();
     let mut records = Vec::with_capacity(1024);
     let mut stored = 0_u64;
     for n in 0..size {
         let leaf = merkle::leaf_hash(&Hash::of(&n.to_be_bytes()).0);
-        let hashes = merkle::hashes_to_store(n, leaf, &frontier)?;
-        frontier.extend((merkle::stored_index(0, n)..).zip(hashes.iter().copied()));
-        let keep = merkle::root_indexes(n + 1);
-        frontier.retain(|index, _| keep.contains(index));
+        let hashes = frontier.push(leaf)?;
         stored += hashes.len() as u64;
         records.push(TreeRecord {
             position: Position::new(n + 1),
@@ -87,7 +84,7 @@ async fn measure(size: u64) -> Result<(), Error> {
         }
     }
     let kept = started.elapsed();
-    let root = merkle::root(size, &frontier)?;
+    let root = frontier.root()?;
     let old_size = size / 3 * 2;
     let old_root = merkle::root(
         old_size,
