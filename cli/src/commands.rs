@@ -19,16 +19,17 @@ use crate::Command;
 use crate::backend::Backend;
 use crate::error::{BAD_INPUT, CHECK_FAILED, CliError};
 use crate::output::{receipt_json, receipt_text, state_json, state_text};
+use crate::stdout::{out, out_raw};
 
 fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    out!("{value}");
 }
 
 fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
     if json {
         print_json(&receipt_json(receipt));
     } else {
-        println!("{}", receipt_text(receipt));
+        out!("{}", receipt_text(receipt));
     }
 }
 
@@ -121,7 +122,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             if json {
                 print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
             } else {
-                println!(
+                out!(
                     "exported {} events of {} cases to {}, every chain verified",
                     report.events,
                     report.cases,
@@ -142,7 +143,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
                     "already_there": imported.already_there,
                 }));
             } else {
-                println!(
+                out!(
                     "imported {} events of {} cases from {} ({} appended, {} already there), \
                      every chain verified",
                     report.events,
@@ -186,7 +187,7 @@ async fn create<L: Backend>(
     if json {
         print_json(&receipt_json(&receipt));
     } else {
-        println!("{id}");
+        out!("{id}");
     }
     Ok(0)
 }
@@ -231,7 +232,7 @@ async fn show<L: Backend>(
     if json {
         print_json(&state_json(&state, position, quarantine.as_ref()));
     } else {
-        print!("{}", state_text(&state, position, quarantine.as_ref()));
+        out_raw!("{}", state_text(&state, position, quarantine.as_ref()));
     }
     Ok(0)
 }
@@ -251,9 +252,12 @@ async fn history<L: Backend>(log: &L, id: &CaseId, json: bool) -> Result<u8, Cli
                         "writer": event.writer, "mutations": mutations,
                     }));
                 } else {
-                    println!(
+                    out!(
                         "{} v{} {} {}",
-                        stored.position, event.version, event.commit_id, mutations
+                        stored.position,
+                        event.version,
+                        event.commit_id,
+                        mutations
                     );
                 }
             }
@@ -261,7 +265,7 @@ async fn history<L: Backend>(log: &L, id: &CaseId, json: bool) -> Result<u8, Cli
                 if json {
                     print_json(&json!({"position": stored.position, "error": error.to_string()}));
                 } else {
-                    println!("{} UNDECODABLE {error}", stored.position);
+                    out!("{} UNDECODABLE {error}", stored.position);
                 }
             }
         }
@@ -285,9 +289,12 @@ async fn audit<L: Backend>(
             if json {
                 print_json(&json!({"problem": problem}));
             } else {
-                println!(
+                out!(
                     "BROKEN {} at position {} ({}): {}",
-                    problem.case_id, problem.position, problem.code, problem.detail
+                    problem.case_id,
+                    problem.position,
+                    problem.code,
+                    problem.detail
                 );
             }
         })
@@ -368,9 +375,12 @@ fn halted_json(halted: &[(CaseId, Quarantine)]) -> serde_json::Value {
 }
 
 fn print_halted(id: &CaseId, q: &Quarantine) {
-    println!(
+    out!(
         "halted case {id} at position {} ({}), {} later event(s) held: {}",
-        q.position, q.code, q.held, q.reason
+        q.position,
+        q.code,
+        q.held,
+        q.reason
     );
 }
 
@@ -402,7 +412,7 @@ async fn retry_cases<L: Backend>(log: &L, cases: &[String], json: bool) -> Resul
     } else {
         for (id, view) in &results {
             match &view.quarantine {
-                None => println!(
+                None => out!(
                     "case {id} folded again: healthy at version {}",
                     view.state.version
                 ),
@@ -454,7 +464,7 @@ pub async fn project_shared(
             if json {
                 print_json(&json!({"held": shared.held(), "applied": shared.applied()}));
             } else {
-                println!("held {:?}  applied {}", shared.held(), shared.applied());
+                out!("held {:?}  applied {}", shared.held(), shared.applied());
             }
         }
     }
@@ -480,7 +490,7 @@ async fn project<L: Backend>(
             if json {
                 print_json(&json!({"checkpoint": note}));
             } else {
-                println!("signed a checkpoint of {size} events");
+                out!("signed a checkpoint of {size} events");
             }
         }
         let stats = projector.stats();
@@ -498,7 +508,7 @@ async fn project<L: Backend>(
                 "lag": lag,
             }));
         } else {
-            println!(
+            out!(
                 "applied {}  skipped {}  held {}  rebuilt {}  quarantined {}  lag {lag}",
                 stats.applied.load(Ordering::Relaxed),
                 stats.skipped.load(Ordering::Relaxed),
@@ -510,9 +520,12 @@ async fn project<L: Backend>(
                 print_halted(id, quarantine);
             }
             for record in &quarantined {
-                println!(
+                out!(
                     "quarantined position {} case {} ({}): {}",
-                    record.position, record.case_id, record.code, record.reason
+                    record.position,
+                    record.case_id,
+                    record.code,
+                    record.reason
                 );
             }
         }
@@ -587,7 +600,7 @@ async fn verify_cases<L: Backend>(
     if json {
         print_json(&json!({"verified": count, "mismatches": mismatches.len()}));
     } else {
-        println!(
+        out!(
             "verified {count} case(s): {} mismatch(es)",
             mismatches.len()
         );

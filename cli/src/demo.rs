@@ -24,6 +24,7 @@ use wfstate_store::{
 
 use crate::backend::Backend;
 use crate::error::{CHECK_FAILED, CliError};
+use crate::stdout::out;
 
 /// Sizes of the demo.
 #[derive(Debug, Args)]
@@ -278,7 +279,7 @@ pub async fn run<L: Backend>(log: &L, args: &DemoArgs, json: bool) -> Result<u8,
     let conflicts = counters.conflicts.load(Ordering::Relaxed);
     let all_verified = mismatches.is_empty() && problems == 0 && quarantined == 0;
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "cases": ids.len(), "workers": args.workers, "racers": args.racers,
@@ -291,22 +292,22 @@ pub async fn run<L: Backend>(log: &L, args: &DemoArgs, json: bool) -> Result<u8,
             })
         );
     } else {
-        println!("cases            {}", ids.len());
-        println!("workers/racers   {}/{}", args.workers, args.racers);
-        println!(
+        out!("cases            {}", ids.len());
+        out!("workers/racers   {}/{}", args.workers, args.racers);
+        out!(
             "commits          {commits} in {commit_seconds:.2} s ({:.0} commits/s)",
             commits as f64 / commit_seconds
         );
-        println!("conflicts        {conflicts} retried by transact");
-        println!(
+        out!("conflicts        {conflicts} retried by transact");
+        out!(
             "replay + verify  {} cases in {replay_seconds:.2} s",
             ids.len()
         );
-        println!(
+        out!(
             "audit            {problems} problem(s) in {audit_seconds:.2} s; quarantined \
              {quarantined}"
         );
-        println!(
+        out!(
             "all verified     {}",
             if all_verified { "yes" } else { "NO" }
         );

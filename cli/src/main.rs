@@ -3,13 +3,14 @@
 //! a NATS URL is given.
 //!
 //! Exit codes: 0 success, 1 a check failed (verify, audit, demo), 2 bad input, 3 conflict,
-//! 4 backend unavailable. Errors are one line on stderr (validation errors: one line each).
+//! 4 backend unavailable, 141 the reader closed the output. Errors are one line on stderr (validation errors: one line each).
 
 mod backend;
 mod commands;
 mod demo;
 mod error;
 mod output;
+mod stdout;
 mod tree;
 
 use std::path::PathBuf;
@@ -313,10 +314,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             backend::Store::JetStream(log) => Some(log.as_ref()),
             backend::Store::Embedded(_) => None,
         };
-        return Box::pin(wfstate_bench::run(nats, args, cli.json))
+        let figures = Box::pin(wfstate_bench::run(nats, args, cli.json))
             .await
-            .map(|()| 0)
-            .map_err(|error| CliError::new(error::UNAVAILABLE, error.to_string()));
+            .map_err(|error| CliError::new(error::UNAVAILABLE, error.to_string()))?;
+        stdout::out!("{figures}");
+        return Ok(0);
     }
     if let Command::Project {
         follow: true,

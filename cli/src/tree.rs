@@ -13,6 +13,7 @@ use crate::Command;
 use crate::backend::Backend;
 use crate::error::{CHECK_FAILED, CliError};
 use crate::output::{receipt_json, receipt_text};
+use crate::stdout::{out, out_raw};
 
 /// When `project` signs checkpoints, with the key in `key`.
 pub fn policy(
@@ -130,13 +131,13 @@ async fn run_checkpoint<L: Backend>(
         let key = new_key(name, file)?;
         let verifier = key.verifier().encode();
         if json {
-            println!("{}", json!({"key_file": file, "verifier_key": verifier}));
+            out!("{}", json!({"key_file": file, "verifier_key": verifier}));
         } else {
             eprintln!(
                 "wfstate: wrote a new signing key to {}; give auditors its verifier key:",
                 file.display()
             );
-            println!("{verifier}");
+            out!("{verifier}");
         }
         return Ok(0);
     }
@@ -144,18 +145,18 @@ async fn run_checkpoint<L: Backend>(
     if args.public_key {
         let verifier = key.verifier().encode();
         if json {
-            println!("{}", json!({"verifier_key": verifier}));
+            out!("{}", json!({"verifier_key": verifier}));
         } else {
-            println!("{verifier}");
+            out!("{verifier}");
         }
         return Ok(0);
     }
     let tree = log.tree(true).await?;
     let note = checkpoint(log, &tree, &key, args.origin).await?;
     if json {
-        println!("{}", json!({"checkpoint": note}));
+        out!("{}", json!({"checkpoint": note}));
     } else {
-        print!("{note}");
+        out_raw!("{note}");
     }
     Ok(0)
 }
@@ -174,7 +175,7 @@ async fn run_receipt<L: Backend>(
         .map(wfstate_store::Hash::to_hex)
         .collect();
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "receipt": receipt_json(&proven.receipt),
@@ -184,9 +185,9 @@ async fn run_receipt<L: Backend>(
             })
         );
     } else {
-        println!("{}", receipt_text(&proven.receipt));
-        println!("leaf {} proof {}", proven.leaf, proof.join(" "));
-        print!("{}", proven.checkpoint);
+        out!("{}", receipt_text(&proven.receipt));
+        out!("leaf {} proof {}", proven.leaf, proof.join(" "));
+        out_raw!("{}", proven.checkpoint);
     }
     Ok(0)
 }
@@ -220,27 +221,30 @@ async fn run_consistency<L: Backend>(
     let audit = audit_tree(log, &tree, &keys).await?;
     for problem in &audit.problems {
         if json {
-            println!("{}", json!({"problem": problem}));
+            out!("{}", json!({"problem": problem}));
         } else {
-            println!(
+            out!(
                 "CHECKPOINT of {} events ({}): {}",
-                problem.size, problem.code, problem.detail
+                problem.size,
+                problem.code,
+                problem.detail
             );
         }
     }
     if json {
-        println!(
+        out!(
             "{}",
             json!({"checkpoints": audit.checkpoints, "events": audit.events, "problems": audit.problems.len()})
         );
     } else if audit.problems.is_empty() {
-        println!(
+        out!(
             "{} checkpoint(s) over {} events: each signed by a trusted key, extending the one \
              before, and rebuilt from the log",
-            audit.checkpoints, audit.events
+            audit.checkpoints,
+            audit.events
         );
     } else {
-        println!(
+        out!(
             "{} checkpoint(s) over {} events: {} problem(s)",
             audit.checkpoints,
             audit.events,

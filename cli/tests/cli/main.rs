@@ -15,6 +15,7 @@ use wfstate_tests::NatsServer;
 
 mod checkpoints;
 mod format;
+mod pipes;
 mod readers;
 mod share;
 

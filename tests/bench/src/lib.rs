@@ -209,7 +209,7 @@ async fn sequential<L: EventLog + Clone>(
 }
 
 /// Runs every phase: the JetStream ones against `nats` when given, the embedded one in a
-/// temporary directory; prints the figures (as one JSON object with `json_out`).
+/// temporary directory; returns the figures to print (one JSON object with `json_out`).
 ///
 /// # Errors
 /// [`BenchError`] when a phase cannot run; the streams it made are deleted first.
@@ -217,7 +217,7 @@ pub async fn run(
     nats: Option<&JetStreamLog>,
     args: &BenchArgs,
     json_out: bool,
-) -> Result<(), BenchError> {
+) -> Result<String, BenchError> {
     let mut report = serde_json::Map::new();
     let mut lines = Vec::new();
     let mut commit_rate = None;
@@ -277,14 +277,11 @@ pub async fn run(
     }
     report.insert("embedded_commits".into(), phase);
 
-    if json_out {
-        println!("{}", Json::Object(report));
+    Ok(if json_out {
+        Json::Object(report).to_string()
     } else {
-        for line in lines {
-            println!("{line}");
-        }
-    }
-    Ok(())
+        lines.join("\n")
+    })
 }
 
 /// The wfstate side of (1) alone on `log`: `cases` cases committed concurrently, `commits`
