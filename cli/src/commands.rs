@@ -10,18 +10,18 @@ use serde_json::json;
 use wfstate_events::{LogErrorKind, Workspace};
 use wfstate_projector::{
     CheckpointPolicy, Projector, ProjectorConfig, ProjectorError, Quarantine, QuarantineRecord,
-    ShareConfig, Shared, StateChecks, ViewSource, audit_all, audit_case, audit_follow,
-    checkpoint_if_due, export, import, replay_with, verify, verify_all,
+    ShareConfig, Shared, StateChecks, audit_all, audit_case, audit_follow, checkpoint_if_due,
+    export, import,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
 use crate::Command;
 use crate::backend::Backend;
-use crate::error::{BAD_INPUT, CHECK_FAILED, CliError};
-use crate::output::{receipt_json, receipt_text, state_json, state_text};
-use crate::stdout::{out, out_raw};
+use crate::error::{CHECK_FAILED, CliError};
+use crate::output::{receipt_json, receipt_text};
+use crate::stdout::out;
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     out!("{value}");
 }
 
@@ -33,7 +33,7 @@ fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
     }
 }
 
-fn case_id(text: &str) -> Result<CaseId, CliError> {
+pub(crate) fn case_id(text: &str) -> Result<CaseId, CliError> {
     Ok(CaseId::new(text)?)
 }
 
@@ -80,7 +80,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             replay: fresh,
         } => {
             let checks = fresh.then_some(StateChecks::Sampled);
-            show(log, &case_id(&case)?, checks, json).await
+            crate::views::show(log, &case_id(&case)?, checks, json).await
         }
         Command::Replay { case, strict } => {
             let checks = if strict {
@@ -88,7 +88,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             } else {
                 StateChecks::Sampled
             };
-            show(log, &case_id(&case)?, Some(checks), json).await
+            crate::views::show(log, &case_id(&case)?, Some(checks), json).await
         }
         Command::History { case } => history(log, &case_id(&case)?, json).await,
         command @ (Command::Audit {
@@ -116,7 +116,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
                 .transpose()?;
             project(log, follow, policy.as_ref(), json).await
         }
-        Command::Verify { all, cases } => verify_cases(log, all, &cases, json).await,
+        Command::Verify { all, cases } => crate::views::verify_cases(log, all, &cases, json).await,
         Command::Export { file } => {
             let report = export(log, &file).await?;
             if json {
@@ -188,51 +188,6 @@ async fn create<L: Backend>(
         print_json(&receipt_json(&receipt));
     } else {
         out!("{id}");
-    }
-    Ok(0)
-}
-
-/// Prints a case's view, or a replay of its history with `checks`.
-/// The projector, caught up.
-async fn caught_up<L: Backend>(log: &L) -> Result<L::Projector, ProjectorError> {
-    let mut projector = log.projector().await?;
-    projector.catch_up().await?;
-    Ok(projector)
-}
-
-/// Whether the store refused a projector these rights: then the views are read as they are.
-fn refused(error: &ProjectorError) -> bool {
-    matches!(error, ProjectorError::Log(error) if error.kind() == LogErrorKind::PermissionDenied)
-}
-
-async fn show<L: Backend>(
-    log: &L,
-    id: &CaseId,
-    replayed: Option<StateChecks>,
-    json: bool,
-) -> Result<u8, CliError> {
-    let (state, position, quarantine) = if let Some(checks) = replayed {
-        let replayed = replay_with(log, id, None, checks).await?;
-        (replayed.state, replayed.position, None)
-    } else {
-        let view = match caught_up(log).await {
-            Ok(projector) => projector.view(id).await?,
-            Err(error) if refused(&error) => {
-                eprintln!(
-                    "wfstate: showing the view as the projector left it: this store may not be \
-                     written with these rights ({error})"
-                );
-                log.views().await?.view(id).await?
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let view = view.ok_or_else(|| CliError::bad_input(format!("case {id} not found")))?;
-        (view.state, view.position, view.quarantine)
-    };
-    if json {
-        print_json(&state_json(&state, position, quarantine.as_ref()));
-    } else {
-        out_raw!("{}", state_text(&state, position, quarantine.as_ref()));
     }
     Ok(0)
 }
@@ -534,80 +489,4 @@ async fn project<L: Backend>(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// Verifies the views of `ids` (every case with a view for `None`); returns how many were
-/// verified and the mismatches.
-async fn verify_views<L: Backend, V: ViewSource>(
-    log: &L,
-    views: &V,
-    ids: Option<&[CaseId]>,
-) -> Result<(usize, Vec<wfstate_projector::Mismatch>), CliError> {
-    Ok(match ids {
-        // One read of the log in order, not one history per case.
-        None => {
-            let verified = verify_all(log, views).await?;
-            (verified.cases, verified.mismatches)
-        }
-        Some(ids) => (ids.len(), verify(log, views, ids).await?),
-    })
-}
-
-async fn verify_cases<L: Backend>(
-    log: &L,
-    all: bool,
-    cases: &[String],
-    json: bool,
-) -> Result<u8, CliError> {
-    let ids = if all {
-        None
-    } else if cases.is_empty() {
-        return Err(CliError::new(
-            BAD_INPUT,
-            "name the cases to verify, or give --all",
-        ));
-    } else {
-        Some(
-            cases
-                .iter()
-                .map(|case| case_id(case))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    };
-    let (count, mismatches) = match caught_up(log).await {
-        Ok(projector) => verify_views(log, &projector, ids.as_deref()).await?,
-        // A reader that may not write (an auditor) verifies the views as they are: each
-        // against its history up to its own position, which needs no catch-up.
-        Err(error) if refused(&error) => {
-            eprintln!(
-                "wfstate: verifying the views as the projector left them: this store may not \
-                 be written with these rights ({error})"
-            );
-            verify_views(log, &log.views().await?, ids.as_deref()).await?
-        }
-        Err(error) => return Err(error.into()),
-    };
-    for mismatch in &mismatches {
-        if json {
-            print_json(&json!({"case_id": mismatch.case_id.as_str(), "mismatch": mismatch.detail}));
-        } else {
-            eprintln!(
-                "wfstate: MISMATCH {}: {}",
-                mismatch.case_id, mismatch.detail
-            );
-        }
-    }
-    if json {
-        print_json(&json!({"verified": count, "mismatches": mismatches.len()}));
-    } else {
-        out!(
-            "verified {count} case(s): {} mismatch(es)",
-            mismatches.len()
-        );
-    }
-    Ok(if mismatches.is_empty() {
-        0
-    } else {
-        CHECK_FAILED
-    })
 }

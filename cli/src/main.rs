@@ -12,6 +12,7 @@ mod error;
 mod output;
 mod stdout;
 mod tree;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,136 @@
+//! Reading views: `show` and `verify`, which bring the views up to date first where they may,
+//! and read them as the projector left them where the store refuses these rights.
+
+use serde_json::json;
+use wfstate_events::LogErrorKind;
+use wfstate_projector::{
+    Projector, ProjectorError, StateChecks, ViewSource, replay_with, verify, verify_all,
+};
+use wfstate_store::CaseId;
+
+use crate::backend::Backend;
+use crate::commands::{case_id, print_json};
+use crate::error::{BAD_INPUT, CHECK_FAILED, CliError};
+use crate::output::{state_json, state_text};
+use crate::stdout::{out, out_raw};
+
+/// The projector, caught up.
+async fn caught_up<L: Backend>(log: &L) -> Result<L::Projector, ProjectorError> {
+    let mut projector = log.projector().await?;
+    projector.catch_up().await?;
+    Ok(projector)
+}
+
+/// Whether the store refused a projector these rights: then the views are read as they are.
+fn refused(error: &ProjectorError) -> bool {
+    matches!(error, ProjectorError::Log(error) if error.kind() == LogErrorKind::PermissionDenied)
+}
+
+/// Prints a case's view, or a replay of its history with `checks`.
+pub async fn show<L: Backend>(
+    log: &L,
+    id: &CaseId,
+    replayed: Option<StateChecks>,
+    json: bool,
+) -> Result<u8, CliError> {
+    let (state, position, quarantine) = if let Some(checks) = replayed {
+        let replayed = replay_with(log, id, None, checks).await?;
+        (replayed.state, replayed.position, None)
+    } else {
+        let view = match caught_up(log).await {
+            Ok(projector) => projector.view(id).await?,
+            Err(error) if refused(&error) => {
+                eprintln!(
+                    "wfstate: showing the view as the projector left it: this store may not be \
+                     written with these rights ({error})"
+                );
+                log.views().await?.view(id).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let view = view.ok_or_else(|| CliError::bad_input(format!("case {id} not found")))?;
+        (view.state, view.position, view.quarantine)
+    };
+    if json {
+        print_json(&state_json(&state, position, quarantine.as_ref()));
+    } else {
+        out_raw!("{}", state_text(&state, position, quarantine.as_ref()));
+    }
+    Ok(0)
+}
+
+/// Verifies the views of `ids` (every case with a view for `None`); returns how many were
+/// verified and the mismatches.
+async fn verify_views<L: Backend, V: ViewSource>(
+    log: &L,
+    views: &V,
+    ids: Option<&[CaseId]>,
+) -> Result<(usize, Vec<wfstate_projector::Mismatch>), CliError> {
+    Ok(match ids {
+        // One read of the log in order, not one history per case.
+        None => {
+            let verified = verify_all(log, views).await?;
+            (verified.cases, verified.mismatches)
+        }
+        Some(ids) => (ids.len(), verify(log, views, ids).await?),
+    })
+}
+
+pub async fn verify_cases<L: Backend>(
+    log: &L,
+    all: bool,
+    cases: &[String],
+    json: bool,
+) -> Result<u8, CliError> {
+    let ids = if all {
+        None
+    } else if cases.is_empty() {
+        return Err(CliError::new(
+            BAD_INPUT,
+            "name the cases to verify, or give --all",
+        ));
+    } else {
+        Some(
+            cases
+                .iter()
+                .map(|case| case_id(case))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    let (count, mismatches) = match caught_up(log).await {
+        Ok(projector) => verify_views(log, &projector, ids.as_deref()).await?,
+        // A reader that may not write (an auditor) verifies the views as they are: each
+        // against its history up to its own position, which needs no catch-up.
+        Err(error) if refused(&error) => {
+            eprintln!(
+                "wfstate: verifying the views as the projector left them: this store may not \
+                 be written with these rights ({error})"
+            );
+            verify_views(log, &log.views().await?, ids.as_deref()).await?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    for mismatch in &mismatches {
+        if json {
+            print_json(&json!({"case_id": mismatch.case_id.as_str(), "mismatch": mismatch.detail}));
+        } else {
+            eprintln!(
+                "wfstate: MISMATCH {}: {}",
+                mismatch.case_id, mismatch.detail
+            );
+        }
+    }
+    if json {
+        print_json(&json!({"verified": count, "mismatches": mismatches.len()}));
+    } else {
+        out!(
+            "verified {count} case(s): {} mismatch(es)",
+            mismatches.len()
+        );
+    }
+    Ok(if mismatches.is_empty() {
+        0
+    } else {
+        CHECK_FAILED
+    })
+}
