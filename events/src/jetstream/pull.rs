@@ -1,7 +1,7 @@
 //! Long histories through a pull consumer read on a subscription of the store's own: each
 //! delivery is a plain message, where an async-nats consumer stream builds a JetStream
 //! message (a context clone, a second parse of its reply subject) for every event. This
-//! reads a long case about a third faster, which a replay feels directly.
+//! reads a long case in about three quarters of the time, which a replay feels directly.
 //!
 //! What the async-nats ordered consumer does for the store, this does too: the consumer
 //! delivers in stream order without acknowledgements, a gap in its delivery sequence or a
