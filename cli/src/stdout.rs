@@ -1,4 +1,4 @@
-//! Everything the command line prints on stdout goes through [`write`]: a reader that closed
+//! Everything the command line prints on stdout goes through [`write()`]: a reader that closed
 //! the pipe (`wfstate history CASE | head -5`) ends the command quietly with the status a
 //! process stopped by SIGPIPE has (141), and a failed write (a full disk) is a message, not a
 //! panic.
@@ -27,13 +27,13 @@ pub fn write(text: std::fmt::Arguments<'_>) {
     }
 }
 
-/// `println!` on stdout through [`write`].
+/// `println!` on stdout through [`write()`].
 macro_rules! out {
     () => { $crate::stdout::write(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::stdout::write(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-/// `print!` on stdout through [`write`].
+/// `print!` on stdout through [`write()`].
 macro_rules! out_raw {
     ($($arg:tt)*) => { $crate::stdout::write(format_args!($($arg)*)) };
 }
