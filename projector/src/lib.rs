@@ -61,7 +61,7 @@ pub use share::{ShareConfig, Shared};
 pub use transfer::{Imported, TransferError, export, import};
 pub use tree::{
     CheckpointPolicy, EmbeddedTree, JetStreamTree, ProvenReceipt, TreeAudit, TreeProblem,
-    TreeRecord, TreeStore, audit_tree, checkpoint, checkpoint_if_due, extend, prove,
+    TreeRecord, TreeStore, audit_tree, checkpoint, checkpoint_if_due, extend, prove, stored_hashes,
 };
 pub use verify::{Mismatch, Verified, verify, verify_all};
 pub use view::{Quarantine, VIEW_SCHEMA, View, ViewError};

@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use wfstate_events::{JetStreamLog, LogError, LogErrorKind};
 use wfstate_store::{Hash, Position};
 
-use super::{TreeRecord, TreeStore};
+use super::{TreeRecord, TreeStore, corrupted};
 use crate::ProjectorError;
 use crate::nats::failed;
 
@@ -112,10 +112,6 @@ async fn open_stream(
         })
         .await
         .map_err(|e| failed(&format!("creating stream {name} of the log's tree"), e))
-}
-
-fn corrupted(detail: String) -> ProjectorError {
-    ProjectorError::Log(LogError::new(LogErrorKind::Corrupted, detail))
 }
 
 /// A leaf's message: its position and its hashes.

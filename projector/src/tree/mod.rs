@@ -80,8 +80,12 @@ pub trait TreeStore: Send + Sync {
     ) -> impl Future<Output = Result<(), ProjectorError>> + Send;
 }
 
-/// Reads the stored hashes at `indexes` for the pure tree functions.
-async fn read(
+/// The stored hashes at `indexes`, for the pure tree functions ([`merkle`]'s `*_indexes`
+/// name what each reads).
+///
+/// # Errors
+/// [`ProjectorError::Log`] when the store cannot read them, or holds fewer than it should.
+pub async fn stored_hashes(
     store: &impl TreeStore,
     indexes: &[u64],
 ) -> Result<BTreeMap<u64, Hash>, ProjectorError> {
@@ -133,8 +137,11 @@ pub async fn extend<L: EventLog>(
     store: &impl TreeStore,
 ) -> Result<(u64, Hash), ProjectorError> {
     let (size, mut last) = store.size().await?;
-    let mut frontier = merkle::Frontier::of(size, &read(store, &merkle::root_indexes(size)).await?)
-        .map_err(tree_failed)?;
+    let mut frontier = merkle::Frontier::of(
+        size,
+        &stored_hashes(store, &merkle::root_indexes(size)).await?,
+    )
+    .map_err(tree_failed)?;
     let until = log.last_position().await?;
     if last < until {
         let mut events = log.follow(last).await?;
@@ -318,7 +325,7 @@ pub async fn prove<L: EventLog>(
     if leaf >= checkpoint.size {
         return Err(not_yet());
     }
-    let hashes = read(store, &merkle::inclusion_indexes_of(checkpoint.size, leaf)).await?;
+    let hashes = stored_hashes(store, &merkle::inclusion_indexes_of(checkpoint.size, leaf)).await?;
     let proof = merkle::inclusion_proof(checkpoint.size, leaf, &hashes).map_err(tree_failed)?;
     let event_leaf = merkle::leaf_hash(&receipt.event_hash.0);
     merkle::verify_inclusion(&proof, checkpoint.size, &checkpoint.root, leaf, &event_leaf)
@@ -391,7 +398,8 @@ pub async fn audit_tree<L: EventLog>(
         let consistent = if new.size < old.size {
             Err(format!("it shrank from {} leaves", old.size))
         } else {
-            let hashes = read(store, &merkle::consistency_indexes_of(new.size, old.size)).await?;
+            let hashes =
+                stored_hashes(store, &merkle::consistency_indexes_of(new.size, old.size)).await?;
             let proof =
                 merkle::consistency_proof(new.size, old.size, &hashes).map_err(tree_failed)?;
             merkle::verify_consistency(&proof, new.size, &new.root, old.size, &old.root)

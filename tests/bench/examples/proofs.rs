@@ -5,11 +5,10 @@
 //!
 //! `cargo run --release -p wfstate-bench --example proofs -- [SIZES...]`
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use wfstate_events::{EmbeddedConfig, EmbeddedLog};
-use wfstate_projector::{EmbeddedTree, TreeRecord, TreeStore};
+use wfstate_projector::{EmbeddedTree, TreeRecord, TreeStore, stored_hashes};
 use wfstate_store::checkpoint::{self, Checkpoint, SignerKey};
 use wfstate_store::merkle;
 use wfstate_store::{Hash, Position};
@@ -18,27 +17,6 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Proofs produced and verified per size, for the averages.
 const SAMPLES: u64 = 200;
-
-/// Reads the stored hashes at `indexes` from the embedded tables.
-async fn read(tree: &EmbeddedTree, indexes: &[u64]) -> Result<BTreeMap<u64, Hash>, Error> {
-    let places: Vec<(u64, u64, u64)> = indexes
-        .iter()
-        .map(|&index| {
-            let (leaf, offset) = merkle::locate(index);
-            (index, leaf, offset)
-        })
-        .collect();
-    let mut leaves: Vec<u64> = places.iter().map(|place| place.1).collect();
-    leaves.sort_unstable();
-    leaves.dedup();
-    let records = tree.hashes(leaves.clone()).await?;
-    let mut hashes = BTreeMap::new();
-    for (index, leaf, offset) in places {
-        let at = leaves.binary_search(&leaf).map_err(|_| "a leaf not read")?;
-        hashes.insert(index, records[at][usize::try_from(offset)?]);
-    }
-    Ok(hashes)
-}
 
 /// The log file's bytes with its write-ahead log (which holds the newest pages).
 fn file_bytes(path: &std::path::Path) -> u64 {
@@ -88,7 +66,7 @@ async fn measure(size: u64) -> Result<(), Error> {
     let old_size = size / 3 * 2;
     let old_root = merkle::root(
         old_size,
-        &read(&tree, &merkle::root_indexes(old_size)).await?,
+        &stored_hashes(&tree, &merkle::root_indexes(old_size)).await?,
     )?;
 
     // Inclusion proofs, read from the tables.
@@ -96,7 +74,7 @@ async fn measure(size: u64) -> Result<(), Error> {
     let mut proofs = Vec::new();
     for n in 0..SAMPLES {
         let index = sample(size, n);
-        let hashes = read(&tree, &merkle::inclusion_indexes_of(size, index)).await?;
+        let hashes = stored_hashes(&tree, &merkle::inclusion_indexes_of(size, index)).await?;
         proofs.push((index, merkle::inclusion_proof(size, index, &hashes)?));
     }
     let proving = started.elapsed();
@@ -114,7 +92,7 @@ async fn measure(size: u64) -> Result<(), Error> {
 
     // A consistency proof from two thirds of the tree.
     let started = Instant::now();
-    let hashes = read(&tree, &merkle::consistency_indexes_of(size, old_size)).await?;
+    let hashes = stored_hashes(&tree, &merkle::consistency_indexes_of(size, old_size)).await?;
     let consistency = merkle::consistency_proof(size, old_size, &hashes)?;
     let consistency_proving = started.elapsed();
     let started = Instant::now();

@@ -21,6 +21,21 @@ use wfstate_events::{JetStreamConfig, JetStreamLog};
 use wfstate_projector::ProjectorConfig;
 use wfstate_store::{CaseId, Mutation, ScopeId, TokenId, TokenStatus, Value};
 
+/// A commit by `log`'s credentials is refused as permission denied (a refused request is
+/// known after the retry deadline of 3 s at most).
+pub(crate) async fn assert_cannot_commit(log: &JetStreamLog) {
+    let refused = wfstate_events::Workspace::new(log.clone())
+        .with_retry(wfstate_events::RetryPolicy::default().with_deadline(Duration::from_secs(3)))
+        .create(case("intruder"), [Mutation::set_key("x", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        wfstate_events::CommitErrorKind::PermissionDenied,
+        "{refused}"
+    );
+}
+
 pub(crate) fn case(id: &str) -> CaseId {
     CaseId::new(id).unwrap()
 }
