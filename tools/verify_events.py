@@ -12,8 +12,8 @@ with its case, version and reason; 2 for a file that cannot be read.
 """
 
 import hashlib
+import io
 import json
-import os
 import struct
 import sys
 
@@ -280,33 +280,50 @@ def verify_vectors(path):
 
 
 def verify_export(path):
-    problems, cases, events, last_position = [], {}, 0, 0
+    """Every case of an export file, and its trailer: the count of its records and the
+    SHA-256 of every byte before the trailer."""
+    problems, cases, events, last_position, trailer = [], {}, 0, 0, None
     with open(path, "rb") as file:
-        decoder = cbor2.CBORDecoder(file)
-        header_item = decoder.decode()
-        if header_item != {"format": "wfstate-export", "schema": 1}:
-            raise ValueError(f"not a wfstate export of schema 1: {header_item!r}")
-        size = os.fstat(file.fileno()).st_size
-        while file.tell() < size:
-            try:
-                record = decoder.decode()
-            except (EOFError, cbor2.CBORDecodeError) as error:
-                problems.append(f"the file is cut inside, or damaged at, the record after "
-                                f"position {last_position}: {error}")
-                break
-            events += 1
-            case_id, position = record["case_id"], record["position"]
-            if position <= last_position:
-                problems.append(f"position {position} after {last_position}: not in log order")
-            last_position = position
-            case = cases.setdefault(case_id, Case(case_id))
-            if case is None:
-                continue
-            try:
-                case.fold(record["payload"])
-            except Invalid as error:
-                problems.append(f"case {case_id} version {case.state['version'] + 1}: {error}")
-                cases[case_id] = None
+        data = file.read()
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(stream)
+    header_item = decoder.decode()
+    if header_item != {"format": "wfstate-export", "schema": 2}:
+        raise ValueError(f"not a wfstate export of schema 2: {header_item!r}")
+    while stream.tell() < len(data):
+        start = stream.tell()
+        try:
+            item = decoder.decode()
+        except (EOFError, cbor2.CBORDecodeError) as error:
+            problems.append(f"the file is cut inside, or damaged at, the record after "
+                            f"position {last_position}: {error}")
+            break
+        if trailer is not None:
+            problems.append("the file goes on after its trailer")
+            break
+        if isinstance(item, dict) and item.get("trailer") == "wfstate-export":
+            trailer = item
+            if item.get("events") != events:
+                problems.append(f"the trailer counts {item.get('events')} events where the "
+                                f"file holds {events}")
+            if item.get("sha256") != hashlib.sha256(data[:start]).digest():
+                problems.append("the trailer's hash is not the hash of the file's content")
+            continue
+        events += 1
+        case_id, position = item["case_id"], item["position"]
+        if position <= last_position:
+            problems.append(f"position {position} after {last_position}: not in log order")
+        last_position = position
+        case = cases.setdefault(case_id, Case(case_id))
+        if case is None:
+            continue
+        try:
+            case.fold(item["payload"])
+        except Invalid as error:
+            problems.append(f"case {case_id} version {case.state['version'] + 1}: {error}")
+            cases[case_id] = None
+    if trailer is None and not problems:
+        problems.append(f"the file ends without its trailer after {events} events: it was cut")
     return problems, f"{len(cases)} cases, {events} events"
 
 

@@ -7,7 +7,7 @@ use wfstate_events::{
 };
 use wfstate_projector::{
     EmbeddedProjector, EmbeddedTree, EmbeddedViews, JetStreamProjector, JetStreamTree,
-    KvViewReader, Projector, ProjectorConfig, ProjectorError, TreeStore, ViewSource,
+    KvViewReader, Projector, ProjectorConfig, ProjectorError, TreeStore, ViewScan, ViewSource,
 };
 
 use crate::StoreArgs;
@@ -25,7 +25,7 @@ pub trait Backend: EventLog + Clone {
     type Projector: Projector;
 
     /// The views as a reader that may not write sees them.
-    type Views: ViewSource;
+    type Views: ViewSource + ViewScan;
 
     /// Opens the projector.
     fn projector(&self) -> impl Future<Output = Result<Self::Projector, ProjectorError>> + Send;
@@ -38,6 +38,9 @@ pub trait Backend: EventLog + Clone {
 
     /// Opens the log's tree, to extend it (`writable`) or to read it.
     fn tree(&self, writable: bool) -> impl Future<Output = Result<Self::Tree, CliError>> + Send;
+
+    /// The store, named for a person: the file, or the stream and its server.
+    fn name(&self) -> String;
 }
 
 impl Backend for EmbeddedLog {
@@ -62,6 +65,10 @@ impl Backend for EmbeddedLog {
             EmbeddedTree::open_read_only(self)?
         })
     }
+
+    fn name(&self) -> String {
+        format!("the embedded store {}", self.path().display())
+    }
 }
 
 impl Backend for JetStreamLog {
@@ -81,6 +88,10 @@ impl Backend for JetStreamLog {
 
     async fn tree(&self, writable: bool) -> Result<JetStreamTree, CliError> {
         Ok(JetStreamTree::open(self, writable).await?)
+    }
+
+    fn name(&self) -> String {
+        format!("the stream {} at {}", self.stream_name(), self.urls())
     }
 }
 
@@ -127,7 +138,9 @@ pub enum Access {
 pub async fn open(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
     let Some(urls) = &args.nats else {
         let mut config = EmbeddedConfig::new(&args.data_dir);
-        config.read_only = access == Access::Read;
+        // A command that reads never creates a store, even one that would catch views up.
+        let exists = args.data_dir.join(wfstate_events::DATABASE_FILE).exists();
+        config.read_only = access == Access::Read || (access == Access::WriteOrRead && !exists);
         let log = match EmbeddedLog::open(&config) {
             Err(error)
                 if access == Access::WriteOrRead
@@ -150,6 +163,7 @@ pub async fn open(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
     config.replicas = args.replicas.map(usize::from);
     config.partitions = args.stream_partitions;
+    config.create_stream = access == Access::Write;
     Ok(Store::JetStream(Box::new(
         JetStreamLog::connect(&config).await?,
     )))

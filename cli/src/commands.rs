@@ -10,8 +10,8 @@ use serde_json::json;
 use wfstate_events::{LogErrorKind, Workspace};
 use wfstate_projector::{
     CheckpointPolicy, Projector, ProjectorConfig, ProjectorError, Quarantine, QuarantineRecord,
-    ShareConfig, Shared, StateChecks, audit_all, audit_case, audit_follow, checkpoint_if_due,
-    export, import,
+    ShareConfig, Shared, StateChecks, audit_all, audit_case, audit_follow, audit_follow_case,
+    checkpoint_if_due,
 };
 use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
 
@@ -61,6 +61,12 @@ fn read_mutations(file: Option<&Path>) -> Result<Vec<Mutation>, CliError> {
 }
 
 pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8, CliError> {
+    Box::pin(dispatch(log, command, json))
+        .await
+        .map_err(|error| error.looked_in(&log.name()))
+}
+
+async fn dispatch<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8, CliError> {
     let workspace = Workspace::new(log.clone());
     match command {
         Command::Create { id, ctx } => create(&workspace, id, ctx, json).await,
@@ -90,6 +96,7 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             };
             crate::views::show(log, &case_id(&case)?, Some(checks), json).await
         }
+        Command::List(args) => crate::list::list(log, &args, json).await,
         Command::History { case } => history(log, &case_id(&case)?, json).await,
         command @ (Command::Audit {
             consistency: true, ..
@@ -117,43 +124,8 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
             project(log, follow, policy.as_ref(), json).await
         }
         Command::Verify { all, cases } => crate::views::verify_cases(log, all, &cases, json).await,
-        Command::Export { file } => {
-            let report = export(log, &file).await?;
-            if json {
-                print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
-            } else {
-                out!(
-                    "exported {} events of {} cases to {}, every chain verified",
-                    report.events,
-                    report.cases,
-                    file.display()
-                );
-            }
-            Ok(0)
-        }
-        Command::Import { file } => {
-            let imported = import(log, &file).await?;
-            let report = &imported.report;
-            if json {
-                print_json(&json!({
-                    "file": file,
-                    "cases": report.cases,
-                    "events": report.events,
-                    "appended": imported.appended,
-                    "already_there": imported.already_there,
-                }));
-            } else {
-                out!(
-                    "imported {} events of {} cases from {} ({} appended, {} already there), \
-                     every chain verified",
-                    report.events,
-                    report.cases,
-                    file.display(),
-                    imported.appended,
-                    imported.already_there
-                );
-            }
-            Ok(0)
+        command @ (Command::Export { .. } | Command::Import { .. }) => {
+            crate::transfer::run(log, command, json).await
         }
         Command::Demo(args) => crate::demo::run(log, &args, json).await,
         #[cfg(feature = "bench")]
@@ -226,7 +198,7 @@ async fn history<L: Backend>(log: &L, id: &CaseId, json: bool) -> Result<u8, Cli
         }
     }
     if count == 0 {
-        return Err(CliError::bad_input(format!("case {id} not found")));
+        return Err(CliError::case_not_found(id));
     }
     Ok(0)
 }
@@ -240,7 +212,7 @@ async fn audit<L: Backend>(
 ) -> Result<u8, CliError> {
     let print_receipt = |receipt: &wfstate_store::Receipt| print_receipt(receipt, json);
     if follow {
-        audit_follow(log, print_receipt, |problem| {
+        let print_problem = |problem: &wfstate_projector::Problem| {
             if json {
                 print_json(&json!({"problem": problem}));
             } else {
@@ -252,8 +224,13 @@ async fn audit<L: Backend>(
                     problem.detail
                 );
             }
-        })
-        .await?;
+        };
+        match case {
+            Some(case) => {
+                audit_follow_case(log, &case_id(&case)?, print_receipt, print_problem).await?;
+            }
+            None => audit_follow(log, print_receipt, print_problem).await?,
+        }
         return Ok(0);
     }
     let report = match case {
@@ -267,7 +244,7 @@ async fn audit<L: Backend>(
             let id = case_id(&case)?;
             let report = audit_case(log, &id, head, print_receipt).await?;
             if report.events == 0 {
-                return Err(CliError::bad_input(format!("case {id} not found")));
+                return Err(CliError::case_not_found(id));
             }
             report
         }

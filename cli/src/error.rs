@@ -22,6 +22,8 @@ pub const UNAVAILABLE: u8 = 4;
 pub struct CliError {
     pub code: u8,
     pub lines: Vec<String>,
+    /// A case that is not in the store: the message is completed with the store's name.
+    pub missing_case: bool,
 }
 
 impl CliError {
@@ -29,7 +31,29 @@ impl CliError {
         CliError {
             code,
             lines: vec![message.into()],
+            missing_case: false,
         }
+    }
+
+    /// A case with no events in the store.
+    pub fn case_not_found(case: impl std::fmt::Display) -> Self {
+        let mut error = CliError::bad_input(format!("case {case} not found"));
+        error.missing_case = true;
+        error
+    }
+
+    /// Completes a missing case's message with where it was looked for, and what to do.
+    pub fn looked_in(mut self, store: &str) -> Self {
+        if self.missing_case
+            && let Some(line) = self.lines.first_mut()
+        {
+            *line = format!(
+                "{line} in {store}; `wfstate list` shows the cases there, and --data-dir or \
+                 --nats names another store"
+            );
+            self.missing_case = false;
+        }
+        self
     }
 
     pub fn bad_input(message: impl Into<String>) -> Self {
@@ -94,7 +118,11 @@ impl From<CommitError> for CliError {
                 errors.0.len()
             )];
             lines.extend(errors.0.iter().map(ToString::to_string));
-            return CliError { code, lines };
+            return CliError {
+                code,
+                lines,
+                missing_case: false,
+            };
         }
         CliError::with_causes(code, &error)
     }
@@ -117,6 +145,9 @@ fn projector_code(error: &ProjectorError) -> u8 {
 
 impl From<ProjectorError> for CliError {
     fn from(error: ProjectorError) -> Self {
+        if let ProjectorError::CaseNotFound(case) = &error {
+            return CliError::case_not_found(case);
+        }
         CliError::with_causes(projector_code(&error), &error)
     }
 }

@@ -9,8 +9,11 @@ mod backend;
 mod commands;
 mod demo;
 mod error;
+mod list;
 mod output;
 mod stdout;
+mod time;
+mod transfer;
 mod tree;
 mod views;
 
@@ -122,6 +125,8 @@ enum Command {
         #[arg(long)]
         replay: bool,
     },
+    /// List the cases in the views, the most recently committed first.
+    List(list::ListArgs),
     /// List a case's events, one a line.
     History {
         /// The case.
@@ -239,15 +244,23 @@ enum Command {
         /// The cases.
         cases: Vec<String>,
     },
-    /// Write the whole log to FILE, verifying every chain.
+    /// Write the whole log to FILE, verifying every chain; the file ends with a trailer that
+    /// counts and hashes its content, and appears only once whole.
     Export {
-        /// The file.
+        /// The file; `-`: stdout.
         file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
-    /// Read a log from FILE into this store, verifying every chain first.
+    /// Read a log from FILE into this store, verifying every chain first; a file without its
+    /// trailer (cut short) or changed is refused.
     Import {
-        /// The file.
+        /// The file; `-`: stdin.
         file: PathBuf,
+        /// The file, checked whole before the store is opened.
+        #[arg(skip)]
+        source: Option<transfer::Source>,
     },
     /// End-to-end figures next to raw baselines (JetStream phases need --nats).
     #[cfg(feature = "bench")]
@@ -300,14 +313,31 @@ fn access(command: &Command) -> backend::Access {
         | Command::Receipt { .. }
         | Command::Export { .. }
         | Command::Show { replay: true, .. } => backend::Access::Read,
-        Command::Verify { .. } | Command::Show { replay: false, .. } => {
+        Command::Verify { .. } | Command::List(_) | Command::Show { replay: false, .. } => {
             backend::Access::WriteOrRead
         }
         _ => backend::Access::Write,
     }
 }
 
-async fn run(cli: Cli) -> Result<u8, CliError> {
+/// The signal a write past the file size limit (`ulimit -f`) raises, on Linux.
+#[cfg(unix)]
+const SIGXFSZ: i32 = 25;
+
+async fn run(mut cli: Cli) -> Result<u8, CliError> {
+    // A bad file is refused before a store is opened, so that it creates none.
+    if let Command::Import { file, source } = &mut cli.command {
+        *source = Some(transfer::Source::checked(file)?);
+    }
+    // Past a file size limit, a write is then an error that removes the partial file, where
+    // the signal's default action would end the process and leave it behind.
+    #[cfg(unix)]
+    let _file_size_limit = match &cli.command {
+        Command::Export { .. } => {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)).ok()
+        }
+        _ => None,
+    };
     let store = backend::open(&cli.store, access(&cli.command)).await?;
     #[cfg(feature = "bench")]
     if let Command::Bench(args) = &cli.command {

@@ -1,12 +1,13 @@
 //! Reading views: `show` and `verify`, which bring the views up to date first where they may,
 //! and read them as the projector left them where the store refuses these rights.
 
+use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::LogErrorKind;
 use wfstate_projector::{
     Projector, ProjectorError, StateChecks, ViewSource, replay_with, verify, verify_all,
 };
-use wfstate_store::CaseId;
+use wfstate_store::{CaseId, Position};
 
 use crate::backend::Backend;
 use crate::commands::{case_id, print_json};
@@ -24,6 +25,20 @@ async fn caught_up<L: Backend>(log: &L) -> Result<L::Projector, ProjectorError> 
 /// Whether the store refused a projector these rights: then the views are read as they are.
 fn refused(error: &ProjectorError) -> bool {
     matches!(error, ProjectorError::Log(error) if error.kind() == LogErrorKind::PermissionDenied)
+}
+
+/// The views, brought up to date first where these rights allow, else as the projector left
+/// them (said on stderr, `doing` naming the command's work).
+pub async fn current<L: Backend>(log: &L, doing: &str) -> Result<L::Views, CliError> {
+    match caught_up(log).await {
+        Ok(_) => {}
+        Err(error) if refused(&error) => eprintln!(
+            "wfstate: {doing} the views as the projector left them: this store may not be \
+             written with these rights ({error})"
+        ),
+        Err(error) => return Err(error.into()),
+    }
+    Ok(log.views().await?)
 }
 
 /// Prints a case's view, or a replay of its history with `checks`.
@@ -48,7 +63,7 @@ pub async fn show<L: Backend>(
             }
             Err(error) => return Err(error.into()),
         };
-        let view = view.ok_or_else(|| CliError::bad_input(format!("case {id} not found")))?;
+        let view = view.ok_or_else(|| CliError::case_not_found(id))?;
         (view.state, view.position, view.quarantine)
     };
     if json {
@@ -97,6 +112,13 @@ pub async fn verify_cases<L: Backend>(
                 .collect::<Result<Vec<_>, _>>()?,
         )
     };
+    // A case the log has never seen is a typo or another store, not a mismatch.
+    for id in ids.iter().flatten() {
+        let mut events = log.history(id, Position::ZERO).await?;
+        if events.try_next().await?.is_none() {
+            return Err(CliError::case_not_found(id));
+        }
+    }
     let (count, mismatches) = match caught_up(log).await {
         Ok(projector) => verify_views(log, &projector, ids.as_deref()).await?,
         // A reader that may not write (an auditor) verifies the views as they are: each

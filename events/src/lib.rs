@@ -28,6 +28,8 @@ mod memory;
 pub use client::{CaseHandle, RetryPolicy, Transacted, Workspace};
 pub use embedded::{DATABASE_FILE, EmbeddedConfig, EmbeddedLog, SQLITE_SCHEMA_VERSION};
 pub use error::{BoxError, CommitError, CommitErrorKind, LogError, LogErrorKind, Misuse};
-pub use jetstream::{Auth, JetStreamConfig, JetStreamLog, SERVER_VERSION_MIN, Tls, partition_of};
+pub use jetstream::{
+    Auth, DirectEntry, JetStreamConfig, JetStreamLog, SERVER_VERSION_MIN, Tls, partition_of,
+};
 pub use log::{AppendOutcome, EventLog, EventStream, StoredEvent};
 pub use memory::MemoryLog;

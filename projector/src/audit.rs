@@ -83,6 +83,24 @@ impl Auditor {
         }
     }
 
+    /// Observes `stored` and hands its receipt and the problems it shows to the callbacks; the
+    /// problems are then forgotten, so that memory grows with the cases seen, not with the
+    /// problems reported.
+    fn report(
+        &mut self,
+        stored: &StoredEvent,
+        on_receipt: &mut impl FnMut(&Receipt),
+        on_problem: &mut impl FnMut(&Problem),
+    ) -> Result<(), ProjectorError> {
+        let known = self.problems.len();
+        if let Some(receipt) = self.observe(stored)? {
+            on_receipt(&receipt);
+        }
+        self.problems[known..].iter().for_each(on_problem);
+        self.problems.clear();
+        Ok(())
+    }
+
     /// Checks one stored event; returns its receipt when it decodes.
     ///
     /// # Errors
@@ -269,13 +287,36 @@ pub async fn audit_follow<L: EventLog>(
     let mut auditor = Auditor::new();
     let mut events = log.follow(Position::ZERO).await?;
     while let Some(stored) = events.try_next().await? {
-        let known = auditor.problems.len();
-        if let Some(receipt) = auditor.observe(&stored)? {
-            on_receipt(&receipt);
+        auditor.report(&stored, &mut on_receipt, &mut on_problem)?;
+    }
+    Ok(())
+}
+
+/// Audits one case: its history, then its new events as they are appended to the log, calling
+/// `on_receipt` and `on_problem` as [`audit_follow`] does. The history is read on its own; the
+/// log is then followed from the case's last event, and other cases' events are passed over.
+///
+/// # Errors
+/// [`ProjectorError::Log`] when the log cannot be read.
+pub async fn audit_follow_case<L: EventLog>(
+    log: &L,
+    case_id: &CaseId,
+    mut on_receipt: impl FnMut(&Receipt),
+    mut on_problem: impl FnMut(&Problem),
+) -> Result<(), ProjectorError> {
+    let mut auditor = Auditor::new();
+    let mut last = Position::ZERO;
+    let mut history = log.history(case_id, Position::ZERO).await?;
+    while let Some(stored) = history.try_next().await? {
+        last = stored.position;
+        auditor.report(&stored, &mut on_receipt, &mut on_problem)?;
+    }
+    drop(history);
+    let mut events = log.follow(last).await?;
+    while let Some(stored) = events.try_next().await? {
+        if stored.case_id == case_id.as_str() {
+            auditor.report(&stored, &mut on_receipt, &mut on_problem)?;
         }
-        auditor.problems[known..].iter().for_each(&mut on_problem);
-        // Memory grows with the cases seen, not with the problems reported.
-        auditor.problems.clear();
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ mod audit;
 mod embedded;
 mod engine;
 mod error;
+mod export_file;
 mod fold;
 mod history;
 mod jetstream;
@@ -48,17 +49,19 @@ mod tree;
 mod verify;
 mod view;
 
-pub use audit::{AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow};
+pub use audit::{
+    AuditReport, Auditor, Problem, audit_all, audit_case, audit_follow, audit_follow_case,
+};
 pub use embedded::EmbeddedProjector;
 pub use error::ProjectorError;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use kv::{KvViews, ViewStore};
 pub use partition::Partition;
-pub use readers::{EmbeddedViews, KvViewReader};
+pub use readers::{EmbeddedViews, KvViewReader, ScanCursor, ViewScan};
 pub use replay::{Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_until, replay_with};
 pub use share::{ShareConfig, Shared};
-pub use transfer::{Imported, TransferError, export, import};
+pub use transfer::{Imported, TransferError, check_export, export, export_to, export_with, import};
 pub use tree::{
     CheckpointPolicy, EmbeddedTree, JetStreamTree, ProvenReceipt, TreeAudit, TreeProblem,
     TreeRecord, TreeStore, audit_tree, checkpoint, checkpoint_if_due, extend, prove, stored_hashes,

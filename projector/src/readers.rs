@@ -16,6 +16,24 @@ use crate::sqlite::{SharedConnection, readable};
 use crate::view::View;
 use crate::{ProjectorError, ViewSource};
 
+/// How many views a page of a scan holds at most.
+const SCAN_PAGE: usize = 1024;
+
+/// Where a scan of the views goes on: [`ScanCursor::default`] starts one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanCursor(Option<String>);
+
+/// Every view in pages, in one pass over the store: for listing and searching cases. A view
+/// written while a scan runs may be seen twice (its newer version later) or not at all if it
+/// is new: a page is a view as it was when it was read.
+pub trait ViewScan {
+    /// Up to 1,024 views after `cursor`, and the cursor of the next page (none at the end).
+    fn scan_page(
+        &self,
+        cursor: &ScanCursor,
+    ) -> impl Future<Output = Result<(Vec<View>, Option<ScanCursor>), ProjectorError>> + Send;
+}
+
 /// The views of an embedded log, read through a connection that may only read the file.
 #[derive(Clone)]
 pub struct EmbeddedViews {
@@ -52,6 +70,45 @@ impl ViewSource for EmbeddedViews {
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, ProjectorError> {
         self.connection.run(|connection| view_ids(connection)).await
+    }
+}
+
+impl ViewScan for EmbeddedViews {
+    async fn scan_page(
+        &self,
+        cursor: &ScanCursor,
+    ) -> Result<(Vec<View>, Option<ScanCursor>), ProjectorError> {
+        let after = cursor.0.clone().unwrap_or_default();
+        self.connection
+            .run(move |connection| {
+                let rows: Vec<(String, Vec<u8>)> = connection
+                    .prepare_cached(
+                        "SELECT case_id, view FROM views WHERE case_id > ?1 ORDER BY case_id \
+                         LIMIT ?2",
+                    )
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map(rusqlite::params![after, SCAN_PAGE], |row| {
+                                Ok((row.get(0)?, row.get(1)?))
+                            })?
+                            .collect()
+                    })
+                    .map_err(crate::embedded::sql("scanning the views"))?;
+                let next = (rows.len() == SCAN_PAGE)
+                    .then(|| rows.last().map(|(case, _)| ScanCursor(Some(case.clone()))))
+                    .flatten();
+                let views = rows
+                    .iter()
+                    .map(|(case, bytes)| {
+                        View::decode(bytes).map_err(|source| ProjectorError::BadView {
+                            case_id: case.clone(),
+                            source,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((views, next))
+            })
+            .await
     }
 }
 
@@ -122,5 +179,40 @@ impl ViewSource for KvViewReader {
             .iter()
             .filter_map(|subject| CaseId::new(subject.strip_prefix(&prefix)?).ok())
             .collect())
+    }
+}
+
+impl ViewScan for KvViewReader {
+    async fn scan_page(
+        &self,
+        cursor: &ScanCursor,
+    ) -> Result<(Vec<View>, Option<ScanCursor>), ProjectorError> {
+        let from = match &cursor.0 {
+            None => 1,
+            Some(text) => text.parse().unwrap_or(u64::MAX),
+        };
+        let prefix = format!("$KV.{}.", self.bucket);
+        let page = self
+            .log
+            .direct_page(&format!("KV_{}", self.bucket), &format!("{prefix}>"), from)
+            .await?;
+        let next = page
+            .last()
+            .map(|last| ScanCursor(Some((last.sequence + 1).to_string())));
+        let mut views = Vec::with_capacity(page.len());
+        // The bucket keeps one message a key: a delete marker is a case without a view.
+        for entry in page.into_iter().filter(|entry| !entry.deleted) {
+            let key = entry
+                .subject
+                .strip_prefix(&prefix)
+                .unwrap_or(&entry.subject);
+            views.push(
+                View::decode(&entry.payload).map_err(|source| ProjectorError::BadView {
+                    case_id: key.to_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok((views, next))
     }
 }

@@ -1,60 +1,21 @@
 //! Export and import: a whole log to a portable file and back, into either backend, with
-//! every chain verified. This is how a user moves from one machine to a NATS cluster.
-//!
-//! The file is a CBOR sequence: a header map `{"format": "wfstate-export", "schema": 1}`,
-//! then one map per event, in log order: `{"case_id": text, "position": uint,
-//! "payload": bytes}` (`position` is the event's position in the exporting log; the payload is
-//! the exact stored bytes, so every hash still holds).
+//! every chain verified. This is how a user moves from one machine to a NATS cluster. The
+//! file's format is described in the `export_file` module.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+
 use wfstate_events::{AppendOutcome, BoxError, EventLog, StoredEvent};
 use wfstate_store::{CaseId, Event, Hash, Position, Version};
 
 use crate::ProjectorError;
 use crate::audit::{AuditReport, Auditor};
+use crate::export_file::{ExportReader, ExportWriter, WRITE_FAILED};
 use crate::spill::Cases;
-
-const FORMAT: &str = "wfstate-export";
-const FILE_SCHEMA: u64 = 1;
-
-#[derive(Serialize, Deserialize)]
-struct Header {
-    format: String,
-    schema: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Record {
-    case_id: String,
-    position: Position,
-    #[serde(with = "serde_bytes_compat")]
-    payload: Vec<u8>,
-}
-
-/// Byte strings as CBOR bytes (not arrays of numbers).
-mod serde_bytes_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        match wfstate_store::Value::deserialize(deserializer)? {
-            wfstate_store::Value::Bytes(bytes) => Ok(bytes),
-            other => Err(serde::de::Error::custom(format!(
-                "payload must be bytes, found {}",
-                other.type_name()
-            ))),
-        }
-    }
-}
 
 /// Why an export or import did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +48,9 @@ pub enum TransferError {
         "the target holds other events of case {0} than the file's; import into a log without it"
     )]
     CaseExists(String),
+    /// The export's file exists, and overwriting was not asked for.
+    #[error("{} exists; give another file, or overwrite it (--force)", .0.display())]
+    Exists(PathBuf),
     /// The log failed.
     #[error(transparent)]
     Log(#[from] ProjectorError),
@@ -125,19 +89,87 @@ fn bad_file(what: String, source: impl Into<BoxError>) -> TransferError {
     }
 }
 
-/// Writes the whole log to `path`, verifying every chain on the way.
+/// Writes the whole log to `path`, verifying every chain on the way; an existing file is
+/// replaced. As [`export_with`] with `overwrite`.
 ///
 /// # Errors
-/// [`TransferError::Broken`] when a chain does not verify (the file is then incomplete and
-/// removed); file and log errors.
+/// As [`export_with`].
 pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, TransferError> {
-    let file = File::create(path).map_err(file_error(path, "cannot create the file"))?;
-    let mut out = BufWriter::new(file);
-    let header = Header {
-        format: FORMAT.into(),
-        schema: FILE_SCHEMA,
+    export_with(log, path, true).await
+}
+
+/// Removes a temporary file unless it was kept.
+struct Partial {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes the whole log to `path`, verifying every chain on the way. The file is written
+/// beside `path` under a temporary name and renamed to `path` only once whole and synced, so
+/// that a failed export (a full disk, a broken chain) leaves no file and `path` is either
+/// the old file or the whole new one. Without `overwrite`, an existing `path` is refused.
+///
+/// # Errors
+/// [`TransferError::Exists`] without `overwrite`; [`TransferError::Broken`] when a chain does
+/// not verify (nothing is left behind); file and log errors.
+pub async fn export_with<L: EventLog>(
+    log: &L,
+    path: &Path,
+    overwrite: bool,
+) -> Result<AuditReport, TransferError> {
+    if !overwrite && path.exists() {
+        return Err(TransferError::Exists(path.to_owned()));
+    }
+    let name = path.file_name().map_or_else(
+        || "export".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let mut partial = Partial {
+        path: path.with_file_name(format!(".{name}.partial-{}", std::process::id())),
+        kept: false,
     };
-    write_item(&header, &mut out, path)?;
+    let file = File::create(&partial.path).map_err(file_error(path, "cannot create the file"))?;
+    let (report, out) = export_to(log, BufWriter::new(file), path).await?;
+    let file = out
+        .into_inner()
+        .map_err(|error| file_error(path, WRITE_FAILED)(error.into_error()))?;
+    file.sync_all().map_err(file_error(path, WRITE_FAILED))?;
+    if overwrite {
+        std::fs::rename(&partial.path, path).map_err(file_error(path, WRITE_FAILED))?;
+    } else {
+        // A link fails where a file appeared meanwhile, which a rename would replace.
+        std::fs::hard_link(&partial.path, path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                TransferError::Exists(path.to_owned())
+            } else {
+                file_error(path, WRITE_FAILED)(error)
+            }
+        })?;
+    }
+    partial.kept = overwrite;
+    Ok(report)
+}
+
+/// Writes the whole log to `out` (named `name` in errors), verifying every chain on the way;
+/// returns the report and `out`. On a broken chain the output is incomplete: its trailer is
+/// not written, so that no import takes it for a whole file.
+///
+/// # Errors
+/// [`TransferError::Broken`] when a chain does not verify; file and log errors.
+pub async fn export_to<L: EventLog, W: Write>(
+    log: &L,
+    out: W,
+    name: &Path,
+) -> Result<(AuditReport, W), TransferError> {
+    let mut writer = ExportWriter::start(out, name)?;
     let mut auditor = Auditor::new();
     let last = log.last_position().await.map_err(ProjectorError::from)?;
     if last > Position::ZERO {
@@ -147,119 +179,38 @@ pub async fn export<L: EventLog>(log: &L, path: &Path) -> Result<AuditReport, Tr
             .map_err(ProjectorError::from)?;
         while let Some(stored) = events.try_next().await.map_err(ProjectorError::from)? {
             auditor.observe(&stored)?;
-            let record = Record {
-                case_id: stored.case_id.clone(),
-                position: stored.position,
-                payload: stored.payload.to_vec(),
-            };
-            write_item(&record, &mut out, path)?;
+            writer.record(&stored)?;
             if stored.position >= last {
                 break;
             }
         }
     }
-    out.flush()
-        .map_err(file_error(path, "cannot write the file"))?;
-    out.get_ref()
-        .sync_all()
-        .map_err(file_error(path, "cannot write the file"))?;
     let report = auditor.finish(None)?;
     if !report.is_clean() {
-        let _ = std::fs::remove_file(path);
         return Err(TransferError::Broken(report));
     }
-    Ok(report)
+    Ok((report, writer.finish()?))
 }
 
-/// Reads the records of an export file, one at a time.
-struct Reader {
-    input: BufReader<File>,
-    path: PathBuf,
+/// Opens an export file to read its records.
+fn open(path: &Path) -> Result<ExportReader<BufReader<File>>, TransferError> {
+    let file = File::open(path).map_err(file_error(path, "cannot open the file"))?;
+    ExportReader::open(BufReader::new(file), path)
 }
 
-/// What is wrong with a CBOR item of the file, in words.
-fn cbor_problem(error: &ciborium::de::Error<std::io::Error>) -> String {
-    match error {
-        ciborium::de::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the file ends in the middle of an item".to_owned()
-        }
-        ciborium::de::Error::Io(io) => format!("it cannot be read: {io}"),
-        ciborium::de::Error::Syntax(offset) => format!("not CBOR at byte {offset} of the item"),
-        ciborium::de::Error::Semantic(_, message) => {
-            format!("an item of the wrong shape: {message}")
-        }
-        ciborium::de::Error::RecursionLimitExceeded => "items nested too deeply".to_owned(),
+/// Reads an export file through to its trailer, checking that it is whole (every record
+/// there, its count and hash as its trailer says); returns its event count. Chains are not
+/// checked: [`import`] does that. For a check before a store is opened or created.
+///
+/// # Errors
+/// [`TransferError::BadFile`] for a file cut, changed or not an export; file errors.
+pub fn check_export(path: &Path) -> Result<u64, TransferError> {
+    let mut reader = open(path)?;
+    let mut events = 0;
+    while reader.next()?.is_some() {
+        events += 1;
     }
-}
-
-/// Writes one CBOR item of the file.
-fn write_item(
-    item: &impl Serialize,
-    out: &mut BufWriter<File>,
-    path: &Path,
-) -> Result<(), TransferError> {
-    ciborium::into_writer(item, out).map_err(|error| match error {
-        ciborium::ser::Error::Io(io) => file_error(path, "cannot write the file")(io),
-        ciborium::ser::Error::Value(message) => {
-            unreachable!("export items always encode: {message}")
-        }
-    })
-}
-
-impl Reader {
-    fn open(path: &Path) -> Result<Reader, TransferError> {
-        let file = File::open(path).map_err(file_error(path, "cannot open the file"))?;
-        let mut input = BufReader::new(file);
-        let header: Header = ciborium::from_reader(&mut input).map_err(|e| {
-            let what = format!(
-                "{}: not a wfstate export ({}); give a file written by wfstate export",
-                path.display(),
-                cbor_problem(&e)
-            );
-            bad_file(what, e)
-        })?;
-        if header.format != FORMAT || header.schema != FILE_SCHEMA {
-            return Err(TransferError::BadFile {
-                what: format!(
-                    "{}: format {:?} schema {}; this wfstate reads {FORMAT:?} schema \
-                     {FILE_SCHEMA}",
-                    path.display(),
-                    header.format,
-                    header.schema
-                ),
-                source: None,
-            });
-        }
-        Ok(Reader {
-            input,
-            path: path.to_owned(),
-        })
-    }
-
-    fn next(&mut self) -> Result<Option<StoredEvent>, TransferError> {
-        let at_end = self
-            .input
-            .fill_buf()
-            .map_err(file_error(&self.path, "cannot read the file"))?
-            .is_empty();
-        if at_end {
-            return Ok(None);
-        }
-        let record: Record = ciborium::from_reader(&mut self.input).map_err(|e| {
-            let what = format!(
-                "{}: a damaged record ({}); export the log again",
-                self.path.display(),
-                cbor_problem(&e)
-            );
-            bad_file(what, e)
-        })?;
-        Ok(Some(StoredEvent {
-            position: record.position,
-            case_id: record.case_id,
-            commit_id: None,
-            payload: Bytes::from(record.payload),
-        }))
-    }
+    Ok(events)
 }
 
 /// What an import did.
@@ -294,7 +245,7 @@ struct Present {
 /// [`TransferError::Broken`] or [`TransferError::CaseExists`] (nothing written); file and
 /// log errors.
 pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, TransferError> {
-    let mut reader = Reader::open(path)?;
+    let mut reader = open(path)?;
     let mut auditor = Auditor::new();
     while let Some(stored) = reader.next()? {
         auditor.observe(&stored)?;
@@ -305,7 +256,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
     }
     // What the target holds of each case of the file, looked up on the case's first event.
     let mut cases: Cases<Target> = Cases::default();
-    let mut reader = Reader::open(path)?;
+    let mut reader = open(path)?;
     while let Some(stored) = reader.next()? {
         if cases.get(&stored.case_id)?.is_none() {
             let target = Target::look_up(log, &stored.case_id).await?;
@@ -330,7 +281,7 @@ pub async fn import<L: EventLog>(log: &L, path: &Path) -> Result<Imported, Trans
     if let Some(case) = longer {
         return Err(TransferError::CaseExists(case));
     }
-    let mut reader = Reader::open(path)?;
+    let mut reader = open(path)?;
     let (mut appended, mut already_there) = (0, 0);
     while let Some(stored) = reader.next()? {
         let event = Event::decode(&stored.payload).map_err(|e| bad_file(e.to_string(), e))?;

@@ -15,9 +15,11 @@ use wfstate_tests::NatsServer;
 
 mod checkpoints;
 mod format;
+mod looking;
 mod pipes;
 mod readers;
 mod share;
+mod transfer;
 
 struct Output {
     code: i32,

@@ -11,6 +11,19 @@ use super::{DIRECT_BATCH, JetStreamLog};
 use crate::error::{LogError, LogErrorKind};
 use crate::log::{EventStream, StoredEvent};
 
+/// A message of a stream read by [`JetStreamLog::direct_page`].
+#[derive(Debug, Clone)]
+pub struct DirectEntry {
+    /// Its subject.
+    pub subject: String,
+    /// Its sequence in the stream.
+    pub sequence: u64,
+    /// Its data.
+    pub payload: bytes::Bytes,
+    /// Whether it is a KV delete or purge marker.
+    pub deleted: bool,
+}
+
 /// How long a follower reading in batched direct gets waits before asking again for new
 /// events.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -123,16 +136,42 @@ impl JetStreamLog {
         let mut live = std::collections::BTreeSet::new();
         let mut next = 1_u64;
         loop {
-            let request = serde_json::json!({
-                "seq": next,
-                "batch": DIRECT_BATCH,
-                "next_by_subj": filter,
-            });
-            let replies = self.direct_messages(stream, &request).await?;
-            let Some(last) = replies.last() else {
+            let page = self.direct_page(stream, filter, next).await?;
+            let Some(last) = page.last() else {
                 return Ok(live.into_iter().collect());
             };
-            let last = header(last, "Nats-Sequence")
+            next = last.sequence + 1;
+            for entry in page {
+                if entry.deleted {
+                    live.remove(&entry.subject);
+                } else {
+                    live.insert(entry.subject);
+                }
+            }
+        }
+    }
+
+    /// Up to [`DIRECT_BATCH`] messages under `filter` in the stream `stream`, from the sequence
+    /// `from` on, in one batched direct get: a page of a KV bucket read with read rights only.
+    /// An empty page is the end of the stream; the next page starts after the last sequence.
+    ///
+    /// # Errors
+    /// As [`JetStreamLog::live_subjects`].
+    pub async fn direct_page(
+        &self,
+        stream: &str,
+        filter: &str,
+        from: u64,
+    ) -> Result<Vec<DirectEntry>, LogError> {
+        let request = serde_json::json!({
+            "seq": from,
+            "batch": DIRECT_BATCH,
+            "next_by_subj": filter,
+        });
+        let replies = self.direct_messages(stream, &request).await?;
+        let mut page = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let sequence = header(&reply, "Nats-Sequence")
                 .and_then(|text| text.parse::<u64>().ok())
                 .ok_or_else(|| {
                     LogError::new(
@@ -140,29 +179,31 @@ impl JetStreamLog {
                         "a batched direct get answered a message without its sequence",
                     )
                 })?;
-            // Strictly increasing: the loop ends with the stream.
-            if last < next {
+            // Strictly increasing: a reader's loop over the pages ends with the stream.
+            if sequence < from
+                || page
+                    .last()
+                    .is_some_and(|last: &DirectEntry| last.sequence >= sequence)
+            {
                 return Err(LogError::new(
                     LogErrorKind::Unexpected,
-                    format!("reading stream {stream}: asked from {next}, answered up to {last}"),
+                    format!("reading stream {stream}: asked from {from}, answered {sequence}"),
                 ));
             }
-            next = last + 1;
-            for reply in &replies {
-                let Some(subject) = header(reply, "Nats-Subject") else {
-                    continue;
-                };
-                if matches!(header(reply, "KV-Operation"), Some("DEL" | "PURGE")) {
-                    live.remove(subject);
-                } else {
-                    live.insert(subject.to_owned());
-                }
-            }
+            let Some(subject) = header(&reply, "Nats-Subject").map(str::to_owned) else {
+                continue;
+            };
+            let deleted = matches!(header(&reply, "KV-Operation"), Some("DEL" | "PURGE"));
+            page.push(DirectEntry {
+                subject,
+                sequence,
+                payload: reply.payload,
+                deleted,
+            });
         }
+        Ok(page)
     }
 
-    /// The replies to one batched direct get on `stream`: at most [`DIRECT_BATCH`] messages
-    /// (the end-of-batch status is not among them).
     async fn direct_messages(
         &self,
         stream: &str,

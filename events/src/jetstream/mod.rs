@@ -20,6 +20,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use wfstate_store::{CaseId, CommitId, Position};
 
+pub use batch::DirectEntry;
 pub(crate) use codes::nats_failure;
 pub use config::{Auth, JetStreamConfig, Tls, partition_of};
 

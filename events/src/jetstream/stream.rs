@@ -55,8 +55,8 @@ async fn open_stream_once(
                 return Err(LogError::new(
                     LogErrorKind::Config,
                     format!(
-                        "stream {} does not exist on {} and this connection may not create it; \
-                         create it with the writer's credentials first",
+                        "stream {} does not exist on {}: no store here to read, and this \
+                         connection does not create one; a writer creates it (`wfstate create`)",
                         config.stream, config.urls
                     ),
                 ));

@@ -89,7 +89,7 @@ async fn export_from_one_backend_and_import_into_the_other() {
     assert_eq!(back.log().last_position().await.unwrap(), 36);
 }
 
-/// The items of a CBOR sequence (an export file: its header, then one record per event).
+/// The items of an export file but its trailer: its header, then one record per event.
 fn cbor_items(path: &std::path::Path) -> Vec<ciborium::Value> {
     let bytes = std::fs::read(path).unwrap();
     let mut input = bytes.as_slice();
@@ -97,14 +97,31 @@ fn cbor_items(path: &std::path::Path) -> Vec<ciborium::Value> {
     while !input.is_empty() {
         items.push(ciborium::from_reader::<ciborium::Value, _>(&mut input).unwrap());
     }
+    let trailer = items.pop().unwrap();
+    assert_eq!(
+        trailer.as_map().unwrap()[0].0.as_text(),
+        Some("trailer"),
+        "an export ends with its trailer"
+    );
     items
 }
 
+/// Writes `items` as an export file, with the trailer that makes it whole: a file made to
+/// hold what the test needs, as if `wfstate export` had written it.
 fn write_items(path: &std::path::Path, items: &[ciborium::Value]) {
     let mut bytes = Vec::new();
     for item in items {
         ciborium::into_writer(item, &mut bytes).unwrap();
     }
+    let trailer = ciborium::Value::Map(vec![
+        ("trailer".into(), "wfstate-export".into()),
+        ("events".into(), (items.len() as u64 - 1).into()),
+        (
+            "sha256".into(),
+            ciborium::Value::Bytes(wfstate_store::Hash::of(&bytes).0.to_vec()),
+        ),
+    ]);
+    ciborium::into_writer(&trailer, &mut bytes).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
 

@@ -1,0 +1,172 @@
+//! `export` and `import`: a file, or `-` for stdout and stdin.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use wfstate_projector::{AuditReport, export_to, export_with, import};
+
+use crate::Command;
+use crate::backend::Backend;
+use crate::commands::print_json;
+use crate::error::CliError;
+use crate::stdout::out;
+
+/// What `export` and `import` call the standard streams.
+const STANDARD: &str = "-";
+
+fn is_standard(path: &Path) -> bool {
+    path == Path::new(STANDARD)
+}
+
+pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8, CliError> {
+    match command {
+        Command::Export { file, force } => export(log, &file, force, json).await,
+        Command::Import { file, source } => import_file(log, &file, source, json).await,
+        _ => unreachable!("only export and import are transfers"),
+    }
+}
+
+async fn export<L: Backend>(log: &L, file: &Path, force: bool, json: bool) -> Result<u8, CliError> {
+    let report = if is_standard(file) {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            return Err(CliError::bad_input(
+                "export writes binary CBOR: redirect stdout to a file or a pipe, or give a FILE",
+            ));
+        }
+        let (report, mut out) = export_to(
+            log,
+            std::io::BufWriter::new(stdout.lock()),
+            Path::new("stdout"),
+        )
+        .await?;
+        out.flush()
+            .map_err(|error| CliError::bad_input(format!("cannot write stdout: {error}")))?;
+        report
+    } else {
+        export_with(log, file, force).await?
+    };
+    // The summary goes to stderr when the file itself is on stdout.
+    let summary = summary_line(&report, file);
+    if is_standard(file) {
+        eprintln!("wfstate: {summary}");
+    } else if json {
+        print_json(&json!({"file": file, "cases": report.cases, "events": report.events}));
+    } else {
+        out!("{summary}");
+    }
+    Ok(0)
+}
+
+fn summary_line(report: &AuditReport, file: &Path) -> String {
+    format!(
+        "exported {} events of {} cases to {}, every chain verified",
+        report.events,
+        report.cases,
+        if is_standard(file) {
+            "stdout".into()
+        } else {
+            file.display().to_string()
+        }
+    )
+}
+
+/// A copy of stdin in a temporary file (an import reads its file more than once), removed
+/// when dropped.
+#[derive(Debug)]
+pub struct StdinCopy(PathBuf);
+
+impl StdinCopy {
+    fn take() -> Result<StdinCopy, CliError> {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(CliError::bad_input(
+                "import reads binary CBOR: pipe an export into stdin, or give a FILE",
+            ));
+        }
+        let copy = StdinCopy(
+            std::env::temp_dir().join(format!("wfstate-import-{}.cbor", std::process::id())),
+        );
+        let written = std::fs::File::create(&copy.0)
+            .and_then(|mut file| std::io::copy(&mut stdin.lock(), &mut file));
+        written.map_err(|error| {
+            CliError::bad_input(format!(
+                "cannot copy stdin to {}: {error}; give the export as a FILE",
+                copy.0.display()
+            ))
+        })?;
+        Ok(copy)
+    }
+}
+
+impl Drop for StdinCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Where an import reads from: the file, or a copy of stdin.
+#[derive(Debug)]
+pub enum Source {
+    File(PathBuf),
+    Stdin(StdinCopy),
+}
+
+impl Source {
+    /// The file of `file` (`-`: a copy of stdin), checked to be a whole export: before the
+    /// store is opened, so that a bad file creates nothing.
+    pub fn checked(file: &Path) -> Result<Source, CliError> {
+        let source = if is_standard(file) {
+            Source::Stdin(StdinCopy::take()?)
+        } else {
+            Source::File(file.to_owned())
+        };
+        wfstate_projector::check_export(source.path())?;
+        Ok(source)
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Source::File(path) | Source::Stdin(StdinCopy(path)) => path,
+        }
+    }
+}
+
+async fn import_file<L: Backend>(
+    log: &L,
+    file: &Path,
+    source: Option<Source>,
+    json: bool,
+) -> Result<u8, CliError> {
+    let source = match source {
+        Some(source) => source,
+        None => Source::checked(file)?,
+    };
+    let imported = import(log, source.path()).await?;
+    let report = &imported.report;
+    let name = if is_standard(file) {
+        "stdin".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    if json {
+        print_json(&json!({
+            "file": name,
+            "cases": report.cases,
+            "events": report.events,
+            "appended": imported.appended,
+            "already_there": imported.already_there,
+        }));
+    } else {
+        out!(
+            "imported {} events of {} cases from {name} ({} appended, {} already there), every \
+             chain verified",
+            report.events,
+            report.cases,
+            imported.appended,
+            imported.already_there
+        );
+    }
+    Ok(0)
+}
