@@ -1,7 +1,5 @@
 //! The commands, over any backend.
 
-use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -25,7 +23,7 @@ pub(crate) fn print_json(value: &serde_json::Value) {
     out!("{value}");
 }
 
-fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
+pub(crate) fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
     if json {
         print_json(&receipt_json(receipt));
     } else {
@@ -35,29 +33,6 @@ fn print_receipt(receipt: &wfstate_store::Receipt, json: bool) {
 
 pub(crate) fn case_id(text: &str) -> Result<CaseId, CliError> {
     Ok(CaseId::new(text)?)
-}
-
-/// Reads mutations from a file (or stdin for `-` / none).
-fn read_mutations(file: Option<&Path>) -> Result<Vec<Mutation>, CliError> {
-    let (name, text) = match file {
-        Some(path) if path != Path::new("-") => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::bad_input(format!("cannot read {}: {e}", path.display())))?;
-            (path.display().to_string(), text)
-        }
-        _ => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| CliError::bad_input(format!("cannot read stdin: {e}")))?;
-            ("stdin".to_owned(), text)
-        }
-    };
-    serde_json::from_str(&text).map_err(|e| {
-        CliError::bad_input(format!(
-            "invalid mutations JSON in {name}: {e} (expected an array of objects tagged by \"op\")"
-        ))
-    })
 }
 
 pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8, CliError> {
@@ -70,17 +45,7 @@ async fn dispatch<L: Backend>(log: &L, command: Command, json: bool) -> Result<u
     let workspace = Workspace::new(log.clone());
     match command {
         Command::Create { id, ctx } => create(&workspace, id, ctx, json).await,
-        Command::Commit { case, file } => {
-            let id = case_id(&case)?;
-            let mutations = read_mutations(file.as_deref())?;
-            let mut handle = workspace.load(&id).await?;
-            for mutation in mutations {
-                handle.case_mut().buffer(mutation);
-            }
-            let receipt = workspace.commit(&mut handle).await?;
-            print_receipt(&receipt, json);
-            Ok(0)
-        }
+        Command::Commit(args) => crate::commit::commit(log, &args, json).await,
         Command::Show {
             case,
             replay: fresh,

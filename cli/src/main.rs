@@ -7,6 +7,7 @@
 
 mod backend;
 mod commands;
+mod commit;
 mod demo;
 mod error;
 mod list;
@@ -110,13 +111,8 @@ enum Command {
         ctx: Option<String>,
     },
     /// Commit the JSON mutations in FILE (or stdin) to CASE and print the receipt.
-    Commit {
-        /// The case.
-        case: String,
-        /// A JSON array of mutations; `-` or absent: stdin.
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
+    #[command(after_help = commit::OPS)]
+    Commit(commit::CommitArgs),
     /// Show a case's view (the projector catches up first), or a fresh replay.
     Show {
         /// The case.

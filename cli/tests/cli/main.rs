@@ -20,6 +20,7 @@ mod pipes;
 mod readers;
 mod share;
 mod transfer;
+mod workers;
 
 struct Output {
     code: i32,
