@@ -3,15 +3,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::{LogErrorKind, Workspace};
 use wfstate_projector::{
     CheckpointPolicy, Projector, ProjectorConfig, ProjectorError, Quarantine, QuarantineRecord,
-    ShareConfig, Shared, StateChecks, audit_all, audit_case, audit_follow, audit_follow_case,
-    checkpoint_if_due,
+    ShareConfig, Shared, StateChecks, Until, audit_all, audit_case, audit_follow,
+    audit_follow_case, checkpoint_if_due,
 };
-use wfstate_store::{CaseId, Event, Hash, Mutation, Position, Value};
+use wfstate_store::{CaseId, Hash, Mutation, Value, Version};
 
 use crate::Command;
 use crate::backend::Backend;
@@ -49,10 +48,27 @@ async fn dispatch<L: Backend>(log: &L, command: Command, json: bool) -> Result<u
         Command::Show {
             case,
             replay: fresh,
+            at_version,
+            at_time,
         } => {
+            let id = case_id(&case)?;
+            if let Some(version) = at_version {
+                return crate::views::show_at(
+                    log,
+                    &id,
+                    Until::Version(Version::new(version)),
+                    json,
+                )
+                .await;
+            }
+            if let Some(text) = at_time {
+                let ms = crate::time::parse_instant("--at-time", &text)?;
+                return crate::views::show_at(log, &id, Until::Time(ms), json).await;
+            }
             let checks = fresh.then_some(StateChecks::Sampled);
-            crate::views::show(log, &case_id(&case)?, checks, json).await
+            crate::views::show(log, &id, checks, json).await
         }
+        Command::Diff { case, from, to } => crate::diff::run(log, &case, from, to, json).await,
         Command::Replay { case, strict } => {
             let checks = if strict {
                 StateChecks::Every
@@ -62,7 +78,7 @@ async fn dispatch<L: Backend>(log: &L, command: Command, json: bool) -> Result<u
             crate::views::show(log, &case_id(&case)?, Some(checks), json).await
         }
         Command::List(args) => crate::list::list(log, &args, json).await,
-        Command::History { case } => history(log, &case_id(&case)?, json).await,
+        Command::History(args) => crate::history::history(log, &args, json).await,
         command @ (Command::Audit {
             consistency: true, ..
         }
@@ -125,45 +141,6 @@ async fn create<L: Backend>(
         print_json(&receipt_json(&receipt));
     } else {
         out!("{id}");
-    }
-    Ok(0)
-}
-
-async fn history<L: Backend>(log: &L, id: &CaseId, json: bool) -> Result<u8, CliError> {
-    let mut events = log.history(id, Position::ZERO).await?;
-    let mut count = 0;
-    while let Some(stored) = events.try_next().await? {
-        count += 1;
-        match Event::decode(&stored.payload) {
-            Ok(event) => {
-                let mutations = serde_json::to_value(&event.mutations).unwrap_or_default();
-                if json {
-                    print_json(&json!({
-                        "position": stored.position, "version": event.version,
-                        "commit_id": event.commit_id.to_string(), "committed_at_ms": event.committed_at_ms,
-                        "writer": event.writer, "mutations": mutations,
-                    }));
-                } else {
-                    out!(
-                        "{} v{} {} {}",
-                        stored.position,
-                        event.version,
-                        event.commit_id,
-                        mutations
-                    );
-                }
-            }
-            Err(error) => {
-                if json {
-                    print_json(&json!({"position": stored.position, "error": error.to_string()}));
-                } else {
-                    out!("{} UNDECODABLE {error}", stored.position);
-                }
-            }
-        }
-    }
-    if count == 0 {
-        return Err(CliError::case_not_found(id));
     }
     Ok(0)
 }

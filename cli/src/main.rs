@@ -9,7 +9,9 @@ mod backend;
 mod commands;
 mod commit;
 mod demo;
+mod diff;
 mod error;
+mod history;
 mod list;
 mod output;
 mod stdout;
@@ -113,21 +115,37 @@ enum Command {
     /// Commit the JSON mutations in FILE (or stdin) to CASE and print the receipt.
     #[command(after_help = commit::OPS)]
     Commit(commit::CommitArgs),
-    /// Show a case's view (the projector catches up first), or a fresh replay.
+    /// Show a case's view (the projector catches up first), a fresh replay, or the case as it
+    /// was at a version or an instant.
     Show {
         /// The case.
         case: String,
         /// Replay the case from its history instead of reading its view.
         #[arg(long)]
         replay: bool,
+        /// The case as it was after version V, replayed from its history.
+        #[arg(long, value_name = "V", conflicts_with_all = ["replay", "at_time"])]
+        at_version: Option<u64>,
+        /// The case as it was at T (RFC 3339, a date, or a span back from now like 2h): its
+        /// events committed up to T, replayed.
+        #[arg(long, value_name = "T", conflicts_with = "replay")]
+        at_time: Option<String>,
+    },
+    /// What changed in a case between two versions: ctx keys, tokens, scopes, status and
+    /// metadata (version 0 is the case before its first event).
+    Diff {
+        /// The case.
+        case: String,
+        /// The version to compare from.
+        from: u64,
+        /// The version to compare to.
+        to: u64,
     },
     /// List the cases in the views, the most recently committed first.
     List(list::ListArgs),
-    /// List a case's events, one a line.
-    History {
-        /// The case.
-        case: String,
-    },
+    /// A case's events: version, time, writer and what each changed (--json: one object a
+    /// line, with the hashes).
+    History(history::HistoryArgs),
     /// Read receipts and verify every chain; exit 1 on a broken one.
     Audit {
         /// Audit only this case (default: every case).
@@ -303,13 +321,19 @@ fn main() -> ExitCode {
 /// `show` bring the views up to date first where they may write.
 fn access(command: &Command) -> backend::Access {
     match command {
-        Command::History { .. }
+        Command::History(_)
         | Command::Replay { .. }
         | Command::Audit { .. }
         | Command::Receipt { .. }
         | Command::Export { .. }
-        | Command::Show { replay: true, .. } => backend::Access::Read,
-        Command::Verify { .. } | Command::List(_) | Command::Show { replay: false, .. } => {
+        | Command::Diff { .. } => backend::Access::Read,
+        Command::Show {
+            replay,
+            at_version,
+            at_time,
+            ..
+        } if *replay || at_version.is_some() || at_time.is_some() => backend::Access::Read,
+        Command::Verify { .. } | Command::List(_) | Command::Show { .. } => {
             backend::Access::WriteOrRead
         }
         _ => backend::Access::Write,

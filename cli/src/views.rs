@@ -5,7 +5,8 @@ use futures::TryStreamExt;
 use serde_json::json;
 use wfstate_events::LogErrorKind;
 use wfstate_projector::{
-    Projector, ProjectorError, StateChecks, ViewSource, replay_with, verify, verify_all,
+    Projector, ProjectorError, Replayed, StateChecks, Until, ViewSource, replay_to, replay_with,
+    verify, verify_all,
 };
 use wfstate_store::{CaseId, Position};
 
@@ -72,6 +73,64 @@ pub async fn show<L: Backend>(
         out_raw!("{}", state_text(&state, position, quarantine.as_ref()));
     }
     Ok(0)
+}
+
+/// The case as it was at `until`, replayed from its history: a version past its last, or an
+/// instant before its first event, is an error that says so.
+pub async fn replayed_at<L: Backend>(
+    log: &L,
+    id: &CaseId,
+    until: Until,
+) -> Result<Replayed, CliError> {
+    let replayed = match replay_to(log, id, until).await {
+        Ok(replayed) => replayed,
+        Err(ProjectorError::CaseNotFound(_)) if let Until::Time(ms) = until => {
+            return Err(before_creation(log, id, ms).await?);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if let Until::Version(version) = until
+        && replayed.state.version != version
+    {
+        return Err(CliError::bad_input(format!(
+            "case {id} has {} version(s): version {version} is past its last; `wfstate \
+             history {id}` lists them",
+            replayed.state.version
+        )));
+    }
+    Ok(replayed)
+}
+
+/// Prints the case as it was at `until`, replayed from its history.
+pub async fn show_at<L: Backend>(
+    log: &L,
+    id: &CaseId,
+    until: Until,
+    json: bool,
+) -> Result<u8, CliError> {
+    let replayed = replayed_at(log, id, until).await?;
+    if json {
+        print_json(&state_json(&replayed.state, replayed.position, None));
+    } else {
+        out_raw!("{}", state_text(&replayed.state, replayed.position, None));
+    }
+    Ok(0)
+}
+
+/// Why a case has no state at `ms`: it did not exist yet, or not at all.
+async fn before_creation<L: Backend>(log: &L, id: &CaseId, ms: u64) -> Result<CliError, CliError> {
+    let mut events = log.history(id, Position::ZERO).await?;
+    let Some(first) = events.try_next().await? else {
+        return Ok(CliError::case_not_found(id));
+    };
+    let created = wfstate_store::Event::decode(&first.payload).map_or_else(
+        |_| "later".to_owned(),
+        |event| crate::time::format_ms(event.committed_at_ms),
+    );
+    Ok(CliError::bad_input(format!(
+        "case {id} was created at {created}, after --at-time {}; give a later time",
+        crate::time::format_ms(ms)
+    )))
 }
 
 /// Verifies the views of `ids` (every case with a view for `None`); returns how many were

@@ -59,7 +59,10 @@ pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use kv::{KvViews, ViewStore};
 pub use partition::Partition;
 pub use readers::{EmbeddedViews, KvViewReader, ScanCursor, ViewScan};
-pub use replay::{Replayed, STATE_CHECK_INTERVAL, StateChecks, replay, replay_until, replay_with};
+pub use replay::{
+    Replayed, STATE_CHECK_INTERVAL, StateChecks, Until, replay, replay_to, replay_until,
+    replay_with,
+};
 pub use share::{ShareConfig, Shared};
 pub use transfer::{Imported, TransferError, check_export, export, export_to, export_with, import};
 pub use tree::{

@@ -2,7 +2,7 @@
 
 use futures::{Stream, StreamExt};
 use wfstate_events::{EventLog, LogError, LogErrorKind, StoredEvent};
-use wfstate_store::{Case, CaseId, CaseState, Hash, Position};
+use wfstate_store::{Case, CaseId, CaseState, Event, Hash, Position, Version};
 
 use crate::ProjectorError;
 use crate::view::View;
@@ -87,6 +87,56 @@ pub async fn replay_until<L: EventLog>(
     case_id: &CaseId,
     until: Position,
 ) -> Result<Replayed, ProjectorError> {
+    replay_through(
+        log,
+        case_id,
+        None,
+        Some(Until::Position(until)),
+        StateChecks::Every,
+    )
+    .await
+}
+
+/// Where a replay into the past stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// After the event at this position, or the case's last before it.
+    Position(Position),
+    /// After the event of this version.
+    Version(Version),
+    /// Before the first event committed after this instant (milliseconds since the epoch):
+    /// the events are read in version order, and writers' clocks may disagree, so a later
+    /// event stamped earlier is not included.
+    Time(u64),
+}
+
+impl Until {
+    /// Whether `event` is at or before the bound.
+    fn includes(self, event: &StoredEvent) -> bool {
+        match self {
+            Until::Position(position) => event.position <= position,
+            // An event that does not decode is let through: the fold reports it.
+            Until::Version(version) => {
+                Event::decode(&event.payload).map_or(true, |event| event.version <= version)
+            }
+            Until::Time(ms) => {
+                Event::decode(&event.payload).map_or(true, |event| event.committed_at_ms <= ms)
+            }
+        }
+    }
+}
+
+/// Rebuilds a case from scratch up to `until`, checking every state hash: the case as it was
+/// at a version or an instant. As [`replay`] otherwise; reading stops at the first event past
+/// the bound.
+///
+/// # Errors
+/// As [`replay`]; [`ProjectorError::CaseNotFound`] also when no event is within the bound.
+pub async fn replay_to<L: EventLog>(
+    log: &L,
+    case_id: &CaseId,
+    until: Until,
+) -> Result<Replayed, ProjectorError> {
     replay_through(log, case_id, None, Some(until), StateChecks::Every).await
 }
 
@@ -94,7 +144,7 @@ async fn replay_through<L: EventLog>(
     log: &L,
     case_id: &CaseId,
     from: Option<&View>,
-    until: Option<Position>,
+    until: Option<Until>,
     checks: StateChecks,
 ) -> Result<Replayed, ProjectorError> {
     let (case, position) = match from.filter(|view| view.is_healthy()) {
@@ -111,12 +161,12 @@ async fn replay_through<L: EventLog>(
     };
     // Reading stops at the first event past `until`: a case that grows meanwhile costs
     // nothing more.
-    let until = until.unwrap_or(Position::new(u64::MAX));
+    let until = until.unwrap_or(Until::Position(Position::new(u64::MAX)));
     let mut chunks = log
         .history(case_id, position)
         .await?
         .take_while(move |event| {
-            futures::future::ready(event.as_ref().map_or(true, |event| event.position <= until))
+            futures::future::ready(event.as_ref().map_or(true, |event| until.includes(event)))
         })
         .ready_chunks(CHUNK);
     if let Some(first) = chunks.next().await {

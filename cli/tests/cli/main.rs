@@ -16,6 +16,7 @@ use wfstate_tests::NatsServer;
 mod checkpoints;
 mod format;
 mod looking;
+mod past;
 mod pipes;
 mod readers;
 mod share;
