@@ -167,14 +167,14 @@ fn walkthrough(dir: &Path, nats: Option<&str>) {
     );
 
     let history = run(&["history", "order-42"], "");
-    assert_eq!(history.stdout.lines().count(), 3, "{}", history.stdout);
+    assert_eq!(history.stdout.lines().count(), 4, "{}", history.stdout);
     assert!(
         history
             .stdout
             .lines()
-            .nth(1)
+            .nth(2)
             .unwrap()
-            .contains(r#""op":"enter_scope""#)
+            .contains("enter_scope(fulfil in root)")
     );
 
     let head = receipt["event_hash"].as_str().unwrap().to_owned();
