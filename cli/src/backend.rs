@@ -1,7 +1,5 @@
 //! Opens the store the arguments name: JetStream with `--nats`, else the embedded log.
 
-use std::time::Duration;
-
 use wfstate_events::{
     Auth, EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, LogErrorKind, Tls,
 };
@@ -136,7 +134,8 @@ pub enum Access {
 }
 
 pub async fn open(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
-    let Some(urls) = &args.nats else {
+    // An empty URL (`WFSTATE_NATS_URL=`) is no URL: the embedded store.
+    let Some(urls) = args.nats.as_ref().filter(|urls| !urls.trim().is_empty()) else {
         let mut config = EmbeddedConfig::new(&args.data_dir);
         // A command that reads never creates a store, even one that would catch views up.
         let exists = args.data_dir.join(wfstate_events::DATABASE_FILE).exists();
@@ -159,8 +158,8 @@ pub async fn open(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
     config.tls.ca.clone_from(&args.tls_ca);
     config.tls.cert.clone_from(&args.tls_cert);
     config.tls.key.clone_from(&args.tls_key);
-    config.connect_timeout = Duration::from_secs(args.timeout.max(1));
-    config.request_timeout = Duration::from_secs(args.timeout.max(1));
+    config.connect_timeout = args.timeout;
+    config.request_timeout = args.timeout;
     config.replicas = args.replicas.map(usize::from);
     config.partitions = args.stream_partitions;
     config.create_stream = access == Access::Write;

@@ -87,9 +87,9 @@ struct StoreArgs {
     /// Client certificate key (PEM).
     #[arg(long, env = "WFSTATE_TLS_KEY", global = true)]
     tls_key: Option<PathBuf>,
-    /// The longest wait for the server, in seconds.
-    #[arg(long, env = "WFSTATE_TIMEOUT", default_value_t = 5, global = true)]
-    timeout: u64,
+    /// The longest wait for the server, in seconds (fractions allowed: 0.5).
+    #[arg(long, env = "WFSTATE_TIMEOUT", default_value = "5", global = true, value_parser = seconds)]
+    timeout: std::time::Duration,
     /// Replicas of the stream and of the projector's buckets (default: 3 on a cluster, 1 on a
     /// single server); an existing stream or bucket with fewer is refused.
     #[arg(long, env = "WFSTATE_REPLICAS", global = true, value_parser = clap::value_parser!(u16).range(1..=5))]
@@ -99,6 +99,19 @@ struct StoreArgs {
     /// each reading only its own. Fixed at creation; another count is refused.
     #[arg(long, env = "WFSTATE_STREAM_PARTITIONS", global = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
     stream_partitions: Option<u32>,
+}
+
+/// A wait in seconds: a positive number, fractions allowed.
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "{text} is not a wait above 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Subcommand)]

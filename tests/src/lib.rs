@@ -82,7 +82,7 @@ impl NatsServer {
                 Err(_) => {}
             }
         }
-        NatsServer::start_binary(None)
+        NatsServer::start_binary(None, true)
     }
 
     /// Starts the `nats-server` binary with extra configuration text (users, permissions,
@@ -93,10 +93,18 @@ impl NatsServer {
     pub fn start_with_config(config: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(config_path(&dir), config).expect("write the server config");
-        NatsServer::start_binary(Some(dir))
+        NatsServer::start_binary(Some(dir), true)
     }
 
-    fn start_binary(config: Option<tempfile::TempDir>) -> NatsServer {
+    /// Starts the `nats-server` binary without JetStream: a server wfstate cannot use.
+    ///
+    /// # Panics
+    /// When the binary is not on `PATH` or does not start.
+    pub fn start_without_jetstream() -> NatsServer {
+        NatsServer::start_binary(None, false)
+    }
+
+    fn start_binary(config: Option<tempfile::TempDir>, jetstream: bool) -> NatsServer {
         let store = tempfile::tempdir().expect("a temp dir for the JetStream store");
         // A free port can be taken by another test's server between our probe and its bind:
         // then our server exits, and the port answers for someone else's. Only a port that
@@ -105,7 +113,8 @@ impl NatsServer {
             let port = free_port();
             let name = server_name(port);
             let config_file = config.as_ref().map(config_path);
-            let mut child = spawn_binary(port, &name, store.path(), config_file.as_deref());
+            let mut child =
+                spawn_binary(port, &name, store.path(), config_file.as_deref(), jetstream);
             let url = format!("nats://127.0.0.1:{port}");
             if wait_for(&url, &name, &mut child) {
                 return NatsServer {
@@ -168,7 +177,7 @@ impl NatsServer {
             } => {
                 let config = config.as_ref().map(config_path);
                 let name = server_name(*port);
-                let mut started = spawn_binary(*port, &name, store.path(), config.as_deref());
+                let mut started = spawn_binary(*port, &name, store.path(), config.as_deref(), true);
                 assert!(
                     wait_for(&self.url, &name, &mut started),
                     "nats-server did not restart on {}",
@@ -242,17 +251,18 @@ fn server_name(port: u16) -> String {
     format!("wfstate-test-{}-{port}", std::process::id())
 }
 
-fn spawn_binary(port: u16, name: &str, store: &Path, config: Option<&Path>) -> Child {
+fn spawn_binary(
+    port: u16,
+    name: &str,
+    store: &Path,
+    config: Option<&Path>,
+    jetstream: bool,
+) -> Child {
     let mut command = Command::new("nats-server");
-    command.args([
-        "-js",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-n",
-        name,
-    ]);
+    if jetstream {
+        command.arg("-js");
+    }
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-n", name]);
     command.arg("-sd").arg(store);
     if let Some(config) = config {
         command.arg("-c").arg(config);

@@ -178,7 +178,21 @@ impl JetStreamLog {
         let replicas = config
             .replicas
             .unwrap_or(if info.cluster.is_some() { 3 } else { 1 });
-        let stream = open_stream(&context, config, replicas, &violations).await?;
+        let stream = match open_stream(&context, config, replicas, &violations).await {
+            // A server without JetStream answers no JetStream request: that is for its
+            // operator to change, not a wait. (A server that says it has none may still pass
+            // requests on to others in its cluster; then the request succeeds.)
+            Err(error) if !info.jetstream && error.kind() != LogErrorKind::Config => {
+                tracing::debug!(%error, "the stream request failed on a server without JetStream");
+                return Err(config_error(format!(
+                    "the server at {} does not run JetStream, which wfstate stores its events \
+                     in; start nats-server with -js (or a jetstream {{}} block in its \
+                     configuration), or use the embedded store (no --nats)",
+                    config.urls
+                )));
+            }
+            stream => stream?,
+        };
         let partitions = partitions_of(&stream, config)?;
         let stream_size_max = usize::try_from(stream.cached_info().config.max_message_size)
             .ok()
