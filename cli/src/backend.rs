@@ -75,11 +75,11 @@ impl Backend for JetStreamLog {
     type Views = KvViewReader;
 
     async fn projector(&self) -> Result<JetStreamProjector, ProjectorError> {
-        JetStreamProjector::open(self, ProjectorConfig::default()).await
+        JetStreamProjector::open(self, ProjectorConfig::for_stream(self.stream_name())).await
     }
 
     async fn views(&self) -> Result<KvViewReader, ProjectorError> {
-        KvViewReader::open(self, &ProjectorConfig::default()).await
+        KvViewReader::open(self, &ProjectorConfig::for_stream(self.stream_name())).await
     }
 
     type Tree = JetStreamTree;
@@ -163,6 +163,10 @@ pub async fn open(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
     config.replicas = args.replicas.map(usize::from);
     config.partitions = args.stream_partitions;
     config.create_stream = access == Access::Write;
+    if args.stream != config.stream {
+        config.subject_prefix = format!("{}.case", args.stream.to_lowercase());
+        config.stream.clone_from(&args.stream);
+    }
     Ok(Store::JetStream(Box::new(
         JetStreamLog::connect(&config).await?,
     )))

@@ -308,7 +308,8 @@ pub async fn project_shared(
         return Err(CliError::bad_input("--partitions must be at least 1"));
     }
     let config = ShareConfig::new(partitions);
-    let mut shared = Shared::open(log, ProjectorConfig::default(), config).await?;
+    let projector = ProjectorConfig::for_stream(log.stream_name());
+    let mut shared = Shared::open(log, projector, config).await?;
     let mut reported = std::time::Instant::now();
     loop {
         tokio::select! {

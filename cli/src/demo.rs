@@ -42,7 +42,15 @@ pub struct DemoArgs {
     /// collide and resolve it with `transact`.
     #[arg(long, default_value_t = 2)]
     racers: usize,
+    /// On a server, write into the stream --stream names (WFSTATE by default), with the real
+    /// cases, where they stay: that stream denies deletes. Without it the demo writes into
+    /// a stream of its own, WFSTATE_DEMO, that can be removed whole.
+    #[arg(long)]
+    pub into_main_stream: bool,
 }
+
+/// The stream the demo writes into on a server, unless given --into-main-stream.
+pub const STREAM: &str = "WFSTATE_DEMO";
 
 fn id<T: TryFrom<&'static str>>(text: &'static str) -> T
 where
@@ -289,9 +297,11 @@ pub async fn run<L: Backend>(log: &L, args: &DemoArgs, json: bool) -> Result<u8,
                 "audit_seconds": audit_seconds,
                 "mismatches": mismatches.len(), "audit_problems": problems,
                 "quarantined": quarantined, "all_verified": all_verified,
+                "store": log.name(),
             })
         );
     } else {
+        out!("store            {}", log.name());
         out!("cases            {}", ids.len());
         out!("workers/racers   {}/{}", args.workers, args.racers);
         out!(
@@ -316,6 +326,14 @@ pub async fn run<L: Backend>(log: &L, args: &DemoArgs, json: bool) -> Result<u8,
         eprintln!(
             "wfstate: MISMATCH {}: {}",
             mismatch.case_id, mismatch.detail
+        );
+    }
+    if log.name().contains(STREAM) {
+        eprintln!(
+            "wfstate: the demo wrote into a stream of its own, {STREAM}, with its buckets \
+             {STREAM}_VIEWS and {STREAM}_QUARANTINE: read it with --stream {STREAM}, remove \
+             them when done (`nats stream rm {STREAM}`, `nats kv rm {STREAM}_VIEWS`), or give \
+             --into-main-stream to write into the main stream"
         );
     }
     Ok(if all_verified { 0 } else { CHECK_FAILED })

@@ -55,6 +55,16 @@ struct StoreArgs {
     /// NATS server URL(s), comma-separated; without it the embedded log is used.
     #[arg(long, env = "WFSTATE_NATS_URL", global = true)]
     nats: Option<String>,
+    /// The JetStream stream of events; its cases' subjects are `<stream in lower case>.case.*`
+    /// and its projector's buckets `<stream>_VIEWS` and `<stream>_QUARANTINE`.
+    #[arg(
+        long,
+        env = "WFSTATE_STREAM",
+        default_value = "WFSTATE",
+        global = true,
+        value_parser = stream_name
+    )]
+    stream: String,
     /// The embedded log's directory.
     #[arg(
         long,
@@ -99,6 +109,21 @@ struct StoreArgs {
     /// each reading only its own. Fixed at creation; another count is refused.
     #[arg(long, env = "WFSTATE_STREAM_PARTITIONS", global = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
     stream_partitions: Option<u32>,
+}
+
+/// A stream name: letters, digits, `_` and `-` (it names subjects and buckets too).
+fn stream_name(text: &str) -> Result<String, String> {
+    if text.is_empty()
+        || text.len() > 32
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "{text:?} is not a stream name: give 1 to 32 letters, digits, '_' or '-'"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// A wait in seconds: a positive number, fractions allowed.
@@ -358,6 +383,18 @@ fn access(command: &Command) -> backend::Access {
 const SIGXFSZ: i32 = 25;
 
 async fn run(mut cli: Cli) -> Result<u8, CliError> {
+    // The demo keeps to a stream of its own on a server, unless told otherwise.
+    if let Command::Demo(args) = &cli.command
+        && cli
+            .store
+            .nats
+            .as_ref()
+            .is_some_and(|urls| !urls.trim().is_empty())
+        && !args.into_main_stream
+        && cli.store.stream == "WFSTATE"
+    {
+        cli.store.stream = demo::STREAM.to_owned();
+    }
     // A bad file is refused before a store is opened, so that it creates none.
     if let Command::Import { file, source } = &mut cli.command {
         *source = Some(transfer::Source::checked(file)?);

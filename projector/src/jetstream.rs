@@ -75,6 +75,19 @@ impl Default for ProjectorConfig {
     }
 }
 
+impl ProjectorConfig {
+    /// The configuration of the projector of the stream `stream`: its buckets are named
+    /// after it (`<stream>_VIEWS`, `<stream>_QUARANTINE`), so that projectors of different
+    /// streams on one server keep apart. For the default stream `WFSTATE` it is the default.
+    pub fn for_stream(stream: &str) -> Self {
+        ProjectorConfig {
+            views_bucket: format!("{stream}_VIEWS"),
+            quarantine_bucket: format!("{stream}_QUARANTINE"),
+            ..ProjectorConfig::default()
+        }
+    }
+}
+
 /// Bytes of a view's message kept for what is not the view: the compare-and-set header.
 const VIEW_HEADROOM: usize = 512;
 

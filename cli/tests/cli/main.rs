@@ -271,7 +271,20 @@ fn errors(dir: &Path, nats: Option<&str>) {
     }
 }
 
+/// How many cases `list` finds with `args` before it.
+fn case_count(dir: &Path, nats: Option<&str>, args: &[&str]) -> usize {
+    let mut all = args.to_vec();
+    all.extend(["list", "--limit", "0", "--json"]);
+    let listed = wfstate(dir, nats, &all, "");
+    if listed.code == 2 && listed.stderr.contains("no store here to read") {
+        return 0;
+    }
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    listed.stdout.lines().count()
+}
+
 fn demo(dir: &Path, nats: Option<&str>) {
+    let before = case_count(dir, nats, &[]);
     let demo = wfstate(
         dir,
         nats,
@@ -294,6 +307,25 @@ fn demo(dir: &Path, nats: Option<&str>) {
     assert_eq!(summary["all_verified"], Value::Bool(true), "{summary}");
     assert_eq!(summary["cases"].as_u64(), Some(12));
     assert!(summary["commits"].as_u64().unwrap() >= 12 * 6, "{summary}");
+    // On a server the demo keeps to a stream of its own, and says so.
+    if nats.is_some() {
+        assert_eq!(case_count(dir, nats, &[]), before);
+        assert_eq!(case_count(dir, nats, &["--stream", "WFSTATE_DEMO"]), 12);
+        assert!(
+            summary["store"]
+                .as_str()
+                .unwrap()
+                .contains("the stream WFSTATE_DEMO"),
+            "{summary}"
+        );
+        assert!(
+            demo.stderr.contains("--into-main-stream"),
+            "{}",
+            demo.stderr
+        );
+    } else {
+        assert_eq!(case_count(dir, nats, &[]), before + 12);
+    }
 }
 
 #[test]
