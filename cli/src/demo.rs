@@ -44,7 +44,7 @@ pub struct DemoArgs {
     racers: usize,
     /// On a server, write into the stream --stream names (WFSTATE by default), with the real
     /// cases, where they stay: that stream denies deletes. Without it the demo writes into
-    /// a stream of its own, WFSTATE_DEMO, that can be removed whole.
+    /// a stream of its own, named in its output, that can be removed whole.
     #[arg(long)]
     pub into_main_stream: bool,
 }

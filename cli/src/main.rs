@@ -393,7 +393,7 @@ async fn run(mut cli: Cli) -> Result<u8, CliError> {
         && !args.into_main_stream
         && cli.store.stream == "WFSTATE"
     {
-        cli.store.stream = demo::STREAM.to_owned();
+        demo::STREAM.clone_into(&mut cli.store.stream);
     }
     // A bad file is refused before a store is opened, so that it creates none.
     if let Command::Import { file, source } = &mut cli.command {
