@@ -16,6 +16,7 @@ use crate::Command;
 use crate::backend::Backend;
 use crate::error::{CHECK_FAILED, CliError};
 use crate::output::{receipt_json, receipt_text};
+use crate::progress::Progress;
 use crate::stdout::out;
 
 pub(crate) fn print_json(value: &serde_json::Value) {
@@ -175,22 +176,22 @@ async fn audit<L: Backend>(
         }
         return Ok(0);
     }
-    let report = match case {
-        Some(case) => {
-            let head = expect_head
-                .map(|hex| {
-                    Hash::from_hex(&hex)
-                        .map_err(|e| CliError::bad_input(format!("--expect-head: {e}")))
-                })
-                .transpose()?;
-            let id = case_id(&case)?;
-            let report = audit_case(log, &id, head, print_receipt).await?;
-            if report.events == 0 {
-                return Err(CliError::case_not_found(id));
-            }
-            report
+    let report = if let Some(case) = case {
+        let head = expect_head
+            .map(|hex| {
+                Hash::from_hex(&hex).map_err(|e| CliError::bad_input(format!("--expect-head: {e}")))
+            })
+            .transpose()?;
+        let id = case_id(&case)?;
+        let report = audit_case(log, &id, head, print_receipt).await?;
+        if report.events == 0 {
+            return Err(CliError::case_not_found(id));
         }
-        None => audit_all(log, print_receipt).await?,
+        report
+    } else {
+        let total = log.last_position().await?.get();
+        let (counted, _progress) = Progress::start(log, "auditing", Some(total), json);
+        audit_all(&counted, print_receipt).await?
     };
     for problem in &report.problems {
         if json {

@@ -13,8 +13,13 @@ use crate::backend::Backend;
 use crate::commands::{case_id, print_receipt};
 use crate::error::{CONFLICT, CliError};
 
-/// The mutation ops, for `commit --help` and for errors that name an unknown one.
-pub const OPS: &str = "\
+/// `commit --help` after the options: examples and the mutation ops.
+pub const HELP: &str = "\
+Examples:
+  wfstate commit order-42 --file step.json
+  echo '[{\"op\": \"increment_step_count\"}]' | wfstate commit order-42 --retry 5
+  wfstate commit order-42 --expect-version 7 --file step.json
+
 Mutations (a JSON array of objects tagged by \"op\"):
   {\"op\": \"set_ctx\", \"ctx\": {...}}                       replace the ctx
   {\"op\": \"patch_ctx\", \"set\": {...}, \"remove\": [...]}    set and remove top-level ctx keys

@@ -11,9 +11,11 @@ mod commit;
 mod demo;
 mod diff;
 mod error;
+mod help;
 mod history;
 mod list;
 mod output;
+mod progress;
 mod stdout;
 mod time;
 mod transfer;
@@ -35,22 +37,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// wfstate: an event-sourced state store for workflow cases.
 #[derive(Debug, Parser)]
-#[command(name = "wfstate", version, about)]
+#[command(name = "wfstate", version, about, after_help = help::EXIT_CODES)]
 struct Cli {
-    #[command(flatten)]
-    store: StoreArgs,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
     /// More logging on stderr (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    #[command(flatten)]
+    store: StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 /// Where the log is, and the credentials for a NATS server.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Store and connection (every command)")]
 struct StoreArgs {
     /// NATS server URL(s), comma-separated; without it the embedded log is used.
     #[arg(long, env = "WFSTATE_NATS_URL", global = true)]
@@ -142,6 +145,7 @@ fn seconds(text: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a case (its first commit) and print its id.
+    #[command(after_help = help::CREATE)]
     Create {
         /// The case id (default: a new UUID v7).
         #[arg(long)]
@@ -151,10 +155,11 @@ enum Command {
         ctx: Option<String>,
     },
     /// Commit the JSON mutations in FILE (or stdin) to CASE and print the receipt.
-    #[command(after_help = commit::OPS)]
+    #[command(after_help = commit::HELP)]
     Commit(commit::CommitArgs),
     /// Show a case's view (the projector catches up first), a fresh replay, or the case as it
     /// was at a version or an instant.
+    #[command(after_help = help::SHOW)]
     Show {
         /// The case.
         case: String,
@@ -171,6 +176,7 @@ enum Command {
     },
     /// What changed in a case between two versions: ctx keys, tokens, scopes, status and
     /// metadata (version 0 is the case before its first event).
+    #[command(after_help = help::DIFF)]
     Diff {
         /// The case.
         case: String,
@@ -180,11 +186,14 @@ enum Command {
         to: u64,
     },
     /// List the cases in the views, the most recently committed first.
+    #[command(after_help = help::LIST)]
     List(list::ListArgs),
     /// A case's events: version, time, writer and what each changed (--json: one object a
     /// line, with the hashes).
+    #[command(after_help = help::HISTORY)]
     History(history::HistoryArgs),
     /// Read receipts and verify every chain; exit 1 on a broken one.
+    #[command(after_help = help::AUDIT)]
     Audit {
         /// Audit only this case (default: every case).
         case: Option<String>,
@@ -205,6 +214,7 @@ enum Command {
     },
     /// Extend the log's Merkle tree over every event and sign a checkpoint of it; or make a
     /// signing key (--new-key), or print the verifier key of one (--public-key).
+    #[command(after_help = help::CHECKPOINT)]
     Checkpoint {
         /// The signing key's file.
         #[arg(long, env = "WFSTATE_SIGNING_KEY", value_name = "FILE")]
@@ -222,6 +232,7 @@ enum Command {
     },
     /// Print the receipt of CASE at --version, with the proof that its event is in the newest
     /// signed checkpoint.
+    #[command(after_help = help::RECEIPT)]
     Receipt {
         /// The case.
         case: String,
@@ -234,6 +245,7 @@ enum Command {
     },
     /// Run the projector until it has caught up; report lag, halted cases and quarantined
     /// events.
+    #[command(after_help = help::PROJECT)]
     Project {
         /// Keep projecting new events.
         #[arg(long)]
@@ -279,6 +291,7 @@ enum Command {
         origin: String,
     },
     /// Rebuild a case from its history and print it.
+    #[command(after_help = help::REPLAY)]
     Replay {
         /// The case.
         case: String,
@@ -289,6 +302,7 @@ enum Command {
     },
     /// Replay cases from scratch up to their views' positions and compare; exit 1 on a
     /// mismatch.
+    #[command(after_help = help::VERIFY)]
     Verify {
         /// Every case that has a view.
         #[arg(long, conflicts_with = "cases")]
@@ -298,6 +312,7 @@ enum Command {
     },
     /// Write the whole log to FILE, verifying every chain; the file ends with a trailer that
     /// counts and hashes its content, and appears only once whole.
+    #[command(after_help = help::EXPORT)]
     Export {
         /// The file; `-`: stdout.
         file: PathBuf,
@@ -307,6 +322,7 @@ enum Command {
     },
     /// Read a log from FILE into this store, verifying every chain first; a file without its
     /// trailer (cut short) or changed is refused.
+    #[command(after_help = help::IMPORT)]
     Import {
         /// The file; `-`: stdin.
         file: PathBuf,
@@ -316,9 +332,11 @@ enum Command {
     },
     /// End-to-end figures next to raw baselines (JetStream phases need --nats).
     #[cfg(feature = "bench")]
+    #[command(after_help = help::BENCH)]
     Bench(wfstate_bench::BenchArgs),
     /// The main job: concurrent workers drive workflow cases, then every case is replayed,
     /// verified and audited.
+    #[command(after_help = help::DEMO)]
     Demo(demo::DemoArgs),
 }
 

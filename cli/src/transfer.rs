@@ -10,6 +10,7 @@ use crate::Command;
 use crate::backend::Backend;
 use crate::commands::print_json;
 use crate::error::CliError;
+use crate::progress::Progress;
 use crate::stdout::out;
 
 /// What `export` and `import` call the standard streams.
@@ -45,7 +46,9 @@ async fn export<L: Backend>(log: &L, file: &Path, force: bool, json: bool) -> Re
             .map_err(|error| CliError::bad_input(format!("cannot write stdout: {error}")))?;
         report
     } else {
-        export_with(log, file, force).await?
+        let total = log.last_position().await?.get();
+        let (counted, _progress) = Progress::start(log, "exporting", Some(total), json);
+        export_with(&counted, file, force).await?
     };
     // The summary goes to stderr when the file itself is on stdout.
     let summary = summary_line(&report, file);
@@ -106,9 +109,15 @@ impl Drop for StdinCopy {
     }
 }
 
-/// Where an import reads from: the file, or a copy of stdin.
+/// Where an import reads from: the file, or a copy of stdin; and how many events it holds.
 #[derive(Debug)]
-pub enum Source {
+pub struct Source {
+    from: From,
+    events: u64,
+}
+
+#[derive(Debug)]
+enum From {
     File(PathBuf),
     Stdin(StdinCopy),
 }
@@ -117,19 +126,24 @@ impl Source {
     /// The file of `file` (`-`: a copy of stdin), checked to be a whole export: before the
     /// store is opened, so that a bad file creates nothing.
     pub fn checked(file: &Path) -> Result<Source, CliError> {
-        let source = if is_standard(file) {
-            Source::Stdin(StdinCopy::take()?)
+        let from = if is_standard(file) {
+            From::Stdin(StdinCopy::take()?)
         } else {
-            Source::File(file.to_owned())
+            From::File(file.to_owned())
         };
-        wfstate_projector::check_export(source.path())?;
+        let mut source = Source { from, events: 0 };
+        source.events = wfstate_projector::check_export(source.path())?;
         Ok(source)
     }
 
     fn path(&self) -> &Path {
-        match self {
-            Source::File(path) | Source::Stdin(StdinCopy(path)) => path,
+        match &self.from {
+            From::File(path) | From::Stdin(StdinCopy(path)) => path,
         }
+    }
+
+    fn events(&self) -> u64 {
+        self.events
     }
 }
 
@@ -143,7 +157,9 @@ async fn import_file<L: Backend>(
         Some(source) => source,
         None => Source::checked(file)?,
     };
-    let imported = import(log, source.path()).await?;
+    let (counted, progress) = Progress::start(log, "importing", Some(source.events()), json);
+    let imported = import(&counted, source.path()).await?;
+    drop(progress);
     let report = &imported.report;
     let name = if is_standard(file) {
         "stdin".to_owned()

@@ -14,6 +14,7 @@ use crate::backend::Backend;
 use crate::commands::{case_id, print_json};
 use crate::error::{BAD_INPUT, CHECK_FAILED, CliError};
 use crate::output::{state_json, state_text};
+use crate::progress::Progress;
 use crate::stdout::{out, out_raw};
 
 /// The projector, caught up.
@@ -50,7 +51,14 @@ pub async fn show<L: Backend>(
     json: bool,
 ) -> Result<u8, CliError> {
     let (state, position, quarantine) = if let Some(checks) = replayed {
-        let replayed = replay_with(log, id, None, checks).await?;
+        // The case's version is its count of events: the bar's length.
+        let total = log
+            .last_event(id)
+            .await?
+            .and_then(|last| wfstate_store::Event::decode(&last.payload).ok())
+            .map(|event| event.version.get());
+        let (counted, _progress) = Progress::start(log, "replaying", total, json);
+        let replayed = replay_with(&counted, id, None, checks).await?;
         (replayed.state, replayed.position, None)
     } else {
         let view = match caught_up(log).await {
@@ -139,11 +147,14 @@ async fn verify_views<L: Backend, V: ViewSource>(
     log: &L,
     views: &V,
     ids: Option<&[CaseId]>,
+    json: bool,
 ) -> Result<(usize, Vec<wfstate_projector::Mismatch>), CliError> {
     Ok(match ids {
         // One read of the log in order, not one history per case.
         None => {
-            let verified = verify_all(log, views).await?;
+            let total = log.last_position().await?.get();
+            let (counted, _progress) = Progress::start(log, "verifying", Some(total), json);
+            let verified = verify_all(&counted, views).await?;
             (verified.cases, verified.mismatches)
         }
         Some(ids) => (ids.len(), verify(log, views, ids).await?),
@@ -179,7 +190,7 @@ pub async fn verify_cases<L: Backend>(
         }
     }
     let (count, mismatches) = match caught_up(log).await {
-        Ok(projector) => verify_views(log, &projector, ids.as_deref()).await?,
+        Ok(projector) => verify_views(log, &projector, ids.as_deref(), json).await?,
         // A reader that may not write (an auditor) verifies the views as they are: each
         // against its history up to its own position, which needs no catch-up.
         Err(error) if refused(&error) => {
@@ -187,7 +198,7 @@ pub async fn verify_cases<L: Backend>(
                 "wfstate: verifying the views as the projector left them: this store may not \
                  be written with these rights ({error})"
             );
-            verify_views(log, &log.views().await?, ids.as_deref()).await?
+            verify_views(log, &log.views().await?, ids.as_deref(), json).await?
         }
         Err(error) => return Err(error.into()),
     };

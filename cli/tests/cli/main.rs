@@ -18,6 +18,7 @@ mod format;
 mod looking;
 mod past;
 mod pipes;
+mod progress;
 mod readers;
 mod share;
 mod transfer;
@@ -643,4 +644,61 @@ async fn bench_reports_every_phase_and_cleans_up() {
         names.iter().all(|name| !name.contains("BENCH")),
         "{names:?}"
     );
+}
+
+/// Every command's help has an example and the connection options under their own heading;
+/// the top-level help has the exit codes; commit's has the mutation ops.
+#[test]
+fn help_teaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = wfstate(dir.path(), None, &["--help"], "");
+    assert!(top.stdout.contains("Exit codes:"), "{}", top.stdout);
+    assert!(top.stdout.contains("141"), "{}", top.stdout);
+    for command in [
+        "create",
+        "commit",
+        "show",
+        "diff",
+        "list",
+        "history",
+        "audit",
+        "checkpoint",
+        "receipt",
+        "project",
+        "replay",
+        "verify",
+        "export",
+        "import",
+        "bench",
+        "demo",
+    ] {
+        let help = wfstate(dir.path(), None, &[command, "--help"], "");
+        assert_eq!(help.code, 0, "{command}: {}", help.stderr);
+        assert!(
+            help.stdout.contains("Example"),
+            "{command} --help has no example: {}",
+            help.stdout
+        );
+        let heading = help
+            .stdout
+            .find("Store and connection")
+            .unwrap_or_else(|| panic!("{command}: {}", help.stdout));
+        assert!(
+            help.stdout[heading..].contains("--nats <")
+                && !help.stdout[..heading].contains("--nats <"),
+            "{command}: {}",
+            help.stdout
+        );
+    }
+    let commit = wfstate(dir.path(), None, &["commit", "--help"], "");
+    for op in [
+        "set_ctx",
+        "patch_ctx",
+        "add_token",
+        "set_case_status",
+        "--retry",
+    ] {
+        assert!(commit.stdout.contains(op), "{op}: {}", commit.stdout);
+    }
+    assert!(!dir.path().join("wfstate-data").exists());
 }

@@ -32,19 +32,19 @@ use crate::figure::{Figure, Reporter, Started, best, finish, phase_start, ratio}
 /// Sizes of the benchmark.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Cases committed concurrently in (1) and (5).
+    /// Cases committed concurrently in the many-cases phase (1) and the embedded phase (5).
     #[arg(long, default_value_t = 1000)]
     cases: usize,
-    /// Commits per case in (1) and (5).
+    /// Commits per case in the many-cases phase (1) and the embedded phase (5).
     #[arg(long, default_value_t = 100)]
     commits: usize,
-    /// Sequential commits on one case in (2).
+    /// Sequential commits on one case in the one-case phase (2).
     #[arg(long, default_value_t = 5000)]
     sequential: usize,
     /// Batches per atomic round trip for the hot single case, next to (2).
     #[arg(long, default_value_t = 100)]
     hot_batch: usize,
-    /// Events of the long case replayed in (3).
+    /// Events of the long case replayed in the replay phase (3).
     #[arg(long, default_value_t = 100_000)]
     replay_events: usize,
 }
