@@ -39,7 +39,8 @@ Examples:
   wfstate list --status running --where ctx.region=eu --updated-since 1h
   wfstate list --where meta.team=blue --limit 0 --json
 
-It reads every view (a scan, no index): a second or two at 100,000 cases.";
+It reads every view once (a scan; no index is kept for it): at 100,000 cases about 0.4 s on
+the embedded store and 2.3 s on JetStream (docs/benchmarks.md).";
 
 pub const HISTORY: &str = "\
 Examples:
