@@ -198,7 +198,7 @@ async fn main() -> Result<(), Error> {
     let cases: usize = cases.parse()?;
     embedded(cases, Path::new(dir)).await?;
     if let Some(url) = args.get(2) {
-        jetstream(cases, url.clone()).await?;
+        Box::pin(jetstream(cases, url.clone())).await?;
     }
     Ok(())
 }
