@@ -203,7 +203,14 @@ async fn audit<L: Backend>(
             );
         }
     }
-    if !json {
+    if json {
+        print_json(&json!({"audited": {
+            "events": report.events,
+            "cases": report.cases,
+            "problems": report.problems.len(),
+            "clean": report.is_clean(),
+        }}));
+    } else {
         eprintln!(
             "audited {} events of {} cases: {} problem(s)",
             report.events,

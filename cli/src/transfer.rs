@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use wfstate_projector::{AuditReport, export_to, export_with, import};
+use wfstate_projector::{AuditReport, TransferError, export_to, export_with, import};
 
 use crate::Command;
 use crate::backend::Backend;
@@ -36,14 +36,28 @@ async fn export<L: Backend>(log: &L, file: &Path, force: bool, json: bool) -> Re
                 "export writes binary CBOR: redirect stdout to a file or a pipe, or give a FILE",
             ));
         }
-        let (report, mut out) = export_to(
-            log,
+        let total = log.last_position().await?.get();
+        let (counted, progress) = Progress::start(log, "exporting", Some(total), json);
+        let exported = export_to(
+            &counted,
             std::io::BufWriter::new(stdout.lock()),
             Path::new("stdout"),
         )
-        .await?;
-        out.flush()
-            .map_err(|error| CliError::bad_input(format!("cannot write stdout: {error}")))?;
+        .await;
+        drop(progress);
+        let (report, mut out) = match exported {
+            Err(TransferError::File { source, .. }) if closed(source.as_ref()) => {
+                std::process::exit(i32::from(crate::stdout::CLOSED));
+            }
+            exported => exported?,
+        };
+        match out.flush() {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                std::process::exit(i32::from(crate::stdout::CLOSED));
+            }
+            flushed => flushed
+                .map_err(|error| CliError::bad_input(format!("cannot write stdout: {error}")))?,
+        }
         report
     } else {
         let total = log.last_position().await?.get();
@@ -60,6 +74,14 @@ async fn export<L: Backend>(log: &L, file: &Path, force: bool, json: bool) -> Re
         out!("{summary}");
     }
     Ok(0)
+}
+
+/// Whether a write failed because the reader closed the pipe: the reader has what it wanted
+/// (`wfstate export - | head -c 100`), as for every other printing command.
+fn closed(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn summary_line(report: &AuditReport, file: &Path) -> String {

@@ -213,7 +213,27 @@ pub async fn verify_cases<L: Backend>(
         }
     }
     if json {
-        print_json(&json!({"verified": count, "mismatches": mismatches.len()}));
+        let mismatched: Vec<&str> = mismatches.iter().map(|m| m.case_id.as_str()).collect();
+        let mut summary = json!({
+            "verified": count,
+            "mismatches": mismatches.len(),
+            "mismatched_cases": mismatched,
+            "clean": mismatches.is_empty(),
+        });
+        // Named cases each get their result.
+        if let Some(ids) = &ids {
+            summary["cases"] = ids
+                .iter()
+                .map(|id| {
+                    let detail = mismatches
+                        .iter()
+                        .find(|m| &m.case_id == id)
+                        .map(|m| &m.detail);
+                    json!({"case_id": id.as_str(), "ok": detail.is_none(), "mismatch": detail})
+                })
+                .collect();
+        }
+        print_json(&summary);
     } else {
         out!(
             "verified {count} case(s): {} mismatch(es)",

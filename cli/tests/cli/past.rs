@@ -93,6 +93,19 @@ fn the_past_of_a_case(dir: &Path, nats: Option<&str>) {
             .is_empty()
     );
 
+    // audit and verify end with a summary in JSON too.
+    let audited = json_lines(&run(&["--json", "audit", "p1"], "").stdout);
+    assert_eq!(
+        audited.last().unwrap()["audited"],
+        json!({"events": 4, "cases": 1, "problems": 0, "clean": true})
+    );
+    assert_eq!(audited[0]["case_id"], "p1");
+    let verified = json_of(dir, nats, &["verify", "p1"]);
+    assert_eq!(
+        verified["cases"],
+        json!([{"case_id": "p1", "ok": true, "mismatch": null}])
+    );
+
     // The case at a version and at an instant.
     let at_two = json_of(dir, nats, &["show", "p1", "--at-version", "2"]);
     assert_eq!(at_two["version"], 2);

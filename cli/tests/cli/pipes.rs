@@ -50,8 +50,14 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
     assert_eq!(made.code, 0, "{}", made.stderr);
     let export = dir.path().join("export.cbor");
     let export = export.to_str().unwrap();
-    let commands: [&[&str]; 17] = [
+    let commands: [&[&str]; 23] = [
         &["history", "c1"],
+        &["history", "c1", "--since", "1h"],
+        &["list"],
+        &["--json", "list"],
+        &["diff", "c1", "0", "1"],
+        &["show", "c1", "--at-version", "1"],
+        &["export", "-"],
         &["--json", "history", "c1"],
         &["audit"],
         &["--json", "audit"],

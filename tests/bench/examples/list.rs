@@ -15,8 +15,8 @@ use wfstate_events::{
     EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Workspace,
 };
 use wfstate_projector::{
-    EmbeddedProjector, EmbeddedViews, JetStreamProjector, KvViewReader, Projector,
-    ProjectorConfig, ScanCursor, ViewScan,
+    EmbeddedProjector, EmbeddedViews, JetStreamProjector, KvViewReader, Projector, ProjectorConfig,
+    ScanCursor, ViewScan,
 };
 use wfstate_store::{CaseId, CaseStatus, Mutation, Value};
 
@@ -110,7 +110,10 @@ async fn raw_jetstream(log: &JetStreamLog, bucket: &str) -> Result<u64, Error> {
             return Ok(bytes);
         };
         next = last.sequence + 1;
-        bytes += page.iter().map(|entry| entry.payload.len() as u64).sum::<u64>();
+        bytes += page
+            .iter()
+            .map(|entry| entry.payload.len() as u64)
+            .sum::<u64>();
     }
     Err("the raw read did not end".into())
 }
