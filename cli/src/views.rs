@@ -213,11 +213,11 @@ pub async fn verify_cases<L: Backend>(
         }
     }
     if json {
-        let mismatched: Vec<&str> = mismatches.iter().map(|m| m.case_id.as_str()).collect();
+        let names: Vec<&str> = mismatches.iter().map(|m| m.case_id.as_str()).collect();
         let mut summary = json!({
             "verified": count,
             "mismatches": mismatches.len(),
-            "mismatched_cases": mismatched,
+            "mismatched_cases": names,
             "clean": mismatches.is_empty(),
         });
         // Named cases each get their result.
