@@ -144,7 +144,10 @@ pub fn diff_text(diff: &Json) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(set) = diff["ctx"]["set"].as_object() {
         for (key, change) in set {
-            lines.push(format!("ctx.{key}: {} -> {}", change["from"], change["to"]));
+            match change.get("from") {
+                Some(from) => lines.push(format!("ctx.{key}: {from} -> {}", change["to"])),
+                None => lines.push(format!("ctx.{key}: set to {}", change["to"])),
+            }
         }
     }
     for key in items(&diff["ctx"]["removed"]) {

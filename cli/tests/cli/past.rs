@@ -137,6 +137,11 @@ fn the_past_of_a_case(dir: &Path, nats: Option<&str>) {
     assert_eq!(third["metadata"]["to"], json!({"team": "blue"}));
     let backwards = json_of(dir, nats, &["diff", "p1", "2", "1"]);
     assert_eq!(backwards["ctx"]["removed"], json!(["b"]));
+    let text = run(&["diff", "p1", "1", "2"], "").stdout;
+    assert!(
+        text.contains("ctx.b: set to 2") && text.contains("ctx.note: removed"),
+        "{text}"
+    );
     let text = run(&["diff", "p1", "3", "4"], "").stdout;
     assert!(
         text.contains("token t1 finished: complete")
