@@ -84,6 +84,20 @@ fn exports_are_whole_or_refused() {
         fresh.display()
     );
 
+    // A file that is no export at all: a sentence, no Rust values, and no store.
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello, not CBOR\n").unwrap();
+    let imported = wfstate(&fresh, None, &["import", text.to_str().unwrap()], "");
+    assert_eq!(imported.code, 2, "{}", imported.stderr);
+    assert!(
+        imported.stderr.contains("not a wfstate export")
+            && !imported.stderr.contains("Syntax(")
+            && !imported.stderr.contains("Io("),
+        "{}",
+        imported.stderr
+    );
+    assert!(!fresh.exists());
+
     // `-`: stdout into stdin, through a pipe.
     let script = format!(
         "\"$WFSTATE\" export - | \"$WFSTATE\" --data-dir {} import -",
