@@ -151,7 +151,7 @@ impl JetStreamLog {
         }
     }
 
-    /// Up to [`DIRECT_BATCH`] messages under `filter` in the stream `stream`, from the sequence
+    /// Up to 1,024 messages under `filter` in the stream `stream`, from the sequence
     /// `from` on, in one batched direct get: a page of a KV bucket read with read rights only.
     /// An empty page is the end of the stream; the next page starts after the last sequence.
     ///
