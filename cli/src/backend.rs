@@ -20,10 +20,10 @@ pub enum Store {
 /// A log with its projector.
 pub trait Backend: EventLog + Clone {
     /// The projector over this log.
-    type Projector: Projector;
+    type Projector: Projector + Send + Sync + 'static;
 
     /// The views as a reader that may not write sees them.
-    type Views: ViewSource + ViewScan;
+    type Views: ViewSource + ViewScan + Send + Sync + 'static;
 
     /// Opens the projector.
     fn projector(&self) -> impl Future<Output = Result<Self::Projector, ProjectorError>> + Send;

@@ -110,6 +110,7 @@ async fn dispatch<L: Backend>(log: &L, command: Command, json: bool) -> Result<u
             crate::transfer::run(log, command, json).await
         }
         Command::Demo(args) => crate::demo::run(log, &args, json).await,
+        Command::Serve(args) => crate::serve::run(log, &args, json).await,
         #[cfg(feature = "bench")]
         Command::Bench(_) => unreachable!("bench is dispatched before a backend is chosen"),
     }

@@ -24,6 +24,8 @@ pub struct CliError {
     pub lines: Vec<String>,
     /// A case that is not in the store: the message is completed with the store's name.
     pub missing_case: bool,
+    /// What was asked for is not there (a case, a version): HTTP 404 in `serve`.
+    pub not_found: bool,
 }
 
 impl CliError {
@@ -32,12 +34,20 @@ impl CliError {
             code,
             lines: vec![message.into()],
             missing_case: false,
+            not_found: false,
         }
+    }
+
+    /// What was asked for is not there (exit 2).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        let mut error = CliError::bad_input(message);
+        error.not_found = true;
+        error
     }
 
     /// A case with no events in the store.
     pub fn case_not_found(case: impl std::fmt::Display) -> Self {
-        let mut error = CliError::bad_input(format!("case {case} not found"));
+        let mut error = CliError::not_found(format!("case {case} not found"));
         error.missing_case = true;
         error
     }
@@ -122,6 +132,7 @@ impl From<CommitError> for CliError {
                 code,
                 lines,
                 missing_case: false,
+                not_found: false,
             };
         }
         CliError::with_causes(code, &error)

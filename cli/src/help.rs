@@ -110,3 +110,14 @@ Phases, each next to a raw baseline run in the same process:
 
 Example:
   wfstate --nats nats://127.0.0.1:4222 bench";
+
+pub const SERVE: &str = "\
+Examples:
+  wfstate serve                              # http://127.0.0.1:8080/
+  wfstate --nats nats://n1:4222 serve --listen 0.0.0.0:8080 --api-token \"$TOKEN\"
+  curl -s 'http://127.0.0.1:8080/api/cases?status=running&limit=20'
+
+Routes (JSON; errors are {\"error\": {\"code\", \"message\"}} with 400, 404, 409 or 503):
+  /api/cases  /api/cases/CASE  /api/cases/CASE/versions/V  /api/cases/CASE/diff?from=&to=
+  /api/cases/CASE/history?after=&limit=  /api/cases/CASE/audit  /api/cases/CASE/receipts/V
+  /api/projector  /api/events (server-sent events)";

@@ -97,7 +97,7 @@ fn status(text: &str) -> Result<CaseStatus, CliError> {
 }
 
 /// A listed case.
-struct Row {
+pub struct Row {
     case_id: String,
     status: &'static str,
     version: u64,
@@ -123,23 +123,39 @@ fn matches(view: &View, statuses: &[CaseStatus], filters: &[Filter], since: Opti
     filters.iter().all(|filter| filter.holds(&ctx, &metadata))
 }
 
-pub async fn list<L: Backend>(log: &L, args: &ListArgs, json: bool) -> Result<u8, CliError> {
-    let statuses = args
-        .status
-        .iter()
-        .map(|text| status(text))
-        .collect::<Result<Vec<_>, _>>()?;
-    let filters = args
-        .filters
-        .iter()
-        .map(|text| Filter::parse(text))
-        .collect::<Result<Vec<_>, _>>()?;
-    let since = args
-        .updated_since
-        .as_deref()
-        .map(|text| parse_instant("--updated-since", text))
-        .transpose()?;
-    let views = crate::views::current(log, "listing").await?;
+/// What a listing asks for: the filters of `list`, parsed.
+pub struct Query {
+    statuses: Vec<CaseStatus>,
+    filters: Vec<Filter>,
+    since: Option<u64>,
+}
+
+impl Query {
+    /// Parses the filters as `list` takes them (`statuses` as names, `filters` as
+    /// `ctx.KEY=VALUE`, `since` as a time); `flag` names the time's option in errors.
+    pub fn parse(
+        statuses: &[String],
+        filters: &[String],
+        since: Option<&str>,
+        flag: &str,
+    ) -> Result<Query, CliError> {
+        Ok(Query {
+            statuses: statuses
+                .iter()
+                .map(|text| status(text))
+                .collect::<Result<_, _>>()?,
+            filters: filters
+                .iter()
+                .map(|text| Filter::parse(text))
+                .collect::<Result<_, _>>()?,
+            since: since.map(|text| parse_instant(flag, text)).transpose()?,
+        })
+    }
+}
+
+/// The cases of `views` that match, the most recently committed first, and how many views
+/// were read.
+pub async fn rows(views: &impl ViewScan, query: &Query) -> Result<(Vec<Row>, u64), CliError> {
     // Keyed by case: a view rewritten during the scan is seen again, newer.
     let mut rows: HashMap<String, Row> = HashMap::new();
     let mut scanned = 0_u64;
@@ -149,7 +165,7 @@ pub async fn list<L: Backend>(log: &L, args: &ListArgs, json: bool) -> Result<u8
         scanned += page.len() as u64;
         for view in page {
             let case_id = view.state.case_id.as_str().to_owned();
-            if !matches(&view, &statuses, &filters, since) {
+            if !matches(&view, &query.statuses, &query.filters, query.since) {
                 rows.remove(&case_id);
                 continue;
             }
@@ -168,11 +184,23 @@ pub async fn list<L: Backend>(log: &L, args: &ListArgs, json: bool) -> Result<u8
             None => break,
         }
     }
-    let matched = rows.len();
     let mut rows: Vec<Row> = rows.into_values().collect();
     rows.sort_unstable_by(|a, b| {
         (b.last_commit_at_ms, &a.case_id).cmp(&(a.last_commit_at_ms, &b.case_id))
     });
+    Ok((rows, scanned))
+}
+
+pub async fn list<L: Backend>(log: &L, args: &ListArgs, json: bool) -> Result<u8, CliError> {
+    let query = Query::parse(
+        &args.status,
+        &args.filters,
+        args.updated_since.as_deref(),
+        "--updated-since",
+    )?;
+    let views = crate::views::current(log, "listing").await?;
+    let (mut rows, scanned) = rows(&views, &query).await?;
+    let matched = rows.len();
     if args.limit > 0 {
         rows.truncate(args.limit);
     }
@@ -191,18 +219,25 @@ pub async fn list<L: Backend>(log: &L, args: &ListArgs, json: bool) -> Result<u8
     Ok(0)
 }
 
+impl Row {
+    /// The row as `list --json` prints it.
+    pub fn json(&self) -> Json {
+        json!({
+            "case_id": self.case_id,
+            "status": self.status,
+            "version": self.version,
+            "step_count": self.steps,
+            "last_commit_at_ms": self.last_commit_at_ms,
+            "last_commit_at": format_ms(self.last_commit_at_ms),
+            "halted": self.halted,
+        })
+    }
+}
+
 fn print_rows(rows: &[Row], json: bool) {
     if json {
         for row in rows {
-            print_json(&json!({
-                "case_id": row.case_id,
-                "status": row.status,
-                "version": row.version,
-                "step_count": row.steps,
-                "last_commit_at_ms": row.last_commit_at_ms,
-                "last_commit_at": format_ms(row.last_commit_at_ms),
-                "halted": row.halted,
-            }));
+            print_json(&row.json());
         }
         return;
     }

@@ -16,6 +16,7 @@ mod history;
 mod list;
 mod output;
 mod progress;
+mod serve;
 mod stdout;
 mod time;
 mod transfer;
@@ -336,6 +337,10 @@ enum Command {
     Bench(wfstate_bench::BenchArgs),
     /// The main job: concurrent workers drive workflow cases, then every case is replayed,
     /// verified and audited.
+    /// A read-only web console and HTTP JSON API over the store, on loopback unless told
+    /// otherwise.
+    #[command(after_help = help::SERVE)]
+    Serve(serve::ServeArgs),
     #[command(after_help = help::DEMO)]
     Demo(demo::DemoArgs),
 }
@@ -389,7 +394,7 @@ fn access(command: &Command) -> backend::Access {
             at_time,
             ..
         } if *replay || at_version.is_some() || at_time.is_some() => backend::Access::Read,
-        Command::Verify { .. } | Command::List(_) | Command::Show { .. } => {
+        Command::Verify { .. } | Command::List(_) | Command::Show { .. } | Command::Serve(_) => {
             backend::Access::WriteOrRead
         }
         _ => backend::Access::Write,

@@ -161,12 +161,13 @@ async fn run_checkpoint<L: Backend>(
     Ok(0)
 }
 
-async fn run_receipt<L: Backend>(
+/// The receipt of `case` at `version` with its inclusion proof and the newest checkpoint, as
+/// `receipt --json` prints it.
+pub async fn proven_receipt<L: Backend>(
     log: &L,
     case: &CaseId,
     version: u64,
-    json: bool,
-) -> Result<u8, CliError> {
+) -> Result<serde_json::Value, CliError> {
     let tree = log.tree(false).await?;
     let proven = prove(log, &tree, case, Version::new(version)).await?;
     let proof: Vec<String> = proven
@@ -174,17 +175,32 @@ async fn run_receipt<L: Backend>(
         .iter()
         .map(wfstate_store::Hash::to_hex)
         .collect();
+    Ok(json!({
+        "receipt": receipt_json(&proven.receipt),
+        "leaf_index": proven.leaf,
+        "inclusion_proof": proof,
+        "checkpoint": proven.checkpoint,
+    }))
+}
+
+async fn run_receipt<L: Backend>(
+    log: &L,
+    case: &CaseId,
+    version: u64,
+    json: bool,
+) -> Result<u8, CliError> {
     if json {
-        out!(
-            "{}",
-            json!({
-                "receipt": receipt_json(&proven.receipt),
-                "leaf_index": proven.leaf,
-                "inclusion_proof": proof,
-                "checkpoint": proven.checkpoint,
-            })
-        );
-    } else {
+        out!("{}", proven_receipt(log, case, version).await?);
+        return Ok(0);
+    }
+    let tree = log.tree(false).await?;
+    let proven = prove(log, &tree, case, Version::new(version)).await?;
+    let proof: Vec<String> = proven
+        .proof
+        .iter()
+        .map(wfstate_store::Hash::to_hex)
+        .collect();
+    {
         out!("{}", receipt_text(&proven.receipt));
         out!("leaf {} proof {}", proven.leaf, proof.join(" "));
         out_raw!("{}", proven.checkpoint);

@@ -100,7 +100,7 @@ pub async fn replayed_at<L: Backend>(
     if let Until::Version(version) = until
         && replayed.state.version != version
     {
-        return Err(CliError::bad_input(format!(
+        return Err(CliError::not_found(format!(
             "case {id} has {} version(s): version {version} is past its last; `wfstate \
              history {id}` lists them",
             replayed.state.version

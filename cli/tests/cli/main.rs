@@ -14,6 +14,7 @@ use serde_json::Value;
 use wfstate_tests::NatsServer;
 
 mod checkpoints;
+mod console;
 mod format;
 mod looking;
 mod past;
