@@ -208,8 +208,14 @@ pub async fn cases<L: Backend>(
     let key = format!("{:?}|{:?}|{since:?}", values("status"), values("where"));
     let (rows, scanned) = {
         let mut listing = console.listing.lock().await;
-        match listing.as_ref() {
-            Some(kept) if kept.key == key && kept.read_at.elapsed() < LIST_FRESH => {
+        match listing.as_mut() {
+            // A listing of the same query is answered at once; past a second it is read
+            // again in the background, one reading at a time, while it goes on answering.
+            Some(kept) if kept.key == key => {
+                if kept.read_at.elapsed() >= LIST_FRESH && !kept.reading {
+                    kept.reading = true;
+                    tokio::spawn(read_again(Arc::clone(&console), key, parsed));
+                }
                 (Arc::clone(&kept.rows), kept.scanned)
             }
             _ => {
@@ -220,6 +226,7 @@ pub async fn cases<L: Backend>(
                     read_at: Instant::now(),
                     rows: Arc::clone(&rows),
                     scanned,
+                    reading: false,
                 });
                 (rows, scanned)
             }
@@ -241,6 +248,25 @@ pub async fn cases<L: Backend>(
 }
 
 use crate::list::Row;
+
+/// Reads the listing of `key` again and keeps it, unless another query's took its place.
+async fn read_again<L: Backend>(console: Arc<Console<L>>, key: String, query: Query) {
+    let read = crate::list::rows(&console.views, &query).await;
+    let mut listing = console.listing.lock().await;
+    let Some(kept) = listing.as_mut().filter(|kept| kept.key == key) else {
+        return;
+    };
+    kept.reading = false;
+    match read {
+        Ok((rows, scanned)) => {
+            kept.rows = Arc::new(rows);
+            kept.scanned = scanned;
+            kept.read_at = Instant::now();
+        }
+        // The kept listing goes on answering; the next request past a second tries again.
+        Err(error) => tracing::warn!("reading the cases again failed: {}", error.lines.join("; ")),
+    }
+}
 
 /// `GET /api/cases/{case}`: the case's view, or its replay when it has no view yet.
 pub async fn view<L: Backend>(

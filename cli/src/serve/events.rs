@@ -40,6 +40,16 @@ pub async fn events<L: Backend>(
         .into_iter()
         .find(|(key, _)| key == "case")
         .map(|(_, case)| case);
+    let Ok(slot) = Arc::clone(&console.streams).try_acquire_owned() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "{} event streams are open, the most this console keeps; try again later",
+                super::STREAMS_OPEN
+            ),
+        ));
+    };
     let log = console.log.clone();
     let last = log
         .last_position()
@@ -56,7 +66,9 @@ pub async fn events<L: Backend>(
         };
         futures::future::ready(wanted.then_some(stored))
     });
-    let lines = commits.map(|stored| {
+    // The stream holds its slot until the client goes and the body is dropped.
+    let lines = commits.map(move |stored| {
+        let _open = &slot;
         let data = match stored {
             Ok(stored) => {
                 let version = Event::decode(&stored.payload)

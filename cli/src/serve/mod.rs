@@ -36,10 +36,15 @@ pub struct ServeArgs {
     api_token: Option<String>,
 }
 
-/// The most requests served at once; more wait for a slot.
-const IN_FLIGHT: usize = 256;
+/// The most API requests that read the store at once; more wait for a slot. Each may hold a
+/// blocking thread (SQLite) with its allocator's caches: the bound is what bounds memory.
+const READS_IN_FLIGHT: usize = 32;
 
-/// How long a list of cases is reused before the views are read again.
+/// The most event streams open at once; more are refused (503) until one closes.
+pub const STREAMS_OPEN: usize = 256;
+
+/// How long a list of cases is answered before it is read again (in the background, the
+/// kept one answering meanwhile).
 const LIST_FRESH: Duration = Duration::from_secs(1);
 
 /// The console's shared state.
@@ -52,7 +57,9 @@ pub struct Console<L: Backend> {
     token: Option<String>,
     /// The last listing: its query, when it was read, its rows and how many views were read.
     listing: Mutex<Option<Listing>>,
-    slots: Semaphore,
+    reads: Semaphore,
+    /// Slots of open event streams: each stream holds one while it is open.
+    pub streams: Arc<Semaphore>,
 }
 
 /// A listing kept for [`LIST_FRESH`].
@@ -61,6 +68,8 @@ struct Listing {
     read_at: Instant,
     rows: Arc<Vec<Row>>,
     scanned: u64,
+    /// Whether a reading of it again is under way.
+    reading: bool,
 }
 
 impl<L: Backend> Console<L> {
@@ -105,7 +114,8 @@ pub async fn run<L: Backend>(log: &L, args: &ServeArgs, json: bool) -> Result<u8
         projector: Mutex::new(projector),
         token: args.api_token.clone(),
         listing: Mutex::new(None),
-        slots: Semaphore::new(IN_FLIGHT),
+        reads: Semaphore::new(READS_IN_FLIGHT),
+        streams: Arc::new(Semaphore::new(STREAMS_OPEN)),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -166,7 +176,8 @@ pub async fn run<L: Backend>(log: &L, args: &ServeArgs, json: bool) -> Result<u8
     Ok(0)
 }
 
-/// Every request: a slot among [`IN_FLIGHT`], and the bearer token when one is required.
+/// Every request: the bearer token when one is required, and a slot among
+/// [`READS_IN_FLIGHT`] for an API request that reads the store.
 async fn guard<L: Backend>(
     State(console): State<Arc<Console<L>>>,
     request: Request,
@@ -200,7 +211,14 @@ async fn guard<L: Backend>(
             return response;
         }
     }
-    let Ok(_slot) = console.slots.acquire().await else {
+    // The page, the event streams (which take a slot of their own) and the list (read by
+    // one request at a time and shared, under its own lock) do not wait here: a case page
+    // never queues behind a listing.
+    let path = request.uri().path();
+    if path == "/" || path == "/api/events" || path == "/api/cases" {
+        return next.run(request).await;
+    }
+    let Ok(_slot) = console.reads.acquire().await else {
         return api::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
