@@ -224,6 +224,30 @@ pub fn diff_text(diff: &Json) -> Vec<String> {
     lines
 }
 
+/// What changed in `id` from version `from` to version `to` (either may be the larger; 0 is
+/// the case before its first event), as `diff --json` prints it.
+pub async fn between<L: Backend>(
+    log: &L,
+    id: &CaseId,
+    from: u64,
+    to: u64,
+) -> Result<Json, CliError> {
+    if from == 0 && to == 0 {
+        return Err(CliError::bad_input(
+            "give two versions, at least one above 0 (0 is the case before its first event)",
+        ));
+    }
+    // The later version first: a case or version that is not there is reported as such.
+    let (old, new) = if from <= to {
+        let new = state_at(log, id, to).await?;
+        (state_at(log, id, from).await?, new)
+    } else {
+        let old = state_at(log, id, from).await?;
+        (old, state_at(log, id, to).await?)
+    };
+    Ok(diff(&old, &new))
+}
+
 pub async fn run<L: Backend>(
     log: &L,
     case: &str,
@@ -232,20 +256,7 @@ pub async fn run<L: Backend>(
     json: bool,
 ) -> Result<u8, CliError> {
     let id = crate::commands::case_id(case)?;
-    if from == 0 && to == 0 {
-        return Err(CliError::bad_input(
-            "give two versions, at least one above 0 (0 is the case before its first event)",
-        ));
-    }
-    // The later version first: a case or version that is not there is reported as such.
-    let (old, new) = if from <= to {
-        let new = state_at(log, &id, to).await?;
-        (state_at(log, &id, from).await?, new)
-    } else {
-        let old = state_at(log, &id, from).await?;
-        (old, state_at(log, &id, to).await?)
-    };
-    let diff = diff(&old, &new);
+    let diff = between(log, &id, from, to).await?;
     if json {
         print_json(&diff);
         return Ok(0);

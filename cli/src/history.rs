@@ -96,49 +96,54 @@ impl Printer {
     }
 }
 
+/// One event as `history --json` prints it (and the console's API answers it): its case,
+/// version, position, commit id, time, writer, mutations with a summary of each, and its
+/// hashes.
+pub fn event_json(stored: &StoredEvent) -> serde_json::Value {
+    let event_hash = Hash::of(&stored.payload).to_hex();
+    match Event::decode(&stored.payload) {
+        Ok(event) => json!({
+            "case_id": event.case_id.as_str(),
+            "version": event.version,
+            "position": stored.position,
+            "commit_id": event.commit_id.to_string(),
+            "committed_at_ms": event.committed_at_ms,
+            "committed_at": format_ms(event.committed_at_ms),
+            "writer": event.writer,
+            "mutations": serde_json::to_value(&event.mutations).unwrap_or_default(),
+            "summary": event.mutations.iter().map(summary).collect::<Vec<_>>(),
+            "event_hash": event_hash,
+            "prev_event_hash": event.prev_event_hash.to_hex(),
+            "state_hash": event.state_hash.to_hex(),
+        }),
+        Err(error) => json!({
+            "case_id": stored.case_id,
+            "position": stored.position,
+            "event_hash": event_hash,
+            "error": error.to_string(),
+        }),
+    }
+}
+
 /// Prints one event, a table row or a JSON line.
 fn print(stored: &StoredEvent, json: bool) {
-    let event_hash = Hash::of(&stored.payload);
+    if json {
+        print_json(&event_json(stored));
+        return;
+    }
     match Event::decode(&stored.payload) {
         Ok(event) => {
-            if json {
-                print_json(&json!({
-                    "case_id": event.case_id.as_str(),
-                    "version": event.version,
-                    "position": stored.position,
-                    "commit_id": event.commit_id.to_string(),
-                    "committed_at_ms": event.committed_at_ms,
-                    "committed_at": format_ms(event.committed_at_ms),
-                    "writer": event.writer,
-                    "mutations": serde_json::to_value(&event.mutations).unwrap_or_default(),
-                    "event_hash": event_hash.to_hex(),
-                    "prev_event_hash": event.prev_event_hash.to_hex(),
-                    "state_hash": event.state_hash.to_hex(),
-                }));
-            } else {
-                let summaries: Vec<String> = event.mutations.iter().map(summary).collect();
-                out!(
-                    "{:>7}  {:>8}  {}  {:<14}  {}",
-                    event.version.get(),
-                    stored.position,
-                    format_ms(event.committed_at_ms),
-                    event.writer,
-                    summaries.join(" ")
-                );
-            }
+            let summaries: Vec<String> = event.mutations.iter().map(summary).collect();
+            out!(
+                "{:>7}  {:>8}  {}  {:<14}  {}",
+                event.version.get(),
+                stored.position,
+                format_ms(event.committed_at_ms),
+                event.writer,
+                summaries.join(" ")
+            );
         }
-        Err(error) => {
-            if json {
-                print_json(&json!({
-                    "case_id": stored.case_id,
-                    "position": stored.position,
-                    "event_hash": event_hash.to_hex(),
-                    "error": error.to_string(),
-                }));
-            } else {
-                out!("{:>7}  {:>8}  UNDECODABLE: {error}", "?", stored.position);
-            }
-        }
+        Err(error) => out!("{:>7}  {:>8}  UNDECODABLE: {error}", "?", stored.position),
     }
 }
 

@@ -11,14 +11,13 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde_json::{Value as Json, json};
 use wfstate_projector::{Projector, Until, ViewSource, audit_case};
-use wfstate_store::{CaseId, Event, Hash, Position, Version};
+use wfstate_store::{CaseId, Position, Version};
 
 use super::{Console, LIST_FRESH, Listing};
 use crate::backend::Backend;
 use crate::error::{BAD_INPUT, CHECK_FAILED, CONFLICT, CliError};
 use crate::list::Query;
 use crate::output::state_json;
-use crate::time::format_ms;
 
 /// The most cases or events a page holds.
 const PAGE_MAX: usize = 1000;
@@ -168,6 +167,19 @@ fn only(pairs: &[(String, String)], known: &[&str]) -> Result<(), ApiError> {
     }
 }
 
+/// A failure on `console`'s store, a missing case named with the store.
+fn failed<L: Backend>(console: &Console<L>, error: CliError) -> ApiError {
+    ApiError::from(error.looked_in(&console.log.name()))
+}
+
+/// A version in a path: 1 or more.
+fn version_in(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .ok()
+        .filter(|version| *version > 0)
+        .ok_or_else(|| ApiError::bad(format!("version {text:?} is not a version: give 1 or more")))
+}
+
 /// `GET /api/cases?status=&where=&updated_since=&limit=&offset=`: the cases of `list`.
 pub async fn cases<L: Backend>(
     State(console): State<Arc<Console<L>>>,
@@ -287,7 +299,7 @@ pub async fn view<L: Backend>(
     let replayed =
         crate::views::replayed_at(&console.log, &id, Until::Position(Position::new(u64::MAX)))
             .await
-            .map_err(|error| ApiError::from(error.looked_in(&console.log.name())))?;
+            .map_err(|error| failed(&console, error))?;
     Ok(ok(&state_json(&replayed.state, replayed.position, None)))
 }
 
@@ -299,19 +311,11 @@ pub async fn at_version<L: Backend>(
 ) -> Answer {
     only(&query_pairs(query.as_deref()), &["token"])?;
     let id = case_id(&case)?;
-    let version: u64 = version
-        .parse()
-        .ok()
-        .filter(|version| *version > 0)
-        .ok_or_else(|| {
-            ApiError::bad(format!(
-                "version {version:?} is not a version: give 1 or more"
-            ))
-        })?;
+    let version = version_in(&version)?;
     let replayed =
         crate::views::replayed_at(&console.log, &id, Until::Version(Version::new(version)))
             .await
-            .map_err(|error| ApiError::from(error.looked_in(&console.log.name())))?;
+            .map_err(|error| failed(&console, error))?;
     Ok(ok(&state_json(&replayed.state, replayed.position, None)))
 }
 
@@ -330,48 +334,10 @@ pub async fn diff<L: Backend>(
             "give the two versions: ?from=V1&to=V2 (0 is before the first event)",
         ));
     };
-    let (old, new) = (
-        crate::diff::state_at(&console.log, &id, from.min(to)).await,
-        crate::diff::state_at(&console.log, &id, from.max(to)).await,
-    );
-    let name = console.log.name();
-    let (old, new) = (
-        old.map_err(|e| e.looked_in(&name))?,
-        new.map_err(|e| e.looked_in(&name))?,
-    );
-    let diff = if from <= to {
-        crate::diff::diff(&old, &new)
-    } else {
-        crate::diff::diff(&new, &old)
-    };
+    let diff = crate::diff::between(&console.log, &id, from, to)
+        .await
+        .map_err(|error| failed(&console, error))?;
     Ok(ok(&diff))
-}
-
-/// One event as `history --json` prints it.
-fn event_json(stored: &wfstate_events::StoredEvent) -> Json {
-    let event_hash = Hash::of(&stored.payload).to_hex();
-    match Event::decode(&stored.payload) {
-        Ok(event) => json!({
-            "case_id": event.case_id.as_str(),
-            "version": event.version,
-            "position": stored.position,
-            "commit_id": event.commit_id.to_string(),
-            "committed_at_ms": event.committed_at_ms,
-            "committed_at": format_ms(event.committed_at_ms),
-            "writer": event.writer,
-            "mutations": serde_json::to_value(&event.mutations).unwrap_or_default(),
-            "summary": event.mutations.iter().map(crate::history::summary).collect::<Vec<_>>(),
-            "event_hash": event_hash,
-            "prev_event_hash": event.prev_event_hash.to_hex(),
-            "state_hash": event.state_hash.to_hex(),
-        }),
-        Err(error) => json!({
-            "case_id": stored.case_id,
-            "position": stored.position,
-            "event_hash": event_hash,
-            "error": error.to_string(),
-        }),
-    }
 }
 
 /// `GET /api/cases/{case}/history?after=V&limit=N`: the events after version V (0: from the
@@ -398,12 +364,10 @@ pub async fn history<L: Backend>(
             more = true;
             break;
         }
-        page.push(event_json(&stored));
+        page.push(crate::history::event_json(&stored));
     }
     if seen == 0 {
-        return Err(CliError::case_not_found(&id)
-            .looked_in(&console.log.name())
-            .into());
+        return Err(failed(&console, CliError::case_not_found(&id)));
     }
     let next_after = more.then(|| after + page.len() as u64);
     Ok(ok(
@@ -421,9 +385,7 @@ pub async fn audit<L: Backend>(
     let id = case_id(&case)?;
     let report = call(audit_case(&console.log, &id, None, |_| {})).await?;
     if report.events == 0 {
-        return Err(CliError::case_not_found(&id)
-            .looked_in(&console.log.name())
-            .into());
+        return Err(failed(&console, CliError::case_not_found(&id)));
     }
     Ok(ok(&json!({
         "case_id": id.as_str(),
@@ -434,7 +396,7 @@ pub async fn audit<L: Backend>(
 }
 
 /// `GET /api/cases/{case}/receipts/{version}`: the receipt with its inclusion proof and the
-/// newest signed checkpoint (404 before the first checkpoint covers it).
+/// newest signed checkpoint (400 until a checkpoint covers it, as the command line's exit 2).
 pub async fn receipt<L: Backend>(
     State(console): State<Arc<Console<L>>>,
     Path((case, version)): Path<(String, String)>,
@@ -442,12 +404,10 @@ pub async fn receipt<L: Backend>(
 ) -> Answer {
     only(&query_pairs(query.as_deref()), &["token"])?;
     let id = case_id(&case)?;
-    let version: u64 = version
-        .parse()
-        .map_err(|_| ApiError::bad(format!("version {version:?} is not a version")))?;
+    let version = version_in(&version)?;
     let proven = crate::tree::proven_receipt(&console.log, &id, version)
         .await
-        .map_err(|error| ApiError::from(error.looked_in(&console.log.name())))?;
+        .map_err(|error| failed(&console, error))?;
     Ok(ok(&proven))
 }
 

@@ -1,7 +1,7 @@
 //! `wfstate serve`: its API's answers and errors (embedded and JetStream), its token, many
 //! clients at once, and its page driven in headless Chromium (`tools/console_browser.py`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 use wfstate_tests::NatsServer;
 
+use crate::looking::Follower;
 use crate::wfstate;
 
-/// A running `wfstate serve` (or chromedriver), stopped by its own handle when dropped.
+/// A running chromedriver, stopped by its own handle when dropped.
 struct Process {
     child: Child,
 }
@@ -25,35 +26,18 @@ impl Drop for Process {
 }
 
 /// Starts `wfstate serve` on a free loopback port; returns it and its address.
-fn serve(dir: &Path, nats: Option<&str>, extra: &[&str]) -> (Process, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wfstate"));
-    command
-        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("WFSTATE_DATA_DIR", dir)
-        .env_remove("WFSTATE_NATS_URL")
-        .env_remove("WFSTATE_API_TOKEN");
-    if let Some(url) = nats {
-        command.env("WFSTATE_NATS_URL", url);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let process = Process { child };
-    let started: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
-    let url = started["listening"].as_str().unwrap();
-    let address = url
+fn serve(dir: &Path, nats: Option<&str>, extra: &[&str]) -> (Follower, String) {
+    let mut args = vec!["--json", "serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = Follower::start(dir, nats, &args);
+    let started = server.json();
+    let address = started["listening"]
+        .as_str()
+        .unwrap()
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    (process, address)
+    (server, address)
 }
 
 /// `GET path` with an optional bearer token: the status and the body as JSON (or text).
