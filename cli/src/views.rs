@@ -25,7 +25,7 @@ async fn caught_up<L: Backend>(log: &L) -> Result<L::Projector, ProjectorError> 
 }
 
 /// Whether the store refused a projector these rights: then the views are read as they are.
-fn refused(error: &ProjectorError) -> bool {
+pub(crate) fn refused(error: &ProjectorError) -> bool {
     matches!(error, ProjectorError::Log(error) if error.kind() == LogErrorKind::PermissionDenied)
 }
 

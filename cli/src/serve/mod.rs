@@ -100,13 +100,21 @@ pub async fn run<L: Backend>(log: &L, args: &ServeArgs, json: bool) -> Result<u8
     if args.api_token.as_deref().is_some_and(str::is_empty) {
         return Err(CliError::bad_input("--api-token must not be empty"));
     }
-    // Caught up once here, where it may: the views then exist to be read.
-    let projector = match crate::views::current(log, "serving").await {
-        Ok(_) => match log.projector().await {
-            Ok(projector) => Some((projector, Instant::now())),
-            Err(_) => None,
-        },
-        Err(error) => return Err(error),
+    // Caught up once here, where it may: the views then exist to be read. A store that
+    // refuses these rights is served as the projector left it.
+    let projector = match log.projector().await {
+        Ok(mut projector) => {
+            projector.catch_up().await?;
+            Some((projector, Instant::now()))
+        }
+        Err(error) if crate::views::refused(&error) => {
+            eprintln!(
+                "wfstate: serving the views as the projector left them: this store may not be \
+                 written with these rights ({error})"
+            );
+            None
+        }
+        Err(error) => return Err(error.into()),
     };
     let console = Arc::new(Console {
         views: log.views().await?,

@@ -26,7 +26,7 @@ impl Drop for Process {
 }
 
 /// Starts `wfstate serve` on a free loopback port; returns it and its address.
-fn serve(dir: &Path, nats: Option<&str>, extra: &[&str]) -> (Follower, String) {
+pub fn serve(dir: &Path, nats: Option<&str>, extra: &[&str]) -> (Follower, String) {
     let mut args = vec!["--json", "serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Follower::start(dir, nats, &args);
@@ -41,7 +41,7 @@ fn serve(dir: &Path, nats: Option<&str>, extra: &[&str]) -> (Follower, String) {
 }
 
 /// `GET path` with an optional bearer token: the status and the body as JSON (or text).
-fn get(address: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+pub fn get(address: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -161,6 +161,26 @@ async fn each_role_runs_its_commands_with_its_rights() {
             "{}",
             verified.stdout
         );
+        // The console with the auditor's rights: the views as the projector left them, and
+        // a receipt with its proof.
+        let (_console, address) = crate::console::serve(
+            dir.path(),
+            Some(&url),
+            &["--user", "auditor", "--password", "apass", "--timeout", "1"],
+        );
+        for path in [
+            "/api/cases",
+            "/api/cases/c1",
+            "/api/cases/c2/receipts/1",
+            "/api/cases/c1/audit",
+        ] {
+            let (status, body) = crate::console::get(&address, path, None);
+            assert_eq!(status, 200, "auditor {path}: {body}");
+        }
+        let (_, listed) = crate::console::get(&address, "/api/cases", None);
+        assert_eq!(listed["matched"], 2, "{listed}");
+        let (_, projector) = crate::console::get(&address, "/api/projector", None);
+        assert!(projector["lag"].is_null(), "{projector}");
     })
     .await
     .unwrap();
