@@ -247,3 +247,90 @@ fn the_page_works_in_a_real_browser() {
     assert!(stdout.contains("every step held"), "{stdout}");
     eprintln!("{stdout}");
 }
+
+/// Writes `cases` cases of one commit each into the embedded store in `dir`, 64 at a time, and
+/// projects them.
+async fn fill(dir: &Path, cases: u64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use wfstate_events::{EmbeddedConfig, EmbeddedLog, Workspace};
+    use wfstate_projector::{EmbeddedProjector, Projector};
+    use wfstate_store::{CaseId, Mutation};
+
+    let log = EmbeddedLog::open(&EmbeddedConfig::new(dir)).unwrap();
+    let workspace = Workspace::new(log.clone());
+    let next = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..64)
+        .map(|_| {
+            let (workspace, next) = (workspace.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= cases {
+                        return;
+                    }
+                    let id = CaseId::new(format!("case-{n:06}")).unwrap();
+                    let region = if n % 2 == 0 { "eu" } else { "us" };
+                    workspace
+                        .create(id, [Mutation::set_key("region", region)])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut projector = EmbeddedProjector::open(&log, "wfstate-projector", 512).unwrap();
+    projector.catch_up().await.unwrap();
+}
+
+/// 200 clients at once read case pages of a store of 100,000 cases: every request answered.
+/// (Bounded: 200 threads, 10 requests each; latencies are figures of the load example, not
+/// asserted here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_read_case_pages_of_100_000_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 100_000).await;
+    let path = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (_server, address) = serve(&path, None, &[]);
+        let (status, listed) = get(&address, "/api/cases?limit=1&where=ctx.region%3Deu", None);
+        assert_eq!(
+            (status, &listed["matched"]),
+            (200, &50_000.into()),
+            "{listed}"
+        );
+        let failures: usize = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..200_u64)
+                .map(|n| {
+                    let address = &address;
+                    scope.spawn(move || {
+                        (0..10_u64)
+                            .filter(|round| {
+                                let case =
+                                    format!("case-{:06}", (n * 7919 + round * 104_729) % 100_000);
+                                let path = match round % 4 {
+                                    0 => format!("/api/cases/{case}"),
+                                    1 => format!("/api/cases/{case}/versions/1"),
+                                    2 => format!("/api/cases/{case}/diff?from=0&to=1"),
+                                    _ => format!("/api/cases/{case}/history"),
+                                };
+                                get(address, &path, None).0 != 200
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            clients
+                .into_iter()
+                .map(|client| client.join().unwrap())
+                .sum()
+        });
+        assert_eq!(failures, 0);
+    })
+    .await
+    .unwrap();
+}
