@@ -36,10 +36,6 @@ pub struct ServeArgs {
     api_token: Option<String>,
 }
 
-/// The most API requests that read the store at once; more wait for a slot. Each may hold a
-/// blocking thread (SQLite) with its allocator's caches: the bound is what bounds memory.
-const READS_IN_FLIGHT: usize = 32;
-
 /// The most event streams open at once; more are refused (503) until one closes.
 pub const STREAMS_OPEN: usize = 256;
 
@@ -122,7 +118,7 @@ pub async fn run<L: Backend>(log: &L, args: &ServeArgs, json: bool) -> Result<u8
         projector: Mutex::new(projector),
         token: args.api_token.clone(),
         listing: Mutex::new(None),
-        reads: Semaphore::new(READS_IN_FLIGHT),
+        reads: Semaphore::new(L::CONCURRENT_READS),
         streams: Arc::new(Semaphore::new(STREAMS_OPEN)),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -184,8 +180,8 @@ pub async fn run<L: Backend>(log: &L, args: &ServeArgs, json: bool) -> Result<u8
     Ok(0)
 }
 
-/// Every request: the bearer token when one is required, and a slot among
-/// [`READS_IN_FLIGHT`] for an API request that reads the store.
+/// Every request: the bearer token when one is required, and one of the store's
+/// [`Backend::CONCURRENT_READS`] slots for an API request that reads it.
 async fn guard<L: Backend>(
     State(console): State<Arc<Console<L>>>,
     request: Request,
