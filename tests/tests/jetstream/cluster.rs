@@ -66,6 +66,9 @@ async fn a_stream_with_fewer_replicas_than_asked_is_refused_on_a_cluster() {
     let mut config = JetStreamConfig::new(cluster.urls());
     config.stream = "SINGLE".into();
     config.subject_prefix = "single.case".into();
+    // As the other cluster tests: a three-node cluster on two busy cores may take longer
+    // than the default to answer.
+    config.request_timeout = Duration::from_secs(10);
     let error = JetStreamLog::connect(&config).await.unwrap_err();
     assert_eq!(error.kind(), LogErrorKind::Config, "{error}");
     assert!(
