@@ -248,41 +248,23 @@ fn the_page_works_in_a_real_browser() {
     eprintln!("{stdout}");
 }
 
-/// Writes `cases` cases of one commit each into the embedded store in `dir`, 64 at a time, and
-/// projects them.
+/// Writes `cases` cases of one commit each into the embedded store in `dir`, and projects
+/// them.
 async fn fill(dir: &Path, cases: u64) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use wfstate_events::{EmbeddedConfig, EmbeddedLog, Workspace};
+    use wfstate_events::{EmbeddedConfig, EmbeddedLog};
     use wfstate_projector::{EmbeddedProjector, Projector};
-    use wfstate_store::{CaseId, Mutation};
+    use wfstate_store::Mutation;
 
     let log = EmbeddedLog::open(&EmbeddedConfig::new(dir)).unwrap();
-    let workspace = Workspace::new(log.clone());
-    let next = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..64)
-        .map(|_| {
-            let (workspace, next) = (workspace.clone(), Arc::clone(&next));
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= cases {
-                        return;
-                    }
-                    let id = CaseId::new(format!("case-{n:06}")).unwrap();
-                    let region = if n % 2 == 0 { "eu" } else { "us" };
-                    workspace
-                        .create(id, [Mutation::set_key("region", region)])
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    wfstate_bench::fill(&log, cases, |n| {
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        (
+            format!("case-{n:06}"),
+            vec![vec![Mutation::set_key("region", region)]],
+        )
+    })
+    .await
+    .unwrap();
     let mut projector = EmbeddedProjector::open(&log, "wfstate-projector", 512).unwrap();
     projector.catch_up().await.unwrap();
 }

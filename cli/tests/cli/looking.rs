@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,15 +21,7 @@ pub struct Follower {
 
 impl Follower {
     pub fn start(dir: &Path, nats: Option<&str>, args: &[&str]) -> Follower {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wfstate"));
-        command
-            .args(args)
-            .env("WFSTATE_DATA_DIR", dir)
-            .env_remove("WFSTATE_NATS_URL");
-        if let Some(url) = nats {
-            command.env("WFSTATE_NATS_URL", url);
-        }
-        let mut child = command
+        let mut child = crate::command(dir, nats, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -32,8 +32,8 @@ struct Output {
     stderr: String,
 }
 
-/// Runs `wfstate ARGS` with its data dir (and NATS URL, through the environment).
-fn wfstate(dir: &Path, nats: Option<&str>, args: &[&str], stdin: &str) -> Output {
+/// `wfstate ARGS` with its data dir (and NATS URL, through the environment).
+fn command(dir: &Path, nats: Option<&str>, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wfstate"));
     command
         .args(args)
@@ -42,7 +42,12 @@ fn wfstate(dir: &Path, nats: Option<&str>, args: &[&str], stdin: &str) -> Output
     if let Some(url) = nats {
         command.env("WFSTATE_NATS_URL", url);
     }
-    let mut child = command
+    command
+}
+
+/// Runs `wfstate ARGS` with its data dir (and NATS URL, through the environment).
+fn wfstate(dir: &Path, nats: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    let mut child = command(dir, nats, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

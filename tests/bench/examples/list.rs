@@ -7,65 +7,37 @@
 //! that server. DIR is kept, so that `wfstate --data-dir DIR list ...` can be timed on it.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wfstate_events::{
-    EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Workspace,
-};
+use wfstate_events::{EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog};
 use wfstate_projector::{
     EmbeddedProjector, EmbeddedViews, JetStreamProjector, KvViewReader, Projector, ProjectorConfig,
     ScanCursor, ViewScan,
 };
-use wfstate_store::{CaseId, CaseStatus, Mutation, Value};
+use wfstate_store::{CaseStatus, Mutation, Value};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// Writers in flight while the store is filled.
-const WRITERS: usize = 64;
 
 /// The stream the JetStream side is written to.
 const STREAM: &str = "WFSTATE_LISTBENCH";
 
 /// Writes `cases` cases: a ctx with a region, then a step; every third case is done.
 async fn fill<L: EventLog + Clone>(log: &L, cases: usize) -> Result<(), Error> {
-    let workspace = Workspace::new(log.clone());
-    let next = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..WRITERS.min(cases))
-        .map(|_| {
-            let (workspace, next) = (workspace.clone(), Arc::clone(&next));
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= cases as u64 {
-                        return Ok::<_, Error>(());
-                    }
-                    let id = CaseId::new(format!("case-{n:06}"))?;
-                    let region = if n % 2 == 0 { "eu" } else { "us" };
-                    let (mut handle, _) = workspace
-                        .create(
-                            id,
-                            [
-                                Mutation::set_key("region", region),
-                                Mutation::set_key("customer", format!("c-{n}")),
-                            ],
-                        )
-                        .await?;
-                    handle.case_mut().buffer(Mutation::IncrementStepCount);
-                    if n % 3 == 0 {
-                        handle.case_mut().buffer(Mutation::SetCaseStatus {
-                            status: CaseStatus::Done,
-                        });
-                    }
-                    workspace.commit(&mut handle).await?;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await??;
-    }
+    wfstate_bench::fill(log, cases as u64, |n| {
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        let mut step = vec![Mutation::IncrementStepCount];
+        if n % 3 == 0 {
+            step.push(Mutation::SetCaseStatus {
+                status: CaseStatus::Done,
+            });
+        }
+        let create = vec![
+            Mutation::set_key("region", region),
+            Mutation::set_key("customer", format!("c-{n}")),
+        ];
+        (format!("case-{n:06}"), vec![create, step])
+    })
+    .await?;
     Ok(())
 }
 

@@ -13,19 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wfstate_events::{
-    EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, Workspace,
-};
+use wfstate_events::{EmbeddedConfig, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog};
 use wfstate_projector::{
     AuditReport, EmbeddedProjector, JetStreamProjector, Projector, ProjectorConfig, audit_all,
     audit_follow, export, import,
 };
-use wfstate_store::{CaseId, Mutation};
+use wfstate_store::Mutation;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// Writers in flight while the log is filled.
-const WRITERS: usize = 64;
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -37,37 +32,19 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `cases` cases of `events` events each, `WRITERS` cases at a time.
+/// Writes `cases` cases of `events` events each.
 async fn fill<L: EventLog + Clone>(log: &L, cases: usize, events: usize) -> Result<(), Error> {
-    let workspace = Workspace::new(log.clone());
-    let next = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..WRITERS.min(cases))
-        .map(|_| {
-            let (workspace, next) = (workspace.clone(), Arc::clone(&next));
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= cases as u64 {
-                        return Ok::<_, Error>(());
-                    }
-                    let id = CaseId::new(format!("case-{n}"))?;
-                    let (mut handle, _) = workspace
-                        .create(id, [Mutation::set_key("customer", format!("c-{n}"))])
-                        .await?;
-                    for step in 1..events {
-                        handle
-                            .case_mut()
-                            .buffer(Mutation::set_key("step", step as u64))
-                            .buffer(Mutation::IncrementStepCount);
-                        workspace.commit(&mut handle).await?;
-                    }
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await??;
-    }
+    wfstate_bench::fill(log, cases as u64, move |n| {
+        let mut commits = vec![vec![Mutation::set_key("customer", format!("c-{n}"))]];
+        commits.extend((1..events).map(|step| {
+            vec![
+                Mutation::set_key("step", step as u64),
+                Mutation::IncrementStepCount,
+            ]
+        }));
+        (format!("case-{n}"), commits)
+    })
+    .await?;
     Ok(())
 }
 

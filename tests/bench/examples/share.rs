@@ -7,42 +7,25 @@
 //! [partitioned]`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wfstate_events::{EventLog, JetStreamConfig, JetStreamLog, Workspace};
+use wfstate_events::{EventLog, JetStreamConfig, JetStreamLog};
 use wfstate_projector::{JetStreamProjector, Projector, ProjectorConfig, ShareConfig, Shared};
-use wfstate_store::{CaseId, Mutation};
+use wfstate_store::Mutation;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const PARTITIONS: u32 = 4;
 
+/// Writes `cases` cases of `events` events each.
 async fn fill(log: &JetStreamLog, cases: u64, events: u64) -> Result<(), Error> {
-    let workspace = Workspace::new(log.clone());
-    let next = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..64)
-        .map(|_| {
-            let (workspace, next) = (workspace.clone(), Arc::clone(&next));
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= cases {
-                        return Ok::<_, Error>(());
-                    }
-                    let id = CaseId::new(format!("case-{n}"))?;
-                    let (mut handle, _) = workspace.create(id, [Mutation::set_key("n", n)]).await?;
-                    for _ in 1..events {
-                        handle.case_mut().buffer(Mutation::IncrementStepCount);
-                        workspace.commit(&mut handle).await?;
-                    }
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await??;
-    }
+    wfstate_bench::fill(log, cases, move |n| {
+        let mut commits = vec![vec![Mutation::set_key("n", n)]];
+        commits.extend((1..events).map(|_| vec![Mutation::IncrementStepCount]));
+        (format!("case-{n}"), commits)
+    })
+    .await?;
     Ok(())
 }
 

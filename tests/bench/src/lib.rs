@@ -11,8 +11,11 @@
 //! 5. the embedded log's commit rate at the concurrency of (1), vs the rate of (1).
 
 mod figure;
+mod fill;
 mod replay;
 mod tree;
+
+pub use fill::fill;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
