@@ -11,7 +11,7 @@ use crate::BenchError;
 /// Cases written at once.
 const WRITERS: u64 = 64;
 
-/// Writes `cases` cases, [`WRITERS`] at a time. Case `n` is `shape(n)`: its id and the
+/// Writes `cases` cases, 64 at a time. Case `n` is `shape(n)`: its id and the
 /// mutations of its commits in order, the first commit creating it (an empty list of
 /// commits writes nothing for it).
 ///
