@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use wfstate_events::{Transacted, Workspace};
+use wfstate_events::{Draft, Transacted, Workspace};
 use wfstate_projector::{Projector, audit_all, verify_all};
-use wfstate_store::{
-    Case, CaseId, CaseStatus, Map, Mutation, ScopeId, TokenId, TokenStatus, Value,
-};
+use wfstate_store::{CaseId, CaseStatus, Map, Mutation, ScopeId, TokenId, TokenStatus, Value};
 
 use crate::backend::Backend;
 use crate::error::{CHECK_FAILED, CliError};
@@ -64,7 +62,7 @@ fn set(key: &str, value: impl Into<Value>) -> Mutation {
 }
 
 /// The buffered mutations of one phase of the workflow.
-fn phase(case: &mut Case, phase: usize, steps: usize) {
+fn phase(case: &mut Draft<'_>, phase: usize, steps: usize) {
     let main: ScopeId = id("main");
     let review: ScopeId = id("review");
     let (a, b, r): (TokenId, TokenId, TokenId) = (id("a"), id("b"), id("r"));

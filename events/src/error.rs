@@ -187,11 +187,12 @@ pub enum Misuse {
          commit_many with no batches to resolve it first"
     )]
     ManyInDoubt,
-    /// The case was changed through [`crate::CaseHandle::case_mut`] while one of its commits
-    /// was in doubt, so the stored event no longer follows it.
+    /// The handle's case moved while one of its commits was in doubt, so the commit no
+    /// longer follows it; nothing was sent. The client keeps a handle still while a commit is
+    /// in doubt, so this does not happen through its API.
     #[error(
-        "the case was changed while commit {commit_id} was in doubt (version {current}, the \
-         commit is version {prepared}); load the case again"
+        "the case moved while commit {commit_id} was in doubt (version {current}, the commit \
+         is version {prepared}); nothing was sent; load the case again"
     )]
     StaleInDoubt {
         /// The commit in doubt.
@@ -200,6 +201,16 @@ pub enum Misuse {
         prepared: Version,
         /// The handle's version.
         current: Version,
+    },
+    /// The commit id is stored for another case (an idempotency key is one commit's); nothing
+    /// was stored.
+    #[error(
+        "commit id {commit_id} is already stored for another case; nothing was stored; give \
+         this commit an id of its own"
+    )]
+    CommitIdTaken {
+        /// The commit id.
+        commit_id: CommitId,
     },
 }
 

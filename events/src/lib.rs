@@ -11,7 +11,7 @@
 //! let workspace = Workspace::new(log);
 //! let (mut case, receipt) =
 //!     workspace.create(CaseId::generate(), [Mutation::set_key("order", 42)]).await?;
-//! case.case_mut().buffer(Mutation::IncrementStepCount);
+//! case.buffer(Mutation::IncrementStepCount);
 //! let next = workspace.commit(&mut case).await?;
 //! assert_eq!(next.version, receipt.version.next());
 //! # Ok(())
@@ -25,7 +25,9 @@ mod jetstream;
 mod log;
 mod memory;
 
-pub use client::{CaseHandle, RetryPolicy, Transacted, Workspace};
+pub use client::{
+    CaseHandle, Draft, Environment, RetryPolicy, SystemEnvironment, Transacted, Workspace,
+};
 pub use embedded::{DATABASE_FILE, EmbeddedConfig, EmbeddedLog, SQLITE_SCHEMA_VERSION};
 pub use error::{BoxError, CommitError, CommitErrorKind, LogError, LogErrorKind, Misuse};
 pub use jetstream::{

@@ -137,7 +137,9 @@ pub trait EventLog: Send + Sync + 'static {
         position: Position,
     ) -> impl Future<Output = Result<Option<StoredEvent>, LogError>> + Send;
 
-    /// The event at `position`, if there is one.
+    /// The event at `position`, if there is one. Like [`EventLog::last_event`] and
+    /// [`EventLog::event_after`], it sees every event acknowledged before it was called (on
+    /// JetStream it asks the stream's leader): the client decides commits' outcomes with it.
     fn event_at(
         &self,
         position: Position,

@@ -37,6 +37,7 @@ mod fold;
 mod history;
 mod jetstream;
 mod kv;
+mod memory;
 mod nats;
 mod partition;
 mod readers;
@@ -57,6 +58,7 @@ pub use error::ProjectorError;
 pub use fold::{Outcome, QuarantineRecord, fold_event};
 pub use jetstream::{JetStreamProjector, ProjectorConfig, ProjectorStats};
 pub use kv::{KvViews, ViewStore};
+pub use memory::{Acknowledged, MemoryProjector, MemoryViews};
 pub use partition::Partition;
 pub use readers::{EmbeddedViews, KvViewReader, ScanCursor, ViewScan};
 pub use replay::{

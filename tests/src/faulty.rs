@@ -6,7 +6,9 @@
 //! alike): fail before storing, fail after storing (a lost acknowledgement), answer with a
 //! conflict that does not name the actual position (a replicated stream, 10164), answer "in
 //! process" (10158), or hold the answer for a while. [`Script::seeded`] draws one from a seed,
-//! printed by the tests that use it. Reads pass through untouched.
+//! printed by the tests that use it. Reads pass through untouched, except that
+//! [`FaultyLog::lagging_reads`] makes the next reads of single events answer "not there", as
+//! a replica behind the leader does.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +124,8 @@ pub struct FaultyLog<L> {
     script: Arc<Script>,
     appends: Arc<AtomicU64>,
     injected: Arc<Mutex<Vec<(u64, Fault)>>>,
+    /// How many more reads of a single event (`event_at`, `event_after`) answer "not there".
+    lagging: Arc<AtomicU64>,
 }
 
 impl<L: EventLog + Clone> FaultyLog<L> {
@@ -132,7 +136,23 @@ impl<L: EventLog + Clone> FaultyLog<L> {
             script: Arc::new(script),
             appends: Arc::default(),
             injected: Arc::default(),
+            lagging: Arc::default(),
         }
+    }
+
+    /// The next `reads` reads of a single event (`event_at`, `event_after`) answer "not
+    /// there", whatever the log holds: a replica that has not caught up yet.
+    pub fn lagging_reads(&self, reads: u64) {
+        self.lagging.store(reads, Ordering::SeqCst);
+    }
+
+    /// Whether this read lags (and one fewer will).
+    fn lags(&self) -> bool {
+        self.lagging
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     }
 
     /// The log underneath, without faults.
@@ -248,10 +268,16 @@ impl<L: EventLog + Clone> EventLog for FaultyLog<L> {
         case_id: &CaseId,
         position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
+        if self.lags() {
+            return Ok(None);
+        }
         self.inner.event_after(case_id, position).await
     }
 
     async fn event_at(&self, position: Position) -> Result<Option<StoredEvent>, LogError> {
+        if self.lags() {
+            return Ok(None);
+        }
         self.inner.event_at(position).await
     }
 

@@ -304,3 +304,23 @@ async fn start_container() -> Result<NatsServer, String> {
         kind: Kind::Container(Box::new(container)),
     })
 }
+
+/// The commit `handle`'s next commit of `mutations` would send under `meta`, prepared on a
+/// copy of its case (the handle is not changed): for tests that store it behind the client's
+/// back, as an earlier attempt whose answer was lost.
+///
+/// # Panics
+/// When the mutations do not validate on the handle's case.
+pub fn prepare_next(
+    handle: &wfstate_events::CaseHandle,
+    mutations: impl IntoIterator<Item = wfstate_store::Mutation>,
+    meta: wfstate_store::CommitMeta,
+) -> wfstate_store::PreparedCommit {
+    let mut copy =
+        wfstate_store::Case::from_parts(handle.state().clone(), handle.case().last_event_hash());
+    for mutation in mutations {
+        copy.buffer(mutation);
+    }
+    copy.prepare_commit(meta)
+        .expect("the mutations validate on the handle's case")
+}

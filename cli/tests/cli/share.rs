@@ -155,7 +155,7 @@ async fn four_processes_share_the_partitions_and_one_dies(
         tokio::spawn(async move {
             for _ in 0..10 {
                 for handle in &mut handles {
-                    handle.case_mut().buffer(Mutation::IncrementStepCount);
+                    handle.buffer(Mutation::IncrementStepCount);
                     workspace.commit(handle).await.unwrap();
                 }
             }

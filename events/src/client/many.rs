@@ -37,12 +37,27 @@ impl<L: EventLog> Workspace<L> {
         batches: Vec<Vec<Mutation>>,
     ) -> Result<Vec<Receipt>, CommitError> {
         let may_have_landed = match &handle.in_doubt {
-            _ if handle.case.buffered() > 0 => return Err(Misuse::HandleBusy.into()),
-            Some(InDoubt::One(_)) => return Err(Misuse::HandleBusy.into()),
+            Some(InDoubt::One { .. } | InDoubt::Landed { .. }) => {
+                return Err(Misuse::HandleBusy.into());
+            }
             Some(InDoubt::Many(_)) if !batches.is_empty() => {
                 return Err(Misuse::ManyInDoubt.into());
             }
-            Some(InDoubt::Many(_)) => true,
+            Some(InDoubt::Many(pending)) => {
+                // The handle's state does not move while events are in doubt: checked before
+                // anything is sent.
+                if pending.expected != handle.position {
+                    let (first, _, _) = &pending.events[0];
+                    return Err(Misuse::StaleInDoubt {
+                        commit_id: first.commit_id,
+                        prepared: first.version,
+                        current: handle.case.state().version,
+                    }
+                    .into());
+                }
+                true
+            }
+            None if handle.case.buffered() > 0 => return Err(Misuse::HandleBusy.into()),
             None => match self.prepare_many(handle, batches)? {
                 Some(pending) => {
                     // In doubt from the moment it is sent: a dropped future leaves it there.
@@ -86,14 +101,31 @@ impl<L: EventLog> Workspace<L> {
         };
         // Stored together, contiguously: the positions run up to the last one's.
         let first_position = last.get() + 1 - count;
-        let receipts = pending
+        let receipts: Vec<Receipt> = pending
             .events
             .iter()
             .zip(first_position..)
             .map(|((event, hash, _), position)| Receipt::new(event, *hash, Position::new(position)))
             .collect();
-        handle.case = pending.after;
-        handle.position = last;
+        if handle.case.buffered() == 0 {
+            handle.case = pending.after;
+        } else {
+            // Mutations buffered while the events were in doubt stay for the next commit:
+            // the events are folded into the case that holds them.
+            for ((_, _, payload), receipt) in pending.events.iter().zip(&receipts) {
+                handle
+                    .case
+                    .apply_payload(payload)
+                    .map_err(|source| CommitError::Corrupted {
+                        case_id: case_id.clone(),
+                        position: receipt.position,
+                        source,
+                    })?;
+            }
+        }
+        for receipt in &receipts {
+            handle.advance(receipt.commit_id, receipt.position);
+        }
         Ok(receipts)
     }
 

@@ -7,12 +7,14 @@
 //! never reported as failed.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use wfstate_store::{CaseId, CommitId, Position};
 
 use super::Workspace;
-use crate::error::{CommitError, LogError, LogErrorKind};
+use super::env::Environment;
+use crate::error::{CommitError, LogError, LogErrorKind, Misuse};
 use crate::log::{AppendOutcome, EventLog, StoredEvent};
 
 /// How long and how often the client retries.
@@ -80,6 +82,9 @@ enum AfterExpected {
     Ours(StoredEvent),
     /// Another writer's event, at this position.
     Theirs(Position),
+    /// The commit id is stored, for another case: this commit is not, and cannot be under
+    /// that id.
+    Elsewhere,
     /// Nothing yet, or the read failed: try again.
     Retry(LogError),
 }
@@ -131,6 +136,9 @@ impl<L: EventLog> Workspace<L> {
                         AfterExpected::Theirs(actual) => {
                             return Err(conflict(case_id, expected, actual));
                         }
+                        AfterExpected::Elsewhere => {
+                            return Err(Misuse::CommitIdTaken { commit_id }.into());
+                        }
                         AfterExpected::Retry(error) => error,
                     }
                 }
@@ -139,6 +147,9 @@ impl<L: EventLog> Workspace<L> {
                         AfterExpected::Ours(stored) => return Ok(Resolved::Stored(stored)),
                         AfterExpected::Theirs(actual) => {
                             return Err(conflict(case_id, expected, actual));
+                        }
+                        AfterExpected::Elsewhere => {
+                            unreachable!("a case's own events are of the case")
                         }
                         AfterExpected::Retry(error) => error,
                     }
@@ -153,9 +164,70 @@ impl<L: EventLog> Workspace<L> {
             if !error.is_retryable() || Instant::now() >= deadline {
                 return Err(give_up(case_id, commit_id, error, may_have_landed));
             }
-            let pause = jitter(self.retry.backoff_min, attempts).min(self.retry.backoff_max);
-            let left = deadline.saturating_duration_since(Instant::now());
-            Box::pin(tokio::time::sleep(pause.min(left))).await;
+            self.pause(attempts, deadline).await;
+        }
+    }
+
+    /// The pause before attempt `attempts + 1`, cut to what is left before `deadline`.
+    async fn pause(&self, attempts: u32, deadline: Instant) {
+        let pause =
+            jitter(&*self.env, self.retry.backoff_min, attempts).min(self.retry.backoff_max);
+        let left = deadline.saturating_duration_since(Instant::now());
+        Box::pin(tokio::time::sleep(pause.min(left))).await;
+    }
+
+    /// The event at `position`, which holds `commit_id` of `case_id` (the handle folded or
+    /// committed it): read from the log's leader, and asked again while it is not there yet
+    /// (a log that answers from a replica behind) or the log is unavailable, until the
+    /// deadline. `None` when it still could not be read then: its receipt is in doubt, not
+    /// its landing.
+    ///
+    /// # Errors
+    /// A failure that asking again cannot mend (permissions, say), or an event at `position`
+    /// that is another commit: the log changed under the handle.
+    pub(crate) async fn read_landed(
+        &self,
+        case_id: &CaseId,
+        commit_id: CommitId,
+        position: Position,
+    ) -> Result<Result<StoredEvent, LogError>, CommitError> {
+        let deadline = Instant::now() + self.retry.deadline;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match self.log.event_at(position).await {
+                Ok(Some(stored)) if stored.commit_id == Some(commit_id) => {
+                    return Ok(Ok(stored));
+                }
+                Ok(Some(stored)) => {
+                    return Err(LogError::new(
+                        LogErrorKind::Corrupted,
+                        format!(
+                            "case {case_id}: the event at position {position} was commit \
+                             {commit_id} when the handle read it, and is now {}",
+                            stored.commit_id.map_or_else(
+                                || "an event without a commit id".to_owned(),
+                                |id| format!("commit {id}")
+                            )
+                        ),
+                    )
+                    .into());
+                }
+                Ok(None) => LogError::new(
+                    LogErrorKind::Unavailable,
+                    format!(
+                        "case {case_id}: commit {commit_id} is stored at position {position}, \
+                         but that event cannot be read yet"
+                    ),
+                ),
+                Err(error) if error.is_retryable() => error,
+                Err(error) => return Err(error.into()),
+            };
+            tracing::debug!(%case_id, %commit_id, attempts, %error, "reading a landed commit again");
+            if Instant::now() >= deadline {
+                return Ok(Err(error));
+            }
+            self.pause(attempts, deadline).await;
         }
     }
 
@@ -172,6 +244,11 @@ impl<L: EventLog> Workspace<L> {
             return self.after_expected(case_id, expected, commit_id).await;
         };
         match self.log.event_at(position).await {
+            Ok(Some(stored))
+                if stored.commit_id == Some(commit_id) && stored.case_id != case_id.as_str() =>
+            {
+                AfterExpected::Elsewhere
+            }
             Ok(Some(stored)) if stored.commit_id == Some(commit_id) => AfterExpected::Ours(stored),
             Ok(_) => AfterExpected::Retry(LogError::new(
                 LogErrorKind::Unavailable,
@@ -236,13 +313,8 @@ fn give_up(
 
 /// A pause that grows with `attempt` and is spread so that racing writers do not collide in
 /// step.
-pub(crate) fn jitter(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn jitter(env: &dyn Environment, base: Duration, attempt: u32) -> Duration {
     let grown = base.saturating_mul(1 << attempt.min(6));
-    let nanos = u64::from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos()),
-    );
     let spread = u64::try_from(grown.as_nanos()).unwrap_or(u64::MAX).max(1);
-    grown / 2 + Duration::from_nanos(nanos % spread)
+    grown / 2 + Duration::from_nanos(env.random_below(spread))
 }

@@ -8,6 +8,7 @@ use wfstate_store::{CaseId, CommitId, Position};
 
 use super::JetStreamLog;
 use super::codes::{Meaning, actual_position, api_error, description, meaning, request_kind, why};
+use super::connect::Refused;
 use crate::error::{LogError, LogErrorKind};
 use crate::log::AppendOutcome;
 
@@ -108,7 +109,7 @@ impl JetStreamLog {
             },
         };
         if kind != LogErrorKind::Unexpected
-            && let Some(denied) = self.permission_error(subject, &what)
+            && let Some(denied) = self.permission_error(Refused::Exact(subject), &what)
         {
             return Err(denied.with_source(error));
         }
@@ -211,7 +212,7 @@ impl JetStreamLog {
         what: &str,
         error: async_nats::RequestError,
     ) -> LogError {
-        if let Some(denied) = self.permission_error(subject, what) {
+        if let Some(denied) = self.permission_error(Refused::Exact(subject), what) {
             return denied.with_source(error);
         }
         let kind = match request_kind(&error) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use wfstate_store::{CaseId, Position};
 
+use super::connect::Refused;
 use super::{DIRECT_BATCH, JetStreamLog};
 use crate::error::{LogError, LogErrorKind};
 use crate::log::{EventStream, StoredEvent};
@@ -210,6 +211,7 @@ impl JetStreamLog {
         request: &serde_json::Value,
     ) -> Result<Vec<async_nats::Message>, LogError> {
         let what = format!("reading stream {stream} from {}", self.urls);
+        let direct_get = format!("$JS.API.DIRECT.GET.{stream}");
         let failed = |error: &dyn std::fmt::Display, kind| {
             LogError::new(kind, format!("{what}: {error}; try again later"))
         };
@@ -237,7 +239,7 @@ impl JetStreamLog {
                 }
                 Err(elapsed) => {
                     return Err(self
-                        .permission_error("$JS.API.DIRECT.GET", &what)
+                        .permission_error(Refused::Under(&direct_get), &what)
                         .unwrap_or_else(|| failed(&"no answer", LogErrorKind::TimedOut))
                         .with_source(elapsed));
                 }

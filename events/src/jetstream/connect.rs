@@ -239,22 +239,62 @@ impl JetStreamLog {
     /// projector's consumer): the permission violation the server last reported on this
     /// connection, if there was one, as [`LogErrorKind::PermissionDenied`] for `what`.
     pub fn refusal(&self, what: &str) -> Option<LogError> {
-        self.permission_error("", what)
+        violation(&self.violations, Refused::Any, what)
     }
 
-    /// A request to `subject` failed or timed out: the permission violation the server
-    /// reported for it, if there was one.
-    pub(crate) fn permission_error(&self, subject: &str, what: &str) -> Option<LogError> {
+    /// A request to a subject failed or timed out: the permission violation the server
+    /// reported for that very subject, if there was one.
+    pub(crate) fn permission_error(&self, subject: Refused<'_>, what: &str) -> Option<LogError> {
         violation(&self.violations, subject, what)
     }
 }
 
+/// Which refused subject explains a failed request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused<'a> {
+    /// This subject, exactly: a publish.
+    Exact(&'a str),
+    /// This subject or one below it (`subject.…`): a JetStream API request, whose subject
+    /// may go on with a consumer or a filter.
+    Under(&'a str),
+    /// Whatever the server refused last: where the request's subject is not known.
+    Any,
+}
+
+impl Refused<'_> {
+    /// Whether the server's violation `message` names a subject this request could have
+    /// sent to. The message quotes it: `Permissions Violation for Publish to "x.y"`. A
+    /// refusal of another subject never explains this request (a request that timed out may
+    /// still have landed).
+    fn explains(self, message: &str) -> bool {
+        let refused = message
+            .split_once('"')
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(subject, _)| subject);
+        match (self, refused) {
+            (Refused::Any, _) => true,
+            (_, None) => false,
+            (Refused::Exact(subject), Some(refused)) => refused == subject,
+            (Refused::Under(subject), Some(refused)) => {
+                refused == subject
+                    || refused
+                        .strip_prefix(subject)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            }
+        }
+    }
+}
+
 /// The permission violation the server reported for a request to `subject`, taken once.
-pub(crate) fn violation(violations: &Violations, subject: &str, what: &str) -> Option<LogError> {
+pub(crate) fn violation(
+    violations: &Violations,
+    subject: Refused<'_>,
+    what: &str,
+) -> Option<LogError> {
     let violation = violations
         .lock()
         .ok()?
-        .take_if(|message| message.contains(subject))?;
+        .take_if(|message| subject.explains(message))?;
     Some(LogError::new(
         LogErrorKind::PermissionDenied,
         format!(
@@ -275,6 +315,25 @@ fn partitions_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_violation_explains_only_a_request_to_its_own_subject() {
+        let refused = r#"Permissions Violation for Publish to "wfstate.case.ab""#;
+        assert!(Refused::Exact("wfstate.case.ab").explains(refused));
+        // A refusal of a longer subject is not why a publish to its prefix timed out: that
+        // publish may have landed.
+        assert!(!Refused::Exact("wfstate.case.a").explains(refused));
+        assert!(!Refused::Exact("wfstate.case.abc").explains(refused));
+        assert!(!Refused::Under("wfstate.case.a").explains(refused));
+        assert!(Refused::Under("wfstate.case").explains(refused));
+        assert!(Refused::Any.explains(refused));
+        let api =
+            r#"Permissions Violation for Publish to "$JS.API.DIRECT.GET.WFSTATE.wfstate.case.x""#;
+        assert!(Refused::Under("$JS.API.DIRECT.GET.WFSTATE").explains(api));
+        assert!(!Refused::Under("$JS.API.DIRECT.GET.WFSTATE2").explains(api));
+        assert!(!Refused::Under("$JS.API.DIRECT.GET.WFS").explains(api));
+        assert!(!Refused::Exact("x").explains("Permissions Violation without a subject"));
+    }
 
     #[test]
     fn versions_parse_and_compare() {

@@ -188,7 +188,9 @@ impl EventLog for JetStreamLog {
     }
 
     async fn event_at(&self, position: Position) -> Result<Option<StoredEvent>, LogError> {
-        self.direct_get(self.stream.direct_get(position.get()))
+        // Read from the leader: the client reads an event at a position to decide a commit's
+        // outcome, which a replica behind would answer "not found".
+        self.leader_get(self.stream.get_raw_message(position.get()))
             .await
     }
 

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use wfstate_store::{CaseId, Position};
 
 use super::codes::{api_error, api_error_of, api_failure, request_kind};
+use super::connect::Refused;
 use super::{DIRECT_READS, JetStreamLog};
 use crate::error::{LogError, LogErrorKind};
 use crate::log::{EventStream, StoredEvent};
@@ -48,7 +49,8 @@ impl JetStreamLog {
         let what = format!("reading events from {}", self.urls);
         let (kind, message) = match error.kind() {
             stream::DirectGetErrorKind::TimedOut | stream::DirectGetErrorKind::Request => {
-                if let Some(denied) = self.permission_error("$JS.API.DIRECT.GET", &what) {
+                let api = format!("$JS.API.DIRECT.GET.{}", self.stream_name());
+                if let Some(denied) = self.permission_error(Refused::Under(&api), &what) {
                     return denied.with_source(error);
                 }
                 let kind = if matches!(error.kind(), stream::DirectGetErrorKind::TimedOut) {
@@ -97,8 +99,9 @@ impl JetStreamLog {
             _ => None,
         };
         let request = request_kind(&error);
+        let api = format!("$JS.API.STREAM.MSG.GET.{}", self.stream_name());
         Err(self
-            .permission_error("$JS.API.STREAM.MSG.GET", &what)
+            .permission_error(Refused::Exact(&api), &what)
             .unwrap_or_else(|| {
                 let kind = api_failure(code, request);
                 // A request that failed without an answer (the connection dropped) may pass.
@@ -217,7 +220,8 @@ impl JetStreamLog {
             let what = format!("reading the stream's state on {}", self.urls);
             let code = api_error(&error).map(|api| api.error_code().0);
             let request = Some(error.kind());
-            self.permission_error("$JS.API.STREAM.INFO", &what)
+            let api = format!("$JS.API.STREAM.INFO.{}", self.stream_name());
+            self.permission_error(Refused::Exact(&api), &what)
                 .unwrap_or_else(|| api_error_of(&what, code, request, error))
         })?;
         Ok(Position::new(info.state.last_sequence))
@@ -230,7 +234,8 @@ impl JetStreamLog {
             _ => None,
         };
         let request = request_kind(&error);
-        self.permission_error("$JS.API.CONSUMER.CREATE", &what)
+        let api = format!("$JS.API.CONSUMER.CREATE.{}", self.stream_name());
+        self.permission_error(Refused::Under(&api), &what)
             .unwrap_or_else(|| api_error_of(&what, code, request, error))
     }
 

@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, stream};
 
 use super::codes::{api_error_of, api_failure, request_kind};
 use super::config::{JetStreamConfig, partition_transform};
-use super::connect::{Violations, violation};
+use super::connect::{Refused, Violations, violation};
 use crate::error::{LogError, LogErrorKind};
 
 /// Opens the configured stream and checks it, or creates it when it does not exist and the
@@ -46,10 +46,12 @@ async fn open_stream_once(
             };
             if code != Some(jetstream::ErrorCode::STREAM_NOT_FOUND.0) {
                 let what = format!("reading stream {} on {}", config.stream, config.urls);
-                return Err(violation(violations, &api, &what).unwrap_or_else(|| {
-                    let request = request_kind(&error);
-                    api_error_of(&what, code, request, error)
-                }));
+                return Err(
+                    violation(violations, Refused::Exact(&api), &what).unwrap_or_else(|| {
+                        let request = request_kind(&error);
+                        api_error_of(&what, code, request, error)
+                    }),
+                );
             }
             if !config.create_stream {
                 return Err(LogError::new(
@@ -84,7 +86,7 @@ async fn create_stream(
                 config.stream, config.urls
             );
             let create = format!("$JS.API.STREAM.CREATE.{}", config.stream);
-            violation(violations, &create, &what).unwrap_or_else(|| {
+            violation(violations, Refused::Exact(&create), &what).unwrap_or_else(|| {
                 let code = match error.kind() {
                     jetstream::context::CreateStreamErrorKind::JetStream(e) => {
                         Some(e.error_code().0)

@@ -147,6 +147,14 @@ impl Tentative<'_> {
     pub fn state(&self) -> &CaseState {
         &self.case.state
     }
+    /// Whether `event` takes this commit's place: the case's next event, of the same case
+    /// and version, linked to the case's last event.
+    pub fn follows_as_this(&self, event: &Event) -> bool {
+        event.case_id == self.case.state.case_id
+            && event.version == self.case.state.version
+            && event.prev_event_hash == self.case.last_event_hash
+    }
+
     /// The commit's receipt, once the log stored the payload at `position`.
     pub fn receipt(&self, position: Position) -> Receipt {
         Receipt {
@@ -173,7 +181,45 @@ impl Tentative<'_> {
 
     /// Puts the case back as it was and returns the commit as a [`PreparedCommit`], to
     /// [`Case::complete`] later (an append whose outcome is not known yet).
-    pub fn into_prepared(mut self) -> PreparedCommit {
+    pub fn into_prepared(self) -> PreparedCommit {
+        self.prepared(false)
+    }
+
+    /// Puts the case back as it was and returns the commit as a [`PreparedCommit`] that
+    /// carries its mutations from now on: they leave the buffer, and what was buffered after
+    /// them stays for the next commit. For a commit whose outcome is not known yet: it is
+    /// sent again as it was, never merged with what the caller buffers meanwhile.
+    pub fn set_aside(self) -> PreparedCommit {
+        self.prepared(true)
+    }
+
+    /// Puts the case back as it was and drops the batch's mutations from the buffer: the
+    /// commit is stored, but not as the case's next event (the case is behind the log), so
+    /// the case learns it by folding the log.
+    pub fn drop_batch(self) {
+        let buffered = self.buffered;
+        undo(&mut self.case.state, &mut self.case.journal);
+        self.case.buffer.drain(..buffered);
+    }
+
+    /// Puts the case back as it was and folds `payload` in place of the batch: the log holds
+    /// other bytes under the same commit id (an earlier attempt of the same commit, made at
+    /// another time), and those are the case's next event. The batch's mutations leave the
+    /// buffer.
+    ///
+    /// # Errors
+    /// [`FoldError`] when the payload does not fold onto the case; the case is then as it was
+    /// before the commit, buffer included.
+    pub fn replace(self, payload: &[u8]) -> Result<Event, FoldError> {
+        let buffered = self.buffered;
+        undo(&mut self.case.state, &mut self.case.journal);
+        let event = self.case.apply_payload(payload)?;
+        self.case.buffer.drain(..buffered);
+        Ok(event)
+    }
+
+    /// The commit as a [`PreparedCommit`]; `set_aside`: its mutations leave the buffer.
+    fn prepared(mut self, set_aside: bool) -> PreparedCommit {
         let resolved = std::mem::take(&mut self.resolved);
         let case = &*self.case;
         let event = Event {
@@ -187,11 +233,16 @@ impl Tentative<'_> {
             state_hash: self.state_hash,
             prev_event_hash: case.last_event_hash,
         };
+        let mut buffered = self.buffered;
+        if set_aside {
+            self.case.buffer.drain(..buffered);
+            buffered = 0;
+        }
         PreparedCommit {
             event,
             payload: std::mem::take(&mut self.payload),
             event_hash: self.event_hash,
-            buffered: self.buffered,
+            buffered,
         }
     }
 }
@@ -273,6 +324,14 @@ impl Case {
     /// The case's id.
     pub fn id(&self) -> &CaseId {
         &self.state.case_id
+    }
+
+    /// Whether `event` is this case's next event: of this case, the next version, linked to
+    /// the case's last event.
+    pub fn follows(&self, event: &Event) -> bool {
+        event.case_id == self.state.case_id
+            && event.version == self.state.version.next()
+            && event.prev_event_hash == self.last_event_hash
     }
 
     /// The hash of the case's last event ([`Hash::ZERO`] before the first).
@@ -431,10 +490,7 @@ impl Case {
             buffered,
             ..
         } = prepared;
-        let follows = event.version == self.state.version.next()
-            && event.prev_event_hash == self.last_event_hash
-            && event.case_id == self.state.case_id;
-        if !follows {
+        if !self.follows(&event) {
             return Err(StaleCommit {
                 prepared: event.version,
                 current: self.state.version,

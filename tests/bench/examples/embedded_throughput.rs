@@ -29,7 +29,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .await?;
                     for step in 1..per_writer {
                         handle
-                            .case_mut()
                             .buffer(Mutation::set_key("step", Value::from(step as u64)))
                             .buffer(Mutation::IncrementStepCount);
                         workspace.commit(&mut handle).await?;

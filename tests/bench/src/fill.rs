@@ -42,7 +42,7 @@ where
                     let (mut handle, _) = workspace.create(CaseId::new(id)?, first).await?;
                     for mutations in commits {
                         for mutation in mutations {
-                            handle.case_mut().buffer(mutation);
+                            handle.buffer(mutation);
                         }
                         workspace.commit(&mut handle).await?;
                     }

@@ -122,7 +122,6 @@ async fn wfstate_commits<L: EventLog + Clone>(
                 latencies.push(begun.elapsed());
                 for step in 1..commits {
                     handle
-                        .case_mut()
                         .buffer(Mutation::set_key("step", Value::from(step as u64)))
                         .buffer(Mutation::IncrementStepCount);
                     let begun = Instant::now();
@@ -197,9 +196,7 @@ async fn sequential<L: EventLog + Clone>(
         let (mut handle, _) = workspace.create(id, []).await?;
         let mut latencies = Vec::with_capacity(commits);
         for step in 0..commits {
-            handle
-                .case_mut()
-                .buffer(Mutation::set_key("step", Value::from(step as u64)));
+            handle.buffer(Mutation::set_key("step", Value::from(step as u64)));
             let begun = Instant::now();
             workspace.commit(&mut handle).await?;
             latencies.push(begun.elapsed());

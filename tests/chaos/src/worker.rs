@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use wfstate_events::{CommitError, JetStreamLog, Workspace};
-use wfstate_store::{Case, CaseId, CommitId, CommitMeta, Map, Mutation, Receipt, Value};
+use wfstate_events::{CommitError, Draft, JetStreamLog, Workspace};
+use wfstate_store::{CaseId, CommitId, CommitMeta, Map, Mutation, Receipt, Value};
 
 use crate::record::{self, Record, Recorder, now_ms};
 use crate::schedule::Rng;
@@ -204,13 +204,13 @@ impl Worker {
             let Some(handle) = self.handle(case).await else {
                 continue;
             };
-            handle.case_mut().rollback();
-            handle.case_mut().buffer(Mutation::PatchCtx {
+            handle.rollback();
+            handle.buffer(Mutation::PatchCtx {
                 set: Map::from([(key.to_owned(), Value::from(value))]),
                 remove: Vec::new(),
             });
             let outcome = workspace.commit_with_meta(handle, meta.clone()).await;
-            handle.case_mut().rollback();
+            handle.rollback();
             match outcome {
                 Ok(receipt) => {
                     assert_eq!(
@@ -308,7 +308,7 @@ impl Worker {
     }
 }
 
-fn add_one(case: &mut Case) {
+fn add_one(case: &mut Draft<'_>) {
     let n = match case.state().ctx.get("n") {
         Some(Value::Integer(n)) => *n,
         _ => 0,

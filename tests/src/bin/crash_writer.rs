@@ -27,7 +27,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 loop {
                     handle
-                        .case_mut()
                         .buffer(Mutation::set_key("payload", "x".repeat(64)))
                         .buffer(Mutation::IncrementStepCount);
                     let receipt = workspace.commit(&mut handle).await?;

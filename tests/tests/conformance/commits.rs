@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use wfstate_events::{AppendOutcome, CommitError, CommitErrorKind, EventLog, Workspace};
-use wfstate_store::{Case, CaseId, CommitId, Mutation, Position};
+use wfstate_store::{CaseId, CommitId, Mutation, Position};
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ pub async fn commit_and_receipt(fixture: &impl Fixture) {
         .create(case("c1"), [Mutation::set_key("a", 1)])
         .await
         .unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let second = workspace.commit(&mut handle).await.unwrap();
     assert_eq!((first.version.get(), second.version.get()), (1, 2));
     assert_eq!(second.prev_event_hash, first.event_hash);
@@ -46,7 +46,7 @@ pub async fn a_dropped_commit_is_in_doubt_not_forgotten(fixture: &impl Fixture) 
     let workspace = Workspace::new(log.clone());
     let (mut handle, _) = workspace.create(case("dropped"), []).await.unwrap();
     let before = handle.case().state().clone();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     {
         let mut commit = std::pin::pin!(workspace.commit(&mut handle));
         assert!(
@@ -56,7 +56,7 @@ pub async fn a_dropped_commit_is_in_doubt_not_forgotten(fixture: &impl Fixture) 
     }
     assert_eq!(handle.in_doubt().len(), 1, "the commit is in doubt");
     assert_eq!(handle.case().state(), &before, "its trial is undone");
-    let increment = |case: &mut Case| {
+    let increment = |case: &mut wfstate_events::Draft<'_>| {
         case.buffer(Mutation::IncrementStepCount);
     };
     let (receipt, attempts) = workspace.transact_on(&mut handle, increment).await.unwrap();
@@ -81,7 +81,7 @@ pub async fn refusals_keep_their_own_kind(fixture: &impl Fixture) {
 
     let workspace = Workspace::new(fixture.log());
     let (mut handle, _) = workspace.create(case("busy"), []).await.unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let error = workspace
         .commit_many(&mut handle, vec![vec![Mutation::IncrementStepCount]])
         .await
@@ -94,9 +94,9 @@ pub async fn dedup(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
     let meta = meta();
     let mut a = workspace.new_case(case("d"));
-    a.case_mut().buffer(Mutation::set_key("k", 1));
+    a.buffer(Mutation::set_key("k", 1));
     let mut b = workspace.new_case(case("d"));
-    b.case_mut().buffer(Mutation::set_key("k", 1));
+    b.buffer(Mutation::set_key("k", 1));
     let first = workspace
         .commit_with_meta(&mut a, meta.clone())
         .await
@@ -116,8 +116,8 @@ pub async fn conflict_between_two_writers(fixture: &impl Fixture) {
         .unwrap();
     let mut a = workspace.load(&case("race")).await.unwrap();
     let mut b = workspace.load(&case("race")).await.unwrap();
-    a.case_mut().buffer(Mutation::IncrementStepCount);
-    b.case_mut().buffer(Mutation::IncrementStepCount);
+    a.buffer(Mutation::IncrementStepCount);
+    b.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut a).await.unwrap();
     let lost = workspace.commit(&mut b).await.unwrap_err();
     assert!(
@@ -143,9 +143,10 @@ pub async fn conflict_between_two_writers(fixture: &impl Fixture) {
 pub async fn lost_acknowledgement_retry(fixture: &impl Fixture) {
     let workspace = Workspace::new(fixture.log());
     let (mut handle, _) = workspace.create(case("lost"), []).await.unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let meta = meta();
-    let prepared = handle.case_mut().prepare_commit(meta.clone()).unwrap();
+    let prepared =
+        wfstate_tests::prepare_next(&handle, [Mutation::IncrementStepCount], meta.clone());
     // The append lands; its acknowledgement never reaches the writer.
     let landed = fixture
         .log()
@@ -267,7 +268,7 @@ pub async fn resend_after_restart<L: EventLog + Clone>(log: L, name: &str, dedup
         .await
         .unwrap();
     let meta = meta();
-    first.case_mut().buffer(Mutation::IncrementStepCount);
+    first.buffer(Mutation::IncrementStepCount);
     let landed = workspace
         .commit_with_meta(&mut first, meta.clone())
         .await
@@ -276,7 +277,7 @@ pub async fn resend_after_restart<L: EventLog + Clone>(log: L, name: &str, dedup
 
     // Another process loads the case, which holds the commit, and sends it again.
     let mut second = workspace.load(&case(name)).await.unwrap();
-    second.case_mut().buffer(Mutation::IncrementStepCount);
+    second.buffer(Mutation::IncrementStepCount);
     let again = workspace
         .commit_with_meta(&mut second, meta.clone())
         .await
@@ -293,7 +294,7 @@ pub async fn resend_after_restart<L: EventLog + Clone>(log: L, name: &str, dedup
     // The writer itself sends it again while the log remembers the id: the duplicate names an
     // event the case already holds.
     if dedup {
-        first.case_mut().buffer(Mutation::IncrementStepCount);
+        first.buffer(Mutation::IncrementStepCount);
         let again = workspace.commit_with_meta(&mut first, meta).await.unwrap();
         assert_eq!(again, landed);
         assert_eq!(log.last_position().await.unwrap(), before);

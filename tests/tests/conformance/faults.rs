@@ -20,7 +20,7 @@ async fn increments<L: EventLog + Clone>(
     let workspace = patient(log.clone());
     let (mut handle, _) = workspace.create(case(name), []).await.unwrap();
     for _ in 0..count {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     handle
@@ -75,7 +75,7 @@ pub async fn a_commit_is_found_after_the_log_forgot_its_id(fixture: &impl Fixtur
     );
     let workspace = patient(log.clone());
     let (mut handle, _) = workspace.create(case("late"), []).await.unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let receipt = workspace.commit(&mut handle).await.unwrap();
     assert_eq!(receipt.version.get(), 2);
     assert_eq!(
@@ -87,8 +87,8 @@ pub async fn a_commit_is_found_after_the_log_forgot_its_id(fixture: &impl Fixtur
         committed_at_ms: 1,
         ..meta()
     };
-    handle.case_mut().buffer(Mutation::set_key("b", 2));
-    let prepared = handle.case_mut().prepare_commit(first.clone()).unwrap();
+    handle.buffer(Mutation::set_key("b", 2));
+    let prepared = wfstate_tests::prepare_next(&handle, [Mutation::set_key("b", 2)], first.clone());
     let stored = log
         .inner()
         .append(
@@ -125,7 +125,7 @@ pub async fn a_commit_in_doubt_is_resolved_by_the_next_commit(fixture: &impl Fix
     let log = FaultyLog::new(fixture.log(), script);
     let quick = hasty(log.clone());
     let (mut handle, _) = quick.create(case("doubt"), []).await.unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let error = quick.commit(&mut handle).await.unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::InDoubt, "{error}");
     assert_eq!(handle.in_doubt().len(), 1);
@@ -142,7 +142,7 @@ pub async fn a_commit_in_doubt_is_resolved_by_the_next_commit(fixture: &impl Fix
             )
             .await;
     }
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let resolved = quick.commit(&mut handle).await.unwrap();
     assert_eq!(
         resolved.version.get(),
@@ -176,14 +176,14 @@ pub async fn a_seeded_mix_of_faults_loses_and_doubles_nothing(fixture: &impl Fix
     for n in 0..4 {
         let name = format!("mix{n}");
         let mut handle = workspace.new_case(case(&name));
-        handle.case_mut().buffer(Mutation::set_key("n", n));
+        handle.buffer(Mutation::set_key("n", n));
         handles.push(handle);
     }
     let mut committed = [0u64; 4];
     for round in 0..40 {
         let handle = &mut handles[round % 4];
         if handle.case().buffered() == 0 {
-            handle.case_mut().buffer(Mutation::IncrementStepCount);
+            handle.buffer(Mutation::IncrementStepCount);
         }
         // A bounded number of tries: each either lands the commit or leaves it in doubt.
         for _ in 0..20 {
@@ -260,7 +260,7 @@ pub async fn a_duplicate_that_cannot_be_read_is_in_doubt_not_failed(fixture: &im
     let log = FaultyLog::new(fixture.log(), script);
     let quick = hasty(log.clone());
     let (mut handle, _) = quick.create(case("unread"), []).await.unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let error = quick.commit(&mut handle).await.unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::InDoubt, "{error}");
     assert!(log.appends() < 400, "the deadline ended the retries");

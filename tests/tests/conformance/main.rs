@@ -9,6 +9,7 @@
 )]
 
 mod commits;
+mod doubt;
 mod faults;
 mod fixtures;
 mod projection;
@@ -53,6 +54,10 @@ macro_rules! log_checks {
             faults::a_commit_in_doubt_is_resolved_by_the_next_commit,
             faults::a_duplicate_that_cannot_be_read_is_in_doubt_not_failed,
             faults::a_seeded_mix_of_faults_loses_and_doubles_nothing,
+            doubt::a_refresh_settles_the_commit_in_doubt_before_folding_past_it,
+            doubt::a_refresh_returns_the_receipt_of_a_commit_in_doubt_that_landed,
+            doubt::a_commit_id_the_handle_committed_returns_its_first_receipt,
+            doubt::a_commit_the_handle_holds_is_not_failed_by_a_read_that_lags,
         );
     };
 }

@@ -13,7 +13,7 @@ pub async fn projector_idempotence_and_quarantine(fixture: &impl ProjectorFixtur
     for n in 0..6 {
         let (mut handle, _) = workspace.create(case(&format!("p{n}")), []).await.unwrap();
         for _ in 0..10 {
-            handle.case_mut().buffer(Mutation::IncrementStepCount);
+            handle.buffer(Mutation::IncrementStepCount);
             workspace.commit(&mut handle).await.unwrap();
         }
         cases.push(handle.case().id().clone());
@@ -86,7 +86,7 @@ pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl Projec
     projector.catch_up().await.unwrap();
     // Commits the projector has not seen yet.
     for handle in &mut handles {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(handle).await.unwrap();
     }
     let mismatches = verify(&fixture.log(), &projector, &cases).await.unwrap();
@@ -98,7 +98,7 @@ pub async fn verify_compares_each_view_at_its_own_position(fixture: &impl Projec
         let mut handle = handles.pop().unwrap();
         tokio::spawn(async move {
             for _ in 0..200 {
-                handle.case_mut().buffer(Mutation::IncrementStepCount);
+                handle.buffer(Mutation::IncrementStepCount);
                 workspace.commit(&mut handle).await.unwrap();
             }
         })
@@ -174,7 +174,7 @@ pub async fn lost_views_are_rebuilt_and_retried_cases_folded_again(
             .create(case(name), [Mutation::set_key("n", 0)])
             .await
             .unwrap();
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
         handles.push(handle);
     }
@@ -184,7 +184,7 @@ pub async fn lost_views_are_rebuilt_and_retried_cases_folded_again(
 
     fixture.delete_view("lost").await;
     let mut lost = handles.remove(0);
-    lost.case_mut().buffer(Mutation::IncrementStepCount);
+    lost.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut lost).await.unwrap();
     projector.catch_up().await.unwrap();
     let view = projector.view(&case("lost")).await.unwrap().unwrap();
@@ -195,7 +195,7 @@ pub async fn lost_views_are_rebuilt_and_retried_cases_folded_again(
 
     // A view that does not decode (damaged, another schema) is rebuilt and written over.
     fixture.put_view("lost", b"\xff not a view").await;
-    lost.case_mut().buffer(Mutation::IncrementStepCount);
+    lost.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut lost).await.unwrap();
     projector.catch_up().await.unwrap();
     let view = projector.view(&case("lost")).await.unwrap().unwrap();

@@ -17,9 +17,9 @@ pub async fn history_read(fixture: &impl Fixture) {
     let mut positions = vec![a.position()];
     let mut others = Vec::new();
     for _ in 0..40 {
-        a.case_mut().buffer(Mutation::IncrementStepCount);
+        a.buffer(Mutation::IncrementStepCount);
         positions.push(workspace.commit(&mut a).await.unwrap().position);
-        b.case_mut().buffer(Mutation::IncrementStepCount);
+        b.buffer(Mutation::IncrementStepCount);
         others.push(workspace.commit(&mut b).await.unwrap().position);
     }
     let log = fixture.log();

@@ -17,7 +17,6 @@ async fn populate<L: EventLog>(log: L) -> Vec<CaseId> {
             .unwrap();
         for step in 0..n {
             handle
-                .case_mut()
                 .buffer(Mutation::set_key("step", step))
                 .buffer(Mutation::IncrementStepCount);
             workspace.commit(&mut handle).await.unwrap();

@@ -31,7 +31,7 @@ async fn on_a_cluster_the_stream_and_buckets_get_three_replicas() {
         .create(case("replicated"), [Mutation::set_key("n", 1)])
         .await
         .unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut handle).await.unwrap();
     let loaded = workspace.load(&case("replicated")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
@@ -121,7 +121,7 @@ async fn a_commit_survives_the_death_of_the_connected_server() {
         .await
         .unwrap();
     for _ in 0..3 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     let connected = log.context().client().server_info().server_name;
@@ -130,7 +130,7 @@ async fn a_commit_survives_the_death_of_the_connected_server() {
         .expect("the client is connected to a node of the cluster");
 
     // A commit sent, and the server it went to killed while it is in flight.
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let committing = {
         let workspace = workspace.clone();
         tokio::spawn(async move {
@@ -142,7 +142,7 @@ async fn a_commit_survives_the_death_of_the_connected_server() {
     let (mut handle, receipt) = committing.await.unwrap();
     assert_eq!(receipt.unwrap().version, 5, "resolved, not failed");
     // And the client goes on through the other servers.
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     assert_eq!(workspace.commit(&mut handle).await.unwrap().version, 6);
     assert_ne!(log.context().client().server_info().server_name, connected);
 
@@ -223,7 +223,7 @@ async fn a_lagging_replica_never_makes_a_case_look_older() {
     cluster.isolate(follower);
     let through_leader = connect(&cluster.url(leader), |_| {}).await;
     let leader_side = Workspace::new(through_leader);
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     leader_side.commit(&mut handle).await.unwrap();
 
     // A plain direct get through the lagging replica is stale ...

@@ -30,7 +30,6 @@ async fn commit_returns_receipt_and_history_replays_to_the_writers_state() {
     );
 
     handle
-        .case_mut()
         .buffer(Mutation::EnterScope {
             id: ScopeId::new("s1").unwrap(),
             parent: ScopeId::root(),
@@ -69,9 +68,9 @@ async fn the_same_commit_published_twice_stores_one_event() {
     let workspace = workspace(&server).await;
     let meta = meta();
     let mut first = workspace.new_case(case("dedup"));
-    first.case_mut().buffer(Mutation::set_key("k", 1));
+    first.buffer(Mutation::set_key("k", 1));
     let mut again = workspace.new_case(case("dedup"));
-    again.case_mut().buffer(Mutation::set_key("k", 1));
+    again.buffer(Mutation::set_key("k", 1));
 
     let one = workspace
         .commit_with_meta(&mut first, meta.clone())
@@ -125,10 +124,8 @@ async fn racing_writers_one_wins_each_round_and_transact_retries() {
     for round in 0..5 {
         let mut a = workspace.load(&case("race")).await.unwrap();
         let mut b = workspace.load(&case("race")).await.unwrap();
-        a.case_mut()
-            .buffer(Mutation::set_key("winner", format!("a{round}")));
-        b.case_mut()
-            .buffer(Mutation::set_key("winner", format!("b{round}")));
+        a.buffer(Mutation::set_key("winner", format!("a{round}")));
+        b.buffer(Mutation::set_key("winner", format!("b{round}")));
         let (ra, rb) = tokio::join!(workspace.commit(&mut a), workspace.commit(&mut b));
         let outcomes = [ra.is_ok(), rb.is_ok()];
         assert_eq!(
@@ -180,10 +177,11 @@ async fn a_lost_acknowledgement_is_resolved_to_one_event() {
         .create(case("lost"), [Mutation::set_key("a", 1)])
         .await
         .unwrap();
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let meta = meta();
     // The first attempt lands, but its ack never reaches the writer.
-    let prepared = handle.case_mut().prepare_commit(meta.clone()).unwrap();
+    let prepared =
+        wfstate_tests::prepare_next(&handle, [Mutation::IncrementStepCount], meta.clone());
     let raw = publish_raw(
         workspace.log(),
         "lost",
@@ -198,7 +196,7 @@ async fn a_lost_acknowledgement_is_resolved_to_one_event() {
     assert_eq!(message_count(workspace.log()).await, 2);
     assert_eq!(handle.case().state().step_count, 1);
     // The handle goes on from the stored event.
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut handle).await.unwrap();
     assert_eq!(assert_chain(workspace.log(), &case("lost")).await.len(), 3);
 }
@@ -262,9 +260,7 @@ async fn an_oversized_event_is_a_clear_error_and_the_connection_keeps_serving() 
     let limit = workspace.log().payload_size_max();
     assert!(limit > 900_000 && limit < 1024 * 1024, "limit {limit}");
     let mut handle = workspace.new_case(case("big"));
-    handle
-        .case_mut()
-        .buffer(Mutation::set_key("blob", "x".repeat(2 * 1024 * 1024)));
+    handle.buffer(Mutation::set_key("blob", "x".repeat(2 * 1024 * 1024)));
     let error = workspace.commit(&mut handle).await.unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::TooLarge);
     assert!(error.to_string().contains("limit"), "{error}");

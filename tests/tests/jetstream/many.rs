@@ -35,7 +35,7 @@ async fn a_hot_case_commits_several_batches_in_one_atomic_round_trip() {
     let loaded = workspace.load(&case("hot")).await.unwrap();
     assert_eq!(loaded.case().state(), handle.case().state());
     // The handle goes on with ordinary commits.
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     assert_eq!(workspace.commit(&mut handle).await.unwrap().version, 12);
 }
 
@@ -64,10 +64,10 @@ async fn an_atomic_batch_in_doubt_is_resolved_and_never_applied_twice() {
     // Nothing else is committed on the handle while the batch is in doubt.
     let refused = quick.commit_many(&mut handle, batches()).await.unwrap_err();
     assert!(refused.to_string().contains("in doubt"), "{refused}");
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let refused = quick.commit(&mut handle).await.unwrap_err();
     assert!(refused.to_string().contains("in doubt"), "{refused}");
-    handle.case_mut().rollback();
+    handle.rollback();
     server.restart().await;
     let receipts = patient.commit_many(&mut handle, Vec::new()).await.unwrap();
     let versions: Vec<u64> = receipts.iter().map(|r| r.version.get()).collect();
@@ -214,7 +214,7 @@ async fn an_event_over_the_streams_message_size_is_too_large_with_its_size() {
         Some(10054)
     );
 
-    handle.case_mut().buffer(big());
+    handle.buffer(big());
     let error = workspace.commit(&mut handle).await.unwrap_err();
     assert_eq!(error.kind(), CommitErrorKind::TooLarge, "{error}");
     assert_eq!(

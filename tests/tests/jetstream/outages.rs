@@ -22,7 +22,7 @@ async fn a_stopped_server_leaves_the_commit_in_doubt_and_refuses_connections() {
     // Bounds against a hang, not measurements: the deadline (2 s) and the connect timeout
     // (1 s) end these well before.
     let bound = Duration::from_mins(1);
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let error = tokio::time::timeout(bound, workspace.commit(&mut handle))
         .await
         .expect("the retry deadline ends the commit")
@@ -51,7 +51,7 @@ async fn commits_succeed_after_the_server_restarts() {
         .unwrap();
 
     server.stop().await;
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     let in_doubt = workspace.commit(&mut handle).await.unwrap_err();
     assert_eq!(in_doubt.kind(), CommitErrorKind::InDoubt);
     server.restart().await;
@@ -65,7 +65,7 @@ async fn commits_succeed_after_the_server_restarts() {
         (2, 1)
     );
     for _ in 0..3 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     let events = assert_chain(workspace.log(), &case("phoenix")).await;
@@ -90,7 +90,7 @@ async fn transact_on_after_an_unknown_outcome_applies_the_change_once() {
         .create(case("once"), [Mutation::set_key("n", 0)])
         .await
         .unwrap();
-    let increment = |case: &mut wfstate_store::Case| {
+    let increment = |case: &mut wfstate_events::Draft<'_>| {
         let Some(Value::Integer(n)) = case.state().ctx.get("n").cloned() else {
             panic!("n")
         };
@@ -135,7 +135,7 @@ async fn a_long_history_survives_its_reader_being_deleted() {
         .unwrap();
     let mut written = vec![receipt.position];
     for n in 1..3000_u64 {
-        handle.case_mut().buffer(Mutation::set_key("n", n));
+        handle.buffer(Mutation::set_key("n", n));
         written.push(workspace.commit(&mut handle).await.unwrap().position);
     }
     let log = workspace.log();

@@ -19,7 +19,7 @@ async fn audit_detects_truncation_against_an_expected_head_and_replay_resumes_fr
     let (mut handle, _) = workspace.create(case("long"), []).await.unwrap();
     let mut receipts = Vec::new();
     for _ in 0..20 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         receipts.push(workspace.commit(&mut handle).await.unwrap());
     }
     let mut seen = Vec::new();
@@ -46,7 +46,7 @@ async fn audit_detects_truncation_against_an_expected_head_and_replay_resumes_fr
     projector.catch_up().await.unwrap();
     let view = projector.view(&case("long")).await.unwrap().unwrap();
     for _ in 0..5 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     let resumed = replay(&log, &case("long"), Some(&view)).await.unwrap();
@@ -122,7 +122,7 @@ async fn a_read_only_auditor_verifies_every_chain_and_cannot_publish() {
             .create(case(&format!("a{n}")), [Mutation::set_key("n", n)])
             .await
             .unwrap();
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
 
@@ -153,7 +153,7 @@ async fn a_reader_without_consumer_rights_reads_a_long_history() {
         .await
         .unwrap();
     for _ in 1..1100 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
 
@@ -197,7 +197,7 @@ async fn audit_follow_reports_new_events_and_broken_links_as_they_arrive() {
         )
         .await
     });
-    handle.case_mut().buffer(Mutation::IncrementStepCount);
+    handle.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut handle).await.unwrap();
     let mut forged = Event::decode(
         &log.last_event(&case("watched"))

@@ -81,7 +81,7 @@ pub(crate) fn seed() -> u64 {
 }
 
 /// Buffers a random, valid step of a workflow on `case`.
-pub(crate) fn random_step(case: &mut wfstate_store::Case, rng: &mut Rng, n: u64) {
+pub(crate) fn random_step(case: &mut wfstate_events::Draft<'_>, rng: &mut Rng, n: u64) {
     let state = case.state().clone();
     case.buffer(Mutation::set_key(
         format!("k{}", rng.below(8)),

@@ -72,7 +72,7 @@ async fn each_role_does_its_job_and_no_other() {
         .await
         .unwrap();
     for _ in 0..40 {
-        long.case_mut().buffer(Mutation::IncrementStepCount);
+        long.buffer(Mutation::IncrementStepCount);
         writer.commit(&mut long).await.unwrap();
     }
     for n in 0..3 {

@@ -32,7 +32,7 @@ async fn a_bad_event_mid_history_halts_its_case_and_no_other() {
         .create(case("bad"), [Mutation::set_key("n", 1)])
         .await
         .unwrap();
-    bad.case_mut().buffer(Mutation::IncrementStepCount);
+    bad.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut bad).await.unwrap();
     let (mut other, _) = workspace
         .create(case("other"), [Mutation::set_key("n", 1)])
@@ -50,7 +50,7 @@ async fn a_bad_event_mid_history_halts_its_case_and_no_other() {
         later.push(publish_raw(&log, "bad", event.encode()).await);
     }
     for _ in 0..3 {
-        other.case_mut().buffer(Mutation::IncrementStepCount);
+        other.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut other).await.unwrap();
     }
 
@@ -103,7 +103,7 @@ async fn a_deleted_view_is_rebuilt_from_the_history() {
         .await
         .unwrap();
     for _ in 0..3 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     let config = quick_projector();
@@ -119,7 +119,7 @@ async fn a_deleted_view_is_rebuilt_from_the_history() {
     views.delete("deleted").await.unwrap();
 
     for _ in 0..2 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     let mut projector = JetStreamProjector::open(&log, config).await.unwrap();
@@ -156,7 +156,7 @@ async fn views_in_a_recreated_bucket_are_rebuilt_from_the_history() {
         .unwrap();
 
     for handle in &mut handles {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(handle).await.unwrap();
     }
     // Opening makes the bucket again; the consumer is past the cases' first events.
@@ -181,30 +181,30 @@ async fn a_state_larger_than_a_view_halts_its_case_and_no_other() {
     let blob = |n: u64| Mutation::set_key(format!("blob{n}"), "x".repeat(300 * 1024));
     let workspace = Workspace::new(log.clone());
     let (mut bounded, _) = workspace.create(case("bounded"), [blob(0)]).await.unwrap();
-    bounded.case_mut().buffer(blob(1));
+    bounded.buffer(blob(1));
     let refused = workspace.commit(&mut bounded).await.unwrap_err();
     assert_eq!(refused.kind(), wfstate_events::CommitErrorKind::TooLarge);
     assert!(
         refused.to_string().contains("state_size_max_bytes"),
         "{refused}"
     );
-    bounded.case_mut().rollback();
+    bounded.rollback();
 
     let mut raised = wfstate_store::Limits::default();
     raised.state_size_max_bytes = 8 * 1024 * 1024;
     let unbounded = Workspace::new(log.clone()).with_limits(raised);
     let (mut large, _) = unbounded.create(case("large"), [blob(0)]).await.unwrap();
     for n in 1..4 {
-        large.case_mut().buffer(blob(n));
+        large.buffer(blob(n));
         unbounded.commit(&mut large).await.unwrap();
     }
     let (mut other, _) = workspace
         .create(case("other"), [Mutation::set_key("n", 1)])
         .await
         .unwrap();
-    other.case_mut().buffer(Mutation::IncrementStepCount);
+    other.buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut other).await.unwrap();
-    large.case_mut().buffer(Mutation::IncrementStepCount);
+    large.buffer(Mutation::IncrementStepCount);
     unbounded.commit(&mut large).await.unwrap();
 
     let mut projector = JetStreamProjector::open(&log, quick_projector())

@@ -22,7 +22,7 @@ async fn checkpoints_extend_each_other_and_forged_ones_are_named() {
             .await
             .unwrap();
         for _ in 0..4 {
-            handle.case_mut().buffer(Mutation::IncrementStepCount);
+            handle.buffer(Mutation::IncrementStepCount);
             workspace.commit(&mut handle).await.unwrap();
         }
         handles.push(handle);
@@ -30,7 +30,7 @@ async fn checkpoints_extend_each_other_and_forged_ones_are_named() {
     let tree = JetStreamTree::open(&log, true).await.unwrap();
     let key = SignerKey::new("test-log", [3; 32]).unwrap();
     checkpoint(&log, &tree, &key, "wfstate/test").await.unwrap();
-    handles[1].case_mut().buffer(Mutation::IncrementStepCount);
+    handles[1].buffer(Mutation::IncrementStepCount);
     workspace.commit(&mut handles[1]).await.unwrap();
     checkpoint(&log, &tree, &key, "wfstate/test").await.unwrap();
     assert_eq!(tree.size().await.unwrap(), (16, Position::new(16)));

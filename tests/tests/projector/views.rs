@@ -137,7 +137,7 @@ async fn a_crash_between_view_writes_and_ack_applies_nothing_twice() {
     for n in 0..10 {
         let (mut handle, _) = workspace.create(case(&format!("c{n}")), []).await.unwrap();
         for _ in 0..9 {
-            handle.case_mut().buffer(Mutation::IncrementStepCount);
+            handle.buffer(Mutation::IncrementStepCount);
             workspace.commit(&mut handle).await.unwrap();
         }
     }
@@ -186,7 +186,7 @@ async fn a_stale_kept_view_is_refused_and_nothing_is_applied_twice() {
     let workspace = Workspace::new(log.clone());
     let (mut handle, _) = workspace.create(case("shared"), []).await.unwrap();
     for _ in 0..7 {
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
     }
     let mut config = quick_projector();
@@ -248,7 +248,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
             .create(case(id), [Mutation::set_key("a", 1)])
             .await
             .unwrap();
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
         handles.push(handle);
     }
@@ -315,7 +315,7 @@ async fn bad_events_are_quarantined_and_other_cases_go_on() {
 
     // The healthy case keeps being projected.
     let healthy = &mut handles[4];
-    healthy.case_mut().buffer(Mutation::set_key("later", true));
+    healthy.buffer(Mutation::set_key("later", true));
     workspace.commit(healthy).await.unwrap();
     projector.catch_up().await.unwrap();
     let view = projector.view(&case("healthy")).await.unwrap().unwrap();
@@ -374,7 +374,7 @@ async fn batches_are_bounded_by_their_bytes() {
             )
             .await
             .unwrap();
-        handle.case_mut().buffer(Mutation::IncrementStepCount);
+        handle.buffer(Mutation::IncrementStepCount);
         workspace.commit(&mut handle).await.unwrap();
         handles.push(handle);
     }
@@ -424,7 +424,7 @@ async fn projectors_of_partitions_fold_each_case_once() {
     }
     for _ in 0..4 {
         for handle in &mut handles {
-            handle.case_mut().buffer(Mutation::IncrementStepCount);
+            handle.buffer(Mutation::IncrementStepCount);
             workspace.commit(handle).await.unwrap();
         }
     }
