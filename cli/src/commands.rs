@@ -10,7 +10,7 @@ use wfstate_projector::{
     ShareConfig, Shared, StateChecks, Until, audit_all, audit_case, audit_follow,
     audit_follow_case, checkpoint_if_due,
 };
-use wfstate_store::{CaseId, Hash, Mutation, Value, Version};
+use wfstate_store::{CaseId, CommitId, Hash, Mutation, Value, Version};
 
 use crate::Command;
 use crate::backend::Backend;
@@ -44,7 +44,9 @@ pub async fn run<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8
 async fn dispatch<L: Backend>(log: &L, command: Command, json: bool) -> Result<u8, CliError> {
     let workspace = Workspace::new(log.clone());
     match command {
-        Command::Create { id, ctx } => create(&workspace, id, ctx, json).await,
+        Command::Create { id, ctx, commit_id } => {
+            create(&workspace, id, ctx, commit_id, json).await
+        }
         Command::Commit(args) => crate::commit::commit(log, &args, json).await,
         Command::Show {
             case,
@@ -120,13 +122,17 @@ async fn create<L: Backend>(
     workspace: &Workspace<L>,
     id: Option<String>,
     ctx: Option<String>,
+    commit_id: Option<CommitId>,
     json: bool,
 ) -> Result<u8, CliError> {
+    let meta = crate::commit::meta(workspace, commit_id);
+    // Without an id, the case is named after its first commit: the same command run again
+    // with the same commit id names the same case.
     let id = match id {
         Some(id) => case_id(&id)?,
-        None => CaseId::generate(),
+        None => case_id(&meta.commit_id.to_string())?,
     };
-    let mut mutations = Vec::new();
+    let mut handle = workspace.new_case(id.clone());
     if let Some(ctx) = ctx {
         let value: Value = serde_json::from_str(&ctx)
             .map_err(|e| CliError::bad_input(format!("invalid --ctx JSON: {e}")))?;
@@ -136,9 +142,13 @@ async fn create<L: Backend>(
                 value.type_name()
             )));
         }
-        mutations.push(Mutation::SetCtx { ctx: value });
+        handle.buffer(Mutation::SetCtx { ctx: value });
     }
-    let (_, receipt) = workspace.create(id.clone(), mutations).await?;
+    let receipt = workspace.commit_with_meta(&mut handle, meta).await?;
+    crate::stdout::stored(format!(
+        "case {id} is created (commit {})",
+        receipt.commit_id
+    ));
     if json {
         print_json(&receipt_json(&receipt));
     } else {
@@ -280,6 +290,7 @@ async fn retry_cases<L: Backend>(log: &L, cases: &[String], json: bool) -> Resul
             .await?
             .ok_or_else(|| CliError::bad_input(format!("case {id} has no events to fold")))?;
         results.push((id, view));
+        crate::stdout::stored("the views of the cases retried are written");
     }
     let still: Vec<(CaseId, Quarantine)> = results
         .iter()
@@ -367,6 +378,7 @@ async fn project<L: Backend>(
     };
     loop {
         projector.catch_up().await?;
+        crate::stdout::stored("the views are caught up");
         if let (Some(policy), Some(tree)) = (checkpoints, &tree)
             && let Some(note) = checkpoint_if_due(log, tree, policy).await?
         {

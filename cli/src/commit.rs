@@ -1,13 +1,15 @@
 //! `commit`: a batch of mutations from a file or stdin, for shell workers. `--retry N`
 //! validates the same mutations again on the newest version after a lost race (what
-//! `Workspace::transact` does); `--expect-version V` commits only onto version V.
+//! `Workspace::transact` does); `--expect-version V` commits only onto version V;
+//! `--commit-id ID` is the commit's idempotency key: run again with it, the command prints the
+//! first receipt and stores nothing.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wfstate_events::{CommitError, RetryPolicy, Workspace};
-use wfstate_store::{CaseId, Mutation, Version};
+use wfstate_events::{CommitError, EventLog, RetryPolicy, Workspace};
+use wfstate_store::{CaseId, CommitId, CommitMeta, Mutation, Receipt, Version};
 
 use crate::backend::Backend;
 use crate::commands::{case_id, print_receipt};
@@ -19,6 +21,10 @@ Examples:
   wfstate commit order-42 --file step.json
   echo '[{\"op\": \"increment_step_count\"}]' | wfstate commit order-42 --retry 5
   wfstate commit order-42 --expect-version 7 --file step.json
+  wfstate commit order-42 --commit-id \"$(uuidgen)\" --file step.json   # safe to run again
+
+After exit 4 (the outcome is not known yet), run the same command again with the
+--commit-id it printed: the commit is stored at most once, and its receipt printed.
 
 Mutations (a JSON array of objects tagged by \"op\"):
   {\"op\": \"set_ctx\", \"ctx\": {...}}                       replace the ctx
@@ -50,6 +56,40 @@ pub struct CommitArgs {
     /// nothing committed.
     #[arg(long, value_name = "V")]
     expect_version: Option<u64>,
+    /// The commit's id, a UUID the caller chose (its idempotency key): run again with the
+    /// same id, on any store and however late, the command prints the first receipt and
+    /// stores nothing. Default: a new one, printed when the outcome is not known.
+    #[arg(long, value_name = "ID", value_parser = commit_id)]
+    commit_id: Option<CommitId>,
+}
+
+/// A commit id given on the command line: a UUID.
+pub fn commit_id(text: &str) -> Result<CommitId, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not a commit id: give a UUID (`uuidgen` makes one), the same on every \
+             run of the same commit"
+        )
+    })
+}
+
+/// The metadata of the command's commit: the caller's commit id, or a new one.
+pub fn meta<L: EventLog>(workspace: &Workspace<L>, commit_id: Option<CommitId>) -> CommitMeta {
+    let mut meta = workspace.meta();
+    if let Some(commit_id) = commit_id {
+        meta.commit_id = commit_id;
+    }
+    meta
+}
+
+/// Prints the receipt of a commit that is stored: a failure to print it now is status 5
+/// (done, unwritten), never one that says nothing was done.
+pub fn print_stored(receipt: &Receipt, json: bool) {
+    crate::stdout::stored(format!(
+        "commit {} is stored as version {} of case {}",
+        receipt.commit_id, receipt.version, receipt.case_id
+    ));
+    print_receipt(receipt, json);
 }
 
 /// Reads mutations from a file (or stdin for `-` / none).
@@ -133,10 +173,14 @@ pub async fn commit<L: Backend>(log: &L, args: &CommitArgs, json: bool) -> Resul
     let attempts = args.retry.unwrap_or(0).saturating_add(1);
     let workspace = Workspace::new(log.clone())
         .with_retry(RetryPolicy::default().with_transact_attempts(attempts));
+    let meta = meta(&workspace, args.commit_id);
     let mut handle = workspace.load(&id).await?;
-    let read = handle.case().state().version;
+    let read = handle.state().version;
+    // A commit id the case holds is a commit that landed: its receipt, whatever the version.
+    let landed = handle.known(meta.commit_id).is_some();
     if let Some(expected) = args.expect_version
         && read.get() != expected
+        && !landed
     {
         return Err(CliError::new(
             CONFLICT,
@@ -147,7 +191,7 @@ pub async fn commit<L: Backend>(log: &L, args: &CommitArgs, json: bool) -> Resul
         ));
     }
     let result = workspace
-        .transact_on(&mut handle, |case| {
+        .transact_on_with_meta(&mut handle, meta, |case| {
             for mutation in &mutations {
                 case.buffer(mutation.clone());
             }
@@ -155,13 +199,18 @@ pub async fn commit<L: Backend>(log: &L, args: &CommitArgs, json: bool) -> Resul
         .await;
     match result {
         Ok((receipt, attempts)) => {
-            if attempts > 1 {
-                eprintln!(
+            if landed {
+                crate::stdout::say(format_args!(
+                    "wfstate: commit {} was stored before, as version {}: nothing stored now",
+                    receipt.commit_id, receipt.version
+                ));
+            } else if attempts > 1 {
+                crate::stdout::say(format_args!(
                     "wfstate: committed on attempt {attempts}: validated again on version {}",
                     receipt.version.get() - 1
-                );
+                ));
             }
-            print_receipt(&receipt, json);
+            print_stored(&receipt, json);
             Ok(0)
         }
         Err(CommitError::Conflict { .. }) => {
@@ -169,7 +218,7 @@ pub async fn commit<L: Backend>(log: &L, args: &CommitArgs, json: bool) -> Resul
                 .load(&id)
                 .await
                 .ok()
-                .map(|handle| handle.case().state().version);
+                .map(|handle| handle.state().version);
             Err(conflict(&id, read, now, args.retry.is_some()))
         }
         Err(error) => Err(error.into()),

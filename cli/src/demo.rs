@@ -178,6 +178,7 @@ async fn drive<L: Backend>(
         task.await
             .map_err(|e| CliError::new(CHECK_FAILED, format!("a worker failed: {e}")))??;
     }
+    crate::stdout::stored(format!("the demo's {} cases are committed", ids.len()));
     Ok(())
 }
 

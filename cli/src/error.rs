@@ -1,8 +1,8 @@
 //! [`CliError`]: an exit code and the lines to print, built from the libraries' typed errors.
 //!
 //! Exit codes separate what the user must fix (2: input, ids, paths, files, credentials,
-//! configuration) from what may pass if tried again later (4), a failed check (1) and a lost
-//! race (3).
+//! configuration) from what may pass if tried again later (4), a failed check (1), a lost
+//! race (3), and a change that was stored though its output could not be written (5).
 
 use wfstate_events::{CommitError, CommitErrorKind, LogError, LogErrorKind};
 use wfstate_projector::{ProjectorError, TransferError};
@@ -16,6 +16,8 @@ pub const BAD_INPUT: u8 = 2;
 pub const CONFLICT: u8 = 3;
 /// Exit code: try again later (the backend is unavailable, or a commit's outcome is unknown).
 pub const UNAVAILABLE: u8 = 4;
+/// Exit code: done (the change is stored), but the output could not be written.
+pub const DONE_UNWRITTEN: u8 = 5;
 
 /// A failure of a command: its exit code and message lines.
 #[derive(Debug)]
@@ -95,7 +97,7 @@ impl CliError {
 
     pub fn print(&self) {
         for line in &self.lines {
-            eprintln!("wfstate: {line}");
+            crate::stdout::say(format_args!("wfstate: {line}"));
         }
     }
 }
@@ -122,6 +124,22 @@ impl From<CommitError> for CliError {
             CommitErrorKind::Corrupted if error.log_error().is_none() => CHECK_FAILED,
             _ => BAD_INPUT,
         };
+        if let CommitError::InDoubt {
+            case_id,
+            commit_id,
+            cause,
+        } = &error
+        {
+            let mut line = format!(
+                "the outcome of commit {commit_id} on case {case_id} is not known yet ({cause}); \
+                 it may still land: run the same command again with --commit-id {commit_id}, \
+                 which stores it at most once and prints its receipt"
+            );
+            if let Some(source) = std::error::Error::source(cause) {
+                line = format!("{line} (cause: {source})");
+            }
+            return CliError::new(code, line);
+        }
         if let Some(errors) = error.validation_errors() {
             let mut lines = vec![format!(
                 "{} invalid mutation(s); nothing was committed:",
@@ -210,6 +228,26 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    /// A commit whose outcome is unknown says which commit, and how to settle it.
+    #[test]
+    fn an_unknown_outcome_names_its_commit_id_and_how_to_settle_it() {
+        let commit_id = wfstate_store::CommitId::generate();
+        let error = CliError::from(CommitError::InDoubt {
+            case_id: wfstate_store::CaseId::new("c1").unwrap(),
+            commit_id,
+            cause: LogError::new(LogErrorKind::TimedOut, "no answer"),
+        });
+        assert_eq!(error.code, UNAVAILABLE);
+        assert_eq!(error.lines.len(), 1);
+        let line = &error.lines[0];
+        assert!(
+            line.contains(&format!(
+                "run the same command again with --commit-id {commit_id}"
+            )),
+            "{line}"
+        );
     }
 
     #[test]

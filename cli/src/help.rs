@@ -9,7 +9,10 @@ Exit codes:
        credentials, URLs, a server without JetStream, a case or version not there)
   3    conflict: another writer committed first, or the case exists; nothing was committed
   4    try again later: the server cannot be reached or did not answer, or a commit's outcome
-       is not known yet (it may still land: look before committing again)
+       is not known yet (it may still land: run the same command again with the --commit-id
+       it printed, which stores it at most once)
+  5    done, but the output could not be written: the change is stored (a commit, a case, an
+       import, a checkpoint); do not run it again to get the output
   141  the reader closed the output (`wfstate history CASE | head -5`)
 
 Store: the embedded log in --data-dir (./wfstate-data) unless --nats URL is given. Read
@@ -19,7 +22,8 @@ commands (show, list, history, audit, verify, replay, diff, export) never create
 pub const CREATE: &str = "\
 Examples:
   wfstate create --id order-42 --ctx '{\"customer\": \"ada\", \"amount\": 42}'
-  wfstate create                       # a new UUID v7 id, printed";
+  wfstate create                       # a new UUID v7 id, printed
+  wfstate create --commit-id \"$ID\"     # run again with the same ID: the same case, once";
 
 pub const SHOW: &str = "\
 Examples:

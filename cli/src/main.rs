@@ -3,7 +3,9 @@
 //! a NATS URL is given.
 //!
 //! Exit codes: 0 success, 1 a check failed (verify, audit, demo), 2 bad input, 3 conflict,
-//! 4 backend unavailable, 141 the reader closed the output. Errors are one line on stderr (validation errors: one line each).
+//! 4 backend unavailable or an outcome not known yet, 5 done but the output could not be
+//! written, 141 the reader closed the output. Errors are one line on stderr (validation
+//! errors: one line each).
 
 mod backend;
 mod commands;
@@ -148,12 +150,18 @@ enum Command {
     /// Create a case (its first commit) and print its id.
     #[command(after_help = help::CREATE)]
     Create {
-        /// The case id (default: a new UUID v7).
+        /// The case id (default: the commit id, so that running the command again with
+        /// --commit-id finds the same case).
         #[arg(long)]
         id: Option<String>,
         /// The initial ctx, a JSON object.
         #[arg(long)]
         ctx: Option<String>,
+        /// The first commit's id, a UUID the caller chose (its idempotency key): run again
+        /// with the same id, the command prints the case and stores nothing. Default: a new
+        /// one, printed when the outcome is not known.
+        #[arg(long, value_name = "ID", value_parser = commit::commit_id)]
+        commit_id: Option<wfstate_store::CommitId>,
     },
     /// Commit the JSON mutations in FILE (or stdin) to CASE and print the receipt.
     #[command(after_help = commit::HELP)]
@@ -417,6 +425,16 @@ async fn run(mut cli: Cli) -> Result<u8, CliError> {
         && cli.store.stream == "WFSTATE"
     {
         demo::STREAM.clone_into(&mut cli.store.stream);
+    }
+    // An export over the embedded store, or an import of its own file, is refused before the
+    // store is opened.
+    if cli
+        .store
+        .nats
+        .as_ref()
+        .is_none_or(|urls| urls.trim().is_empty())
+    {
+        transfer::guard_store(&cli.store.data_dir, &cli.command)?;
     }
     // A bad file is refused before a store is opened, so that it creates none.
     if let Command::Import { file, source } = &mut cli.command {

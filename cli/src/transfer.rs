@@ -62,7 +62,9 @@ async fn export<L: Backend>(log: &L, file: &Path, force: bool, json: bool) -> Re
     } else {
         let total = log.last_position().await?.get();
         let (counted, _progress) = Progress::start(log, "exporting", Some(total), json);
-        export_with(&counted, file, force).await?
+        let report = export_with(&counted, file, force).await?;
+        crate::stdout::stored(format!("the export is written to {}", file.display()));
+        report
     };
     // The summary goes to stderr when the file itself is on stdout.
     let summary = summary_line(&report, file);
@@ -95,6 +97,102 @@ fn summary_line(report: &AuditReport, file: &Path) -> String {
             file.display().to_string()
         }
     )
+}
+
+/// Refuses, before the store is opened, an export that would write over the embedded store
+/// (its file, a link to it, anything in its data directory) and an import that would read
+/// the store's own file: paths are compared resolved, links followed, and files by identity.
+pub fn guard_store(data_dir: &Path, command: &Command) -> Result<(), CliError> {
+    let store = StoreFiles::of(data_dir);
+    match command {
+        Command::Export { file, .. } if !is_standard(file) => store.refuse_target(file),
+        Command::Import { file, .. } if !is_standard(file) => store.refuse_source(file),
+        _ => Ok(()),
+    }
+}
+
+/// The embedded store's data directory and files, as they are on disk.
+struct StoreFiles {
+    /// The data directory, resolved (none when it is not there yet).
+    dir: Option<PathBuf>,
+    /// The database file, its write-ahead log and shared memory.
+    files: [PathBuf; 3],
+}
+
+impl StoreFiles {
+    fn of(data_dir: &Path) -> StoreFiles {
+        let file = data_dir.join(wfstate_events::DATABASE_FILE);
+        let with = |suffix: &str| {
+            let mut name = file.clone().into_os_string();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        StoreFiles {
+            dir: data_dir.canonicalize().ok(),
+            files: [with("-wal"), with("-shm"), file],
+        }
+    }
+
+    /// Whether `path` is one of the store's files, under any name (a hard or symbolic link).
+    fn holds(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(target) = std::fs::metadata(path) else {
+            return false;
+        };
+        self.files.iter().any(|file| {
+            std::fs::metadata(file)
+                .is_ok_and(|own| (own.dev(), own.ino()) == (target.dev(), target.ino()))
+        })
+    }
+
+    fn refuse_target(&self, file: &Path) -> Result<(), CliError> {
+        let inside = resolved(file)
+            .zip(self.dir.as_deref())
+            .is_some_and(|(target, dir)| target.starts_with(dir));
+        if inside || self.holds(file) {
+            let dir = self
+                .dir
+                .as_deref()
+                .unwrap_or(Path::new("the data directory"));
+            return Err(CliError::bad_input(format!(
+                "{} is {} the store being exported ({}): the export would overwrite it; write \
+                 the export outside the data directory; nothing was written",
+                file.display(),
+                if inside {
+                    "inside the data directory of"
+                } else {
+                    "a file of"
+                },
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn refuse_source(&self, file: &Path) -> Result<(), CliError> {
+        if self.holds(file) {
+            return Err(CliError::bad_input(format!(
+                "{} is this store's own file, not an export: import reads a file `wfstate \
+                 export` wrote; nothing was imported",
+                file.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `path` resolved: every link and `..` followed, for the file itself when it is there, else
+/// for its directory (the file's name joined to it). `None` when its directory is not there.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(path) = path.canonicalize() {
+        return Some(path);
+    }
+    let name = path.file_name()?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    Some(parent.canonicalize().ok()?.join(name))
 }
 
 /// A copy of stdin in a temporary file (an import reads its file more than once), removed
@@ -182,6 +280,10 @@ async fn import_file<L: Backend>(
     let (counted, progress) = Progress::start(log, "importing", Some(source.events()), json);
     let imported = import(&counted, source.path()).await?;
     drop(progress);
+    crate::stdout::stored(format!(
+        "the export is imported ({} events appended)",
+        imported.appended
+    ));
     let report = &imported.report;
     let name = if is_standard(file) {
         "stdin".to_owned()

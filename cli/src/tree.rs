@@ -153,6 +153,7 @@ async fn run_checkpoint<L: Backend>(
     }
     let tree = log.tree(true).await?;
     let note = checkpoint(log, &tree, &key, args.origin).await?;
+    crate::stdout::stored("the checkpoint is signed and kept");
     if json {
         out!("{}", json!({"checkpoint": note}));
     } else {

@@ -51,7 +51,8 @@ fn the_python_verifier_checks_the_vectors_and_an_export() {
     let dir = tempfile::tempdir().unwrap();
     let demo = wfstate(dir.path(), None, &["demo", "--cases", "20"], "");
     assert_eq!(demo.code, 0, "{}", demo.stderr);
-    let file = dir.path().join("export.cbor");
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("export.cbor");
     let export = wfstate(dir.path(), None, &["export", file.to_str().unwrap()], "");
     assert_eq!(export.code, 0, "{}", export.stderr);
     let checked = python_verify("export", &file);

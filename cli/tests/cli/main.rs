@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use wfstate_tests::NatsServer;
 
+mod again;
 mod checkpoints;
 mod console;
 mod format;
@@ -342,8 +343,9 @@ fn embedded_walkthrough_errors_and_demo() {
     walkthrough(dir.path(), None);
     errors(&dir.path().join("errors"), None);
     demo(&dir.path().join("demo"), None);
-    // Export from the embedded store, import into a fresh one.
-    let file = dir.path().join("export.cbor");
+    // Export from the embedded store (outside its data directory), import into a fresh one.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("export.cbor");
     let exported = wfstate(dir.path(), None, &["export", file.to_str().unwrap()], "");
     assert_eq!(exported.code, 0, "{}", exported.stderr);
     let fresh = dir.path().join("fresh");

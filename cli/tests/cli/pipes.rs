@@ -1,6 +1,8 @@
 //! A reader that closed the pipe (`wfstate history CASE | head -1`) ends every printing
 //! command quietly with status 141, as a process stopped by SIGPIPE; a full disk is a
-//! message. Neither is ever a panic.
+//! message. A command whose change is stored (a commit, a case, an import, a checkpoint, the
+//! views, an export file) ends with status 5 instead, saying what it stored: never a status
+//! that says nothing was done. Never a panic.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -48,9 +50,14 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
         "",
     );
     assert_eq!(made.code, 0, "{}", made.stderr);
+    let signed = wfstate(&data, None, &["checkpoint", "--key", key], "");
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
     let export = dir.path().join("export.cbor");
     let export = export.to_str().unwrap();
-    let commands: [&[&str]; 23] = [
+    let step = dir.path().join("step.json");
+    std::fs::write(&step, r#"[{"op": "increment_step_count"}]"#).unwrap();
+    let step = step.to_str().unwrap();
+    let reads: [&[&str]; 17] = [
         &["history", "c1"],
         &["history", "c1", "--since", "1h"],
         &["list"],
@@ -66,21 +73,38 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
         &["--json", "show", "c1", "--replay"],
         &["replay", "c1"],
         &["verify", "--all"],
-        &["project"],
-        &["checkpoint", "--key", key],
         &["checkpoint", "--public-key", "--key", key],
         &["receipt", "c1", "--version", "1"],
-        &["export", export],
-        &["create", "--id", "c2"],
-        &["demo", "--cases", "2"],
-        &["bench"],
     ];
-    for args in commands {
+    for args in reads.into_iter().chain([&["bench"][..]]) {
         let (code, stderr) = run_into(&data, args, closed_pipe());
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(code, 141, "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?} said: {stderr}");
     }
+    let changes: [&[&str]; 6] = [
+        &["project"],
+        &["checkpoint", "--key", key],
+        &["export", export],
+        &["create", "--id", "c2"],
+        &["commit", "c2", "--file", step],
+        &["demo", "--cases", "2"],
+    ];
+    for args in changes {
+        let (code, stderr) = run_into(&data, args, closed_pipe());
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(code, 5, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("wfstate: done: "),
+            "{args:?} said: {stderr}"
+        );
+    }
+    let history = crate::wfstate(&data, None, &["history", "c2"], "");
+    assert_eq!(
+        history.stdout.lines().count(),
+        3,
+        "c2 created and committed once each"
+    );
     // A full disk is a message, with the status of a full disk elsewhere.
     let full = std::fs::OpenOptions::new()
         .write(true)
