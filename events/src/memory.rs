@@ -134,10 +134,12 @@ impl MemoryLog {
                 payload: payload.clone(),
             });
             log.by_commit.insert(*commit_id, position);
-            log.by_case
-                .entry(case_id.to_string())
-                .or_default()
-                .push(position);
+            match log.by_case.get_mut(case_id.as_str()) {
+                Some(positions) => positions.push(position),
+                None => {
+                    log.by_case.insert(case_id.to_string(), vec![position]);
+                }
+            }
         }
         drop(log);
         self.shared.appended.send_replace(position);

@@ -64,7 +64,11 @@ impl ViewStore for MemoryViews {
     }
 
     async fn revision(&self, case_id: &str) -> Result<Option<u64>, ProjectorError> {
-        Ok(self.lock().views.get(case_id).map(|(_, revision)| *revision))
+        Ok(self
+            .lock()
+            .views
+            .get(case_id)
+            .map(|(_, revision)| *revision))
     }
 
     async fn write(
@@ -153,6 +157,9 @@ pub struct MemoryProjector<L, V = MemoryViews> {
     acknowledged: Acknowledged,
     batch: usize,
     stats: Arc<ProjectorStats>,
+    /// The views the last batch wrote, with their revisions, for the next batch (as the
+    /// JetStream projector keeps them): a stale one is refused by the compare-and-set.
+    written: BTreeMap<String, (View, u64)>,
 }
 
 /// The largest view a memory projector writes.
@@ -168,6 +175,7 @@ impl<L: EventLog + Clone, V: ViewStore> MemoryProjector<L, V> {
             acknowledged,
             batch: batch.max(1),
             stats: Arc::default(),
+            written: BTreeMap::new(),
         }
     }
 
@@ -207,12 +215,17 @@ impl<L: EventLog + Clone, V: ViewStore> Projector for MemoryProjector<L, V> {
         let Some(last) = events.last().map(|stored| stored.position) else {
             return Ok(0);
         };
+        // Taken now: an error anywhere below leaves no cached view behind.
+        let mut written = std::mem::take(&mut self.written);
         let mut batch = Batch::default();
         for key in Batch::cases(&events) {
-            let (view, revision) = match self.store.load(&key).await {
-                Ok(loaded) => loaded.unzip(),
-                Err(ProjectorError::BadView { .. }) => (None, self.store.revision(&key).await?),
-                Err(error) => return Err(error),
+            let (view, revision) = match written.remove(&key) {
+                Some((view, revision)) => (Some(view), Some(revision)),
+                None => match self.store.load(&key).await {
+                    Ok(loaded) => loaded.unzip(),
+                    Err(ProjectorError::BadView { .. }) => (None, self.store.revision(&key).await?),
+                    Err(error) => return Err(error),
+                },
             };
             batch.insert(key, view, revision);
         }
@@ -224,26 +237,32 @@ impl<L: EventLog + Clone, V: ViewStore> Projector for MemoryProjector<L, V> {
             self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
         }
         for changed in finished.changed {
-            self.store
+            let revision = self
+                .store
                 .write(&changed.key, changed.bytes, changed.revision)
                 .await?;
             self.stats
                 .applied
                 .fetch_add(changed.applied, Ordering::Relaxed);
             self.stats.view_writes.fetch_add(1, Ordering::Relaxed);
+            written.insert(changed.key, (changed.view, revision));
         }
         self.stats.count(finished.counts);
         // Acknowledged once every view of the batch is written.
         self.acknowledged.set(last);
+        self.written = written;
         Ok(events.len())
     }
 
     async fn lag(&mut self) -> Result<u64, ProjectorError> {
         let last = self.log.last_position().await?;
-        Ok(last.get().saturating_sub(self.acknowledged.position().get()))
+        Ok(last
+            .get()
+            .saturating_sub(self.acknowledged.position().get()))
     }
 
     async fn retry(&mut self, case_id: &CaseId) -> Result<Option<View>, ProjectorError> {
+        self.written.clear();
         let revision = self.store.revision(case_id.as_str()).await?;
         let finished = history::refold(&self.log, case_id, revision)
             .await?

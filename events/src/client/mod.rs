@@ -80,14 +80,19 @@ impl<L> Clone for Workspace<L> {
     }
 }
 
-/// The default writer id: host name and process id.
+/// The default writer id: host name and process id, read once per process.
 fn default_writer() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}/{}", std::process::id())
+    static WRITER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WRITER
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}/{}", std::process::id())
+        })
+        .clone()
 }
 
 impl<L: EventLog> Workspace<L> {
@@ -347,8 +352,8 @@ impl<L: EventLog> Workspace<L> {
                 commit_id,
                 position,
             }) => {
+                // Left in doubt until the read ends: a future dropped meanwhile keeps it.
                 let (commit_id, position) = (*commit_id, *position);
-                handle.in_doubt = None;
                 self.landed_earlier(handle, commit_id, position).await
             }
             Some(InDoubt::Many(_)) => Err(Misuse::ManyInDoubt.into()),
@@ -389,7 +394,12 @@ impl<L: EventLog> Workspace<L> {
         position: Position,
     ) -> Result<Receipt, CommitError> {
         let case_id = handle.case.id().clone();
-        match self.read_landed(&case_id, commit_id, position).await? {
+        let read = self.read_landed(&case_id, commit_id, position).await;
+        if !matches!(read, Ok(Err(_))) {
+            // Read, or refused for good: nothing is left to settle.
+            handle.in_doubt = None;
+        }
+        match read? {
             Ok(stored) => {
                 let event =
                     Event::decode(&stored.payload).map_err(|source| CommitError::Corrupted {

@@ -75,12 +75,26 @@ impl Case {
     ///
     /// # Errors
     /// [`FoldError`], with the case dropped.
-    pub fn fold_unhashed(mut self, payload: &[u8]) -> Result<(Case, Event), FoldError> {
+    pub fn fold_unhashed(self, payload: &[u8]) -> Result<(Case, Event), FoldError> {
         let event = Event::decode(payload)?;
-        self.check_follows(&event)?;
-        apply_mutations(&mut self.state, &event, &mut ())?;
-        self.last_event_hash = Hash::of(payload);
-        Ok((self, event))
+        let case = self.fold_event_unhashed(&event, Hash::of(payload))?;
+        Ok((case, event))
+    }
+
+    /// Folds a decoded event like [`Case::fold_unhashed`], for a reader that decoded it
+    /// already: `event_hash` is the SHA-256 of its stored bytes.
+    ///
+    /// # Errors
+    /// [`FoldError`], with the case dropped.
+    pub fn fold_event_unhashed(
+        mut self,
+        event: &Event,
+        event_hash: Hash,
+    ) -> Result<Case, FoldError> {
+        self.check_follows(event)?;
+        apply_mutations(&mut self.state, event, &mut ())?;
+        self.last_event_hash = event_hash;
+        Ok(self)
     }
 
     /// Checks that the case's state hash is `expected`: the state hash of the last event

@@ -33,12 +33,12 @@ pub(crate) fn read_event(bytes: &[u8]) -> Option<WireEvent> {
     let mut reader = Reader { bytes };
     let mut wire = WireEvent::default();
     for _ in 0..reader.length(MAP)? {
-        match reader.text()? {
-            "schema" => fill(&mut wire.schema, reader.unsigned()?)?,
-            "commit_id" => fill(&mut wire.commit_id, reader.text()?.parse().ok()?)?,
-            "case_id" => fill(&mut wire.case_id, reader.text()?.parse().ok()?)?,
-            "version" => fill(&mut wire.version, Version::new(reader.unsigned()?))?,
-            "mutations" => {
+        match reader.key()? {
+            b"schema" => fill(&mut wire.schema, reader.unsigned()?)?,
+            b"commit_id" => fill(&mut wire.commit_id, reader.text()?.parse().ok()?)?,
+            b"case_id" => fill(&mut wire.case_id, reader.text()?.parse().ok()?)?,
+            b"version" => fill(&mut wire.version, Version::new(reader.unsigned()?))?,
+            b"mutations" => {
                 let count = reader.length(ARRAY)?;
                 let mut mutations = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {
@@ -46,10 +46,10 @@ pub(crate) fn read_event(bytes: &[u8]) -> Option<WireEvent> {
                 }
                 fill(&mut wire.mutations, mutations)?;
             }
-            "committed_at_ms" => fill(&mut wire.committed_at_ms, reader.unsigned()?)?,
-            "writer" => fill(&mut wire.writer, reader.text()?.to_owned())?,
-            "state_hash" => fill(&mut wire.state_hash, reader.hash()?)?,
-            "prev_event_hash" => fill(&mut wire.prev_event_hash, reader.hash()?)?,
+            b"committed_at_ms" => fill(&mut wire.committed_at_ms, reader.unsigned()?)?,
+            b"writer" => fill(&mut wire.writer, reader.text()?.to_owned())?,
+            b"state_hash" => fill(&mut wire.state_hash, reader.hash()?)?,
+            b"prev_event_hash" => fill(&mut wire.prev_event_hash, reader.hash()?)?,
             _ => return None,
         }
     }
@@ -103,6 +103,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes of a text item: a map key, compared with the names this store writes (any
+    /// other key, valid text or not, sends the payload to the serde decoder).
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let length = self.length(TEXT)?;
+        self.take(length)
+    }
+
     fn text(&mut self) -> Option<&'a str> {
         let length = self.length(TEXT)?;
         std::str::from_utf8(self.take(length)?).ok()
@@ -116,15 +123,15 @@ impl<'a> Reader<'a> {
     fn mutation(&mut self) -> Option<Mutation> {
         let mut fields = Fields::default();
         for _ in 0..self.length(MAP)? {
-            match self.text()? {
-                "op" => {
+            match self.key()? {
+                b"op" => {
                     let name = self.text()?;
                     let op = Op::deserialize(StrDeserializer::<ValueError>::new(name)).ok()?;
                     fill(&mut fields.op, op)?;
                 }
-                "ctx" => fill(&mut fields.ctx, self.value(0)?)?,
-                "set" => fill(&mut fields.set, self.map(0)?)?,
-                "remove" => {
+                b"ctx" => fill(&mut fields.ctx, self.value(0)?)?,
+                b"set" => fill(&mut fields.set, self.map(0)?)?,
+                b"remove" => {
                     let count = self.length(ARRAY)?;
                     let mut keys = Vec::with_capacity(count.min(1024));
                     for _ in 0..count {
@@ -132,12 +139,12 @@ impl<'a> Reader<'a> {
                     }
                     fill(&mut fields.remove, keys)?;
                 }
-                "id" => fill(&mut fields.id, self.text()?.to_owned())?,
-                "ip" => fill(&mut fields.ip, self.unsigned()?)?,
-                "scope" => fill(&mut fields.scope, self.text()?.to_owned())?,
-                "value" => fill(&mut fields.value, self.value(0)?)?,
-                "parent" => fill(&mut fields.parent, self.text()?.to_owned())?,
-                "status" => fill(&mut fields.status, self.text()?.to_owned())?,
+                b"id" => fill(&mut fields.id, self.text()?.to_owned())?,
+                b"ip" => fill(&mut fields.ip, self.unsigned()?)?,
+                b"scope" => fill(&mut fields.scope, self.text()?.to_owned())?,
+                b"value" => fill(&mut fields.value, self.value(0)?)?,
+                b"parent" => fill(&mut fields.parent, self.text()?.to_owned())?,
+                b"status" => fill(&mut fields.status, self.text()?.to_owned())?,
                 _ => return None,
             }
         }
