@@ -230,24 +230,35 @@ impl NatsCluster {
         &self.nodes[n].name
     }
 
-    /// Kills node `n` with SIGKILL and waits for it to exit.
-    pub fn kill(&mut self, n: usize) {
+    /// Kills node `n` with SIGKILL and waits for it to exit; whether it was running.
+    pub fn kill(&mut self, n: usize) -> bool {
+        let running = self.running(n);
         if let Some(mut child) = self.nodes[n].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        running
+    }
+
+    /// Whether node `n`'s process is running (started, and not exited since).
+    pub fn running(&mut self, n: usize) -> bool {
+        self.nodes[n]
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Starts node `n` again (same name, ports and store) and waits until it is ready.
     pub fn restart(&mut self, n: usize) {
-        self.kill(n);
+        let _ = self.kill(n);
         self.spawn(n);
         self.wait_ready();
     }
 
-    /// Stops node `n` with SIGSTOP (a long pause: it holds its sockets and answers nothing).
-    pub fn pause(&self, n: usize) {
-        self.signal(n, "-STOP");
+    /// Stops node `n` with SIGSTOP (a long pause: it holds its sockets and answers nothing);
+    /// whether it was running to be paused (a node that is not is left as it is).
+    pub fn pause(&mut self, n: usize) -> bool {
+        self.running(n) && self.try_signal(n, "-STOP")
     }
 
     /// Resumes node `n` after [`NatsCluster::pause`].
@@ -325,7 +336,7 @@ impl Drop for NatsCluster {
             // A paused node must be resumed to die of SIGKILL promptly and release its ports;
             // one that has exited already (a failed start) cannot be, which is fine here.
             self.try_signal(n, "-CONT");
-            self.kill(n);
+            let _ = self.kill(n);
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct Stored {
     pub hash: String,
     /// The writer's clock in the payload.
     pub committed_at_ms: u64,
+    /// The commit id.
+    pub commit_id: String,
+    /// The value its mutations set the ctx key `n` to, if they set it.
+    pub n: Option<u64>,
 }
 
 /// A chain that does not hold: a version out of order, a link to the wrong previous event, a
@@ -132,7 +136,7 @@ pub async fn read_stream(client: async_nats::Client, stream: &str, prefix: &str)
         heads.insert(case.to_owned(), (event.version, hash));
         contents
             .by_commit_id
-            .entry(event.commit_id)
+            .entry(event.commit_id.clone())
             .or_default()
             .push(contents.events.len());
         contents.events.push(Stored {
@@ -141,6 +145,8 @@ pub async fn read_stream(client: async_nats::Client, stream: &str, prefix: &str)
             version: event.version,
             hash: hex::encode(hash),
             committed_at_ms: event.committed_at_ms,
+            commit_id: event.commit_id.clone(),
+            n: event.n,
         });
     }
     contents
@@ -152,6 +158,23 @@ struct Decoded {
     commit_id: String,
     prev_event_hash: [u8; 32],
     committed_at_ms: u64,
+    n: Option<u64>,
+}
+
+/// The value a list of mutations (plain CBOR) sets the ctx key `n` to, if any: the last
+/// `patch_ctx` `set` or `set_ctx` `ctx` that holds it.
+fn sets_n(mutations: &ciborium::Value) -> Option<u64> {
+    let entry = |map: &ciborium::Value, name: &str| {
+        map.as_map()?
+            .iter()
+            .find(|(key, _)| key.as_text() == Some(name))
+            .map(|(_, value)| value.clone())
+    };
+    mutations.as_array()?.iter().rev().find_map(|mutation| {
+        let values = entry(mutation, "set").or_else(|| entry(mutation, "ctx"))?;
+        let n = entry(&values, "n")?;
+        u64::try_from(n.as_integer()?).ok()
+    })
 }
 
 /// The fields the checks need, from the payload as plain CBOR (a map with text keys).
@@ -190,5 +213,6 @@ fn decode(payload: &[u8]) -> Result<Decoded, String> {
         commit_id: text("commit_id")?,
         prev_event_hash,
         committed_at_ms: integer("committed_at_ms")?,
+        n: field("mutations").ok().and_then(sets_n),
     })
 }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Record {
     /// A commit with the worker's own commit id is about to be sent: what a new process
-    /// needs to send it again (the case, and the ctx key and value it sets).
+    /// needs to send it again (the case, and the ctx key and value it sets). A transaction's
+    /// (adding one to the case's `n`) is written down too, and not sent again by a new
+    /// process: its outcome is the stream's.
     Intent {
         /// The commit id.
         id: String,
@@ -26,6 +28,9 @@ pub enum Record {
         value: u64,
         /// The commit's clock, kept for every resend.
         at: u64,
+        /// A transaction adding one to `n`.
+        #[serde(default)]
+        transact: bool,
     },
     /// A commit acknowledged, with what its receipt says.
     Ack {
@@ -60,8 +65,13 @@ pub enum Record {
         /// When, ms since the epoch.
         at: u64,
     },
-    /// A commit attempt that failed with nothing stored, or another error, in words.
+    /// A call that failed: for a commit (`id`), the client said nothing of it was stored,
+    /// and the worker will not send it again (a retry gets a new commit id). A failed read
+    /// has no commit id.
     Failed {
+        /// The commit that failed, if it was one.
+        #[serde(default)]
+        id: Option<String>,
         /// What failed.
         error: String,
         /// When, ms since the epoch.

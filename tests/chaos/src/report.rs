@@ -16,6 +16,8 @@ pub struct Injected {
     pub fault: Fault,
     /// What it hit.
     pub detail: String,
+    /// Whether it was injected (a node that was not running was not hit).
+    pub hit: bool,
     /// When it started and ended (healed), ms since the epoch.
     pub start_ms: u64,
     /// See `start_ms`.
@@ -59,6 +61,8 @@ pub struct Row {
     pub duplicated: u64,
     /// Broken chain links, and acknowledgements that disagree with the stored event.
     pub forked: u64,
+    /// Commits reported failed (nothing stored) that are stored.
+    pub failed_stored: u64,
     /// Commits whose outcome was unknown.
     pub unknown: u64,
     /// How long each unknown outcome the worker resolved took, ms.
@@ -113,6 +117,16 @@ impl RunOutcome {
             .collect();
         for fault in &self.injected {
             let seconds = |ms: u64| ms as f64 / 1000.0;
+            if !fault.hit {
+                let _ = write!(
+                    text,
+                    "\n  at {:5.1}s {} ({})",
+                    seconds(fault.start_ms.saturating_sub(self.started_ms)),
+                    fault.fault.name(),
+                    fault.detail,
+                );
+                continue;
+            }
             let gap = unavailable
                 .get_mut(&fault.fault)
                 .and_then(Iterator::next)
@@ -146,8 +160,11 @@ pub fn analyze(input: RunInput) -> RunOutcome {
         failures: Vec::new(),
     };
     run.rows.entry(None).or_default();
-    for fault in &input.injected {
+    for fault in input.injected.iter().filter(|fault| fault.hit) {
         run.rows.entry(Some(fault.fault)).or_default().faults += 1;
+    }
+    if !input.injected.iter().any(|fault| fault.hit) {
+        run.failures.push("no fault was injected".into());
     }
     let failures = &mut run.failures;
     failures.extend(input.audit_problems.iter().map(|p| format!("audit: {p}")));
@@ -162,6 +179,8 @@ pub fn analyze(input: RunInput) -> RunOutcome {
     run.chains(&input.contents);
     let first_ack = run.acks(&input.records, &input.contents);
     run.unknowns(&input.records, &input.contents, &first_ack);
+    run.failed(&input.records, &input.contents);
+    run.counters(&input.records, &input.contents);
     let mut acks: Vec<u64> = first_ack.values().copied().collect();
     acks.sort_unstable();
     run.availability(&acks, input.ended_ms);
@@ -191,7 +210,7 @@ impl Analysis<'_> {
             .injected
             .iter()
             .rev()
-            .find(|fault| fault.start_ms <= at)
+            .find(|fault| fault.hit && fault.start_ms <= at)
             .map(|fault| fault.fault);
         self.rows.entry(fault).or_default()
     }
@@ -315,11 +334,75 @@ impl Analysis<'_> {
         }
     }
 
+    /// A commit the client reported failed (nothing stored) is not stored.
+    fn failed(&mut self, records: &[Record], contents: &StreamContents) {
+        for record in records {
+            if let Record::Failed {
+                id: Some(id),
+                error,
+                at,
+            } = record
+                && let Some(copies) = contents.by_commit_id.get(id)
+            {
+                self.row(*at).failed_stored += 1;
+                let sequences: Vec<u64> = copies
+                    .iter()
+                    .map(|&index| contents.events[index].sequence)
+                    .collect();
+                self.failures.push(format!(
+                    "commit {id} was reported failed ({error}) and is stored at sequences \
+                     {sequences:?}"
+                ));
+            }
+        }
+    }
+
+    /// Each case's counter `n` is what its stored transactions made it: each stored
+    /// transaction (a commit id a worker wrote down as one) added one, and nothing else
+    /// touched it.
+    fn counters(&mut self, records: &[Record], contents: &StreamContents) {
+        let transactions: std::collections::HashSet<&str> = records
+            .iter()
+            .filter_map(|record| match record {
+                Record::Intent {
+                    id, transact: true, ..
+                } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        // Per case: the last value of n, and how many stored events set it by a transaction
+        // or otherwise (the setup's first commit sets it to 0).
+        let mut cases: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+        for event in &contents.events {
+            let Some(n) = event.n else { continue };
+            let (last, by_transaction, other) = cases.entry(&event.case).or_default();
+            *last = n;
+            if transactions.contains(event.commit_id.as_str()) {
+                *by_transaction += 1;
+            } else {
+                *other += 1;
+            }
+        }
+        for (case, (last, by_transaction, other)) in cases {
+            if last != by_transaction || other != 1 {
+                self.failures.push(format!(
+                    "case {case}: n is {last}, after {by_transaction} stored transactions and \
+                     {other} other commits setting it (the setup's one)"
+                ));
+            }
+        }
+    }
+
     /// Per fault, the longest time with no acknowledged commit from its start to the next
     /// fault's (or the run's end). A stall that runs past the window counts only up to its
     /// end: the rest belongs to the next fault's window.
     fn availability(&mut self, acks: &[u64], ended_ms: u64) {
-        for (n, fault) in self.injected.iter().enumerate() {
+        for (n, fault) in self
+            .injected
+            .iter()
+            .enumerate()
+            .filter(|(_, fault)| fault.hit)
+        {
             let until = self
                 .injected
                 .get(n + 1)
@@ -372,6 +455,7 @@ pub fn table(outcomes: &[RunOutcome]) -> String {
             sum.lost += row.lost;
             sum.duplicated += row.duplicated;
             sum.forked += row.forked;
+            sum.failed_stored += row.failed_stored;
             sum.unknown += row.unknown;
             sum.resolve_ms.extend(&row.resolve_ms);
             sum.resolved_at_end += row.resolved_at_end;
@@ -379,9 +463,9 @@ pub fn table(outcomes: &[RunOutcome]) -> String {
         }
     }
     let mut text = String::from(
-        "| fault | injected | acknowledged | lost | duplicated | forked | unknown | \
-         resolved p50 / p99 (s) | resolved at end | no commit, p50 / p99 / max (s) |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| fault | injected | acknowledged | lost | duplicated | forked | failed, yet stored | \
+         unknown | resolved p50 / p99 (s) | resolved at end | no commit, p50 / p99 / max (s) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for (fault, row) in &mut rows {
         let name = fault.map_or("(before any fault)", Fault::name);
@@ -389,12 +473,13 @@ pub fn table(outcomes: &[RunOutcome]) -> String {
         let mut unavailable = row.unavailable_ms.clone();
         let _ = writeln!(
             text,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} / {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} / {} |",
             row.faults,
             row.acked,
             row.lost,
             row.duplicated,
             row.forked,
+            row.failed_stored,
             row.unknown,
             ms(percentile(&mut resolve, 50.0)),
             ms(percentile(&mut resolve, 99.0)),

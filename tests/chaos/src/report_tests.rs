@@ -16,6 +16,16 @@ fn stored(sequence: u64, case: &str, version: u64, hash: &str) -> Stored {
         version,
         hash: hash.into(),
         committed_at_ms: T0 + sequence,
+        commit_id: String::new(),
+        n: None,
+    }
+}
+
+/// An event setting the case's `n`.
+fn counted(sequence: u64, case: &str, version: u64, n: u64) -> Stored {
+    Stored {
+        n: Some(n),
+        ..stored(sequence, case, version, &format!("h{sequence}"))
     }
 }
 
@@ -25,9 +35,26 @@ fn contents(events: Vec<(&str, Stored)>) -> StreamContents {
         by_commit_id.entry((*id).into()).or_default().push(index);
     }
     StreamContents {
-        events: events.into_iter().map(|(_, event)| event).collect(),
+        events: events
+            .into_iter()
+            .map(|(id, event)| Stored {
+                commit_id: id.into(),
+                ..event
+            })
+            .collect(),
         by_commit_id,
         breaks: Vec::new(),
+    }
+}
+
+fn transaction(id: &str, case: &str) -> Record {
+    Record::Intent {
+        id: id.into(),
+        case: case.into(),
+        key: "n".into(),
+        value: 0,
+        at: T0,
+        transact: true,
     }
 }
 
@@ -50,6 +77,7 @@ fn input(records: Vec<Record>, contents: StreamContents) -> RunInput {
         injected: vec![Injected {
             fault: Fault::LeaderKill,
             detail: "node 0".into(),
+            hit: true,
             start_ms: T0 + 1_000,
             end_ms: T0 + 3_000,
         }],
@@ -99,6 +127,7 @@ fn a_stall_is_counted_in_the_window_it_falls_in() {
     input.injected.push(Injected {
         fault: Fault::Partition,
         detail: "node 1".into(),
+        hit: true,
         start_ms: T0 + 2_000,
         end_ms: T0 + 4_000,
     });
@@ -177,4 +206,81 @@ fn an_unknown_outcome_resolved_against_the_stream_fails() {
     let row = &outcome.rows[&Some(Fault::LeaderKill)];
     assert_eq!((row.unknown, row.resolved_at_end), (2, 1));
     assert_eq!(row.resolve_ms, vec![500]);
+}
+
+/// A commit the client reported failed (nothing stored) that is in the stream: the failure
+/// the client must never report.
+#[test]
+fn a_commit_reported_failed_that_is_stored_fails_the_run() {
+    let records = vec![Record::Failed {
+        id: Some("a".into()),
+        error: "refused".into(),
+        at: T0 + 2_000,
+    }];
+    let outcome = analyze(input(
+        records,
+        contents(vec![("a", stored(1, "c", 1, "h1"))]),
+    ));
+    assert!(!outcome.passed());
+    assert_eq!(outcome.rows[&Some(Fault::LeaderKill)].failed_stored, 1);
+    let failed_read = vec![
+        Record::Failed {
+            id: None,
+            error: "a read failed".into(),
+            at: T0 + 2_000,
+        },
+        ack("a", "c", 1, "h1", T0 + 2_500),
+    ];
+    let outcome = analyze(input(
+        failed_read,
+        contents(vec![("a", stored(1, "c", 1, "h1"))]),
+    ));
+    assert!(outcome.passed(), "{:?}", outcome.failures);
+}
+
+/// A case's counter is its stored transactions: one set by another commit, or a transaction
+/// whose increment is missing, fails the run.
+#[test]
+fn each_counter_is_its_stored_transactions() {
+    let records = vec![
+        transaction("t1", "c"),
+        transaction("t2", "c"),
+        ack("t2", "c", 3, "h3", T0 + 2_500),
+    ];
+    let good = contents(vec![
+        ("setup", counted(1, "c", 1, 0)),
+        ("t1", counted(2, "c", 2, 1)),
+        ("t2", counted(3, "c", 3, 2)),
+    ]);
+    let outcome = analyze(input(records.clone(), good));
+    assert!(outcome.passed(), "{:?}", outcome.failures);
+    let lost_update = contents(vec![
+        ("setup", counted(1, "c", 1, 0)),
+        ("t1", counted(2, "c", 2, 1)),
+        ("t2", counted(3, "c", 3, 1)),
+    ]);
+    assert!(!analyze(input(records.clone(), lost_update)).passed());
+    let foreign = contents(vec![
+        ("setup", counted(1, "c", 1, 0)),
+        ("t1", counted(2, "c", 2, 1)),
+        ("x", counted(3, "c", 3, 2)),
+    ]);
+    assert!(!analyze(input(records, foreign)).passed());
+}
+
+/// A run whose faults all missed (a node that was not running) fails.
+#[test]
+fn a_run_that_injected_no_fault_fails() {
+    let mut input = input(Vec::new(), contents(Vec::new()));
+    input.injected[0].hit = false;
+    let outcome = analyze(input);
+    assert!(
+        outcome
+            .failures
+            .iter()
+            .any(|failure| failure == "no fault was injected"),
+        "{:?}",
+        outcome.failures
+    );
+    assert!(!outcome.rows.contains_key(&Some(Fault::LeaderKill)));
 }

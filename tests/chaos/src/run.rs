@@ -220,14 +220,7 @@ impl Suite {
         let mut injected = Vec::new();
         for planned in &plan {
             tokio::time::sleep(planned.gap).await;
-            let start_ms = now_ms();
-            let detail = inject(planned, &mut cluster, &mut processes, &log).await;
-            injected.push(Injected {
-                fault: planned.fault,
-                detail,
-                start_ms,
-                end_ms: now_ms(),
-            });
+            injected.push(inject(planned, &mut cluster, &mut processes, &log).await);
         }
         if let Some(left) = until.checked_sub(now_ms()) {
             tokio::time::sleep(Duration::from_millis(left)).await;
@@ -317,56 +310,69 @@ async fn start_cluster() -> (NatsCluster, JetStreamLog) {
     (cluster, log)
 }
 
-/// Injects one fault, holds it, heals it; returns what it hit.
+/// Injects one fault, holds it, heals it; returns what it was and what it hit. A fault's
+/// start is taken once its target is known; a leader fault whose leader is not known hits the
+/// planned node and is reported as what it was (a node kill, an isolation); a node that is
+/// not running is reported, and nothing is counted as injected.
 async fn inject(
     planned: &Planned,
     cluster: &mut NatsCluster,
     processes: &mut Processes,
     log: &JetStreamLog,
-) -> String {
+) -> Injected {
     let hold = planned.hold;
-    match planned.fault {
+    let leading = match planned.fault {
+        Fault::LeaderKill | Fault::Partition | Fault::NodeKill | Fault::Pause => {
+            leader(cluster, log).await
+        }
+        _ => None,
+    };
+    let (fault, node) = match (planned.fault, leading) {
+        (Fault::LeaderKill, Some(leader)) => (Fault::LeaderKill, leader),
+        // A node kill that hits the leader is a leader kill.
+        (Fault::NodeKill, Some(leader)) if leader == planned.target => (Fault::LeaderKill, leader),
+        (Fault::LeaderKill | Fault::NodeKill, _) => (Fault::NodeKill, planned.target),
+        (Fault::Partition, Some(leader)) => (Fault::Partition, leader),
+        (Fault::Partition | Fault::Isolation, _) => (Fault::Isolation, planned.target),
+        (fault, _) => (fault, planned.target),
+    };
+    let role = match leading {
+        Some(leader) if leader == node => "the stream leader",
+        Some(_) => "a follower",
+        None => "no leader known",
+    };
+    let start_ms = now_ms();
+    let mut hit = true;
+    let detail = match fault {
         Fault::LeaderKill | Fault::NodeKill => {
-            let leading = leader(cluster, log).await;
-            let node = match planned.fault {
-                Fault::LeaderKill => leading.unwrap_or(planned.target),
-                _ => planned.target,
-            };
-            let what = match leading {
-                Some(leader) if leader == node => "the stream leader",
-                Some(_) => "a follower",
-                None => "no leader known",
-            };
-            cluster.kill(node);
-            tokio::time::sleep(hold).await;
+            hit = cluster.kill(node);
+            if hit {
+                tokio::time::sleep(hold).await;
+            }
             tokio::task::block_in_place(|| cluster.restart(node));
-            format!("{what}, node {node}")
+            format!("{role}, node {node}")
         }
         Fault::Pause => {
-            let what = match leader(cluster, log).await {
-                Some(leader) if leader == planned.target => "the stream leader",
-                Some(_) => "a follower",
-                None => "no leader known",
-            };
-            cluster.pause(planned.target);
-            tokio::time::sleep(hold).await;
-            cluster.resume(planned.target);
-            format!("{what}, node {}", planned.target)
+            hit = cluster.pause(node);
+            if hit {
+                tokio::time::sleep(hold).await;
+                cluster.resume(node);
+            }
+            format!("{role}, node {node}")
         }
-        Fault::Partition => {
-            let node = leader(cluster, log).await.unwrap_or(planned.target);
+        Fault::Partition | Fault::Isolation => {
             cluster.isolate(node);
             tokio::time::sleep(hold).await;
             cluster.heal();
-            format!("node {node} cut off")
+            format!("node {node} cut off ({role})")
         }
         Fault::SlowLink => {
-            for other in (0..NODES).filter(|other| *other != planned.target) {
-                cluster.slow_link(other, planned.target, Duration::from_millis(500));
+            for other in (0..NODES).filter(|other| *other != node) {
+                cluster.slow_link(other, node, Duration::from_millis(500));
             }
             tokio::time::sleep(hold).await;
             cluster.heal();
-            format!("routes into node {}", planned.target)
+            format!("routes into node {node}")
         }
         Fault::RollingRestart => {
             for node in 0..NODES {
@@ -385,13 +391,25 @@ async fn inject(
             processes.projector = processes.spawner.projector();
             "the projector".into()
         }
+    };
+    let detail = if hit {
+        detail
+    } else {
+        format!("{detail}: it was not running, nothing was injected")
+    };
+    Injected {
+        fault,
+        detail,
+        hit,
+        start_ms,
+        end_ms: now_ms(),
     }
 }
 
-/// The node that leads the stream now, if one does.
+/// The node that leads the stream now, if one does: asked for at most about five seconds.
 async fn leader(cluster: &NatsCluster, log: &JetStreamLog) -> Option<usize> {
-    for _ in 0..10 {
-        let asked = tokio::time::timeout(Duration::from_secs(2), async {
+    for _ in 0..8 {
+        let asked = tokio::time::timeout(Duration::from_millis(500), async {
             let mut stream = log.context().get_stream(log.stream_name()).await.ok()?;
             stream.info().await.ok()?.cluster.clone()?.leader
         })
@@ -401,7 +419,7 @@ async fn leader(cluster: &NatsCluster, log: &JetStreamLog) -> Option<usize> {
         {
             return Some(node);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
 }

@@ -64,6 +64,9 @@ pub enum Fault {
     Pause,
     /// The stream's leader cut off from the other two for `hold`, both sides running.
     Partition,
+    /// A node not known to lead cut off from the other two: a partition whose leader could
+    /// not be found when it was injected (never planned as such).
+    Isolation,
     /// Every route into node `target` delayed by half a second for `hold`.
     SlowLink,
     /// Each node in turn killed and started again, waiting until it is ready.
@@ -76,8 +79,8 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Every fault kind, in the order of the report's table.
-    pub const ALL: [Fault; 8] = [
+    /// The kinds a schedule draws from.
+    pub const PLANNED: [Fault; 8] = [
         Fault::LeaderKill,
         Fault::NodeKill,
         Fault::Pause,
@@ -95,6 +98,7 @@ impl Fault {
             Fault::NodeKill => "node-kill",
             Fault::Pause => "pause",
             Fault::Partition => "partition",
+            Fault::Isolation => "isolation",
             Fault::SlowLink => "slow-link",
             Fault::RollingRestart => "rolling-restart",
             Fault::WorkerKill => "worker-kill",
@@ -116,6 +120,24 @@ pub struct Planned {
     pub hold: Duration,
 }
 
+impl Planned {
+    /// How long the fault is expected to take, from its start until it is healed: its hold,
+    /// and for a restart the few seconds a node takes to be ready again.
+    pub fn estimate(&self) -> Duration {
+        match self.fault {
+            // A new leader is elected before the cluster is ready again.
+            Fault::LeaderKill | Fault::NodeKill => self.hold + RESTART * 2,
+            Fault::RollingRestart => RESTART * 3 + Duration::from_secs(1),
+            Fault::WorkerKill | Fault::ProjectorKill => Duration::from_millis(500),
+            Fault::Pause | Fault::Partition | Fault::Isolation | Fault::SlowLink => self.hold,
+        }
+    }
+}
+
+/// About how long a node takes to start again and be ready, in a three-node cluster on one
+/// machine (measured: 3 s a node in a rolling restart; 5.5 s after a kill of the leader).
+const RESTART: Duration = Duration::from_secs(3);
+
 impl fmt::Display for Planned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -125,7 +147,9 @@ impl fmt::Display for Planned {
             self.fault.name()
         )?;
         match self.fault {
-            Fault::NodeKill | Fault::Pause | Fault::SlowLink => write!(f, " node {}", self.target)?,
+            Fault::NodeKill | Fault::Pause | Fault::SlowLink | Fault::Isolation => {
+                write!(f, " node {}", self.target)?;
+            }
             Fault::WorkerKill => write!(f, " worker {}", self.target)?,
             _ => {}
         }
@@ -136,41 +160,63 @@ impl fmt::Display for Planned {
     }
 }
 
-/// The faults of one run of `seconds`, drawn from `seed`. Faults are planned while at least
-/// ten seconds of the run would be left after them (a guess: a restart takes a few seconds
-/// more than planned), so that the cluster works again before the run ends.
+/// The quiet time a run keeps at its end, so that the cluster works again before the run
+/// ends: a sixth of the run, from 5 to 10 seconds.
+pub fn tail(run_for: Duration) -> Duration {
+    (run_for / 6).clamp(Duration::from_secs(5), Duration::from_secs(10))
+}
+
+/// How much shorter than a minute's a run's gaps and holds are, so that every kind fits in a
+/// run of 20 s: a third at 20 s, whole from 60 s on.
+fn scale(run_for: Duration) -> f64 {
+    (run_for.as_secs_f64() / 60.0).clamp(1.0 / 3.0, 1.0)
+}
+
+/// One fault drawn from `rng`, its durations scaled by `scale`.
+fn draw(rng: &mut Rng, scale: f64, nodes: usize, workers: usize) -> Planned {
+    let scaled = |rng: &mut Rng, min: u64, max: u64| {
+        rng.between(Duration::from_secs(min), Duration::from_secs(max))
+            .mul_f64(scale)
+    };
+    let gap = scaled(rng, 2, 5);
+    let fault = Fault::PLANNED[rng.index(Fault::PLANNED.len())];
+    let target = match fault {
+        Fault::WorkerKill => rng.index(workers),
+        _ => rng.index(nodes),
+    };
+    let hold = match fault {
+        Fault::LeaderKill | Fault::NodeKill => scaled(rng, 2, 6),
+        Fault::Pause | Fault::Partition | Fault::Isolation | Fault::SlowLink => scaled(rng, 4, 10),
+        Fault::RollingRestart | Fault::WorkerKill | Fault::ProjectorKill => Duration::ZERO,
+    };
+    Planned {
+        gap,
+        fault,
+        target,
+        hold,
+    }
+}
+
+/// The faults of one run of `seconds`, drawn from `seed`: one after another while each is
+/// expected to end before the run's [`tail`]. When a drawn fault would not fit what is left,
+/// others are drawn (eight at most) before the plan is full, so that a run is planned at
+/// least one fault and every kind can come up in a run of 20 s.
 pub fn plan(seed: u64, run_for: Duration, nodes: usize, workers: usize) -> Vec<Planned> {
     let mut rng = Rng::new(seed);
+    let window = run_for.saturating_sub(tail(run_for));
+    let scale = scale(run_for);
     let mut planned = Vec::new();
     let mut at = Duration::ZERO;
-    // A bound on the loop besides the time: at most one fault per two seconds of the run.
-    for _ in 0..=run_for.as_secs() / 2 {
-        let gap = rng.between(Duration::from_secs(2), Duration::from_secs(5));
-        let fault = Fault::ALL[rng.index(Fault::ALL.len())];
-        let target = match fault {
-            Fault::WorkerKill => rng.index(workers),
-            _ => rng.index(nodes),
-        };
-        let hold = match fault {
-            Fault::LeaderKill | Fault::NodeKill => {
-                rng.between(Duration::from_secs(2), Duration::from_secs(6))
-            }
-            Fault::Pause | Fault::Partition | Fault::SlowLink => {
-                rng.between(Duration::from_secs(4), Duration::from_secs(10))
-            }
-            Fault::RollingRestart => Duration::from_secs(9),
-            Fault::WorkerKill | Fault::ProjectorKill => Duration::ZERO,
-        };
-        if at + gap + hold + Duration::from_secs(10) > run_for {
+    // Bounded besides the time: at most one fault per second of the run.
+    for _ in 0..run_for.as_secs().max(1) {
+        let fits = (0..8)
+            .map(|_| draw(&mut rng, scale, nodes, workers))
+            .find(|fault| at + fault.gap + fault.estimate() <= window);
+        let Some(fault) = fits else {
             break;
-        }
-        at += gap + hold;
-        planned.push(Planned {
-            gap,
-            fault,
-            target,
-            hold,
-        });
+        };
+        at += fault.gap + fault.estimate();
+        planned.push(fault);
     }
     planned
 }
@@ -187,9 +233,23 @@ mod tests {
         let show = |plan: &[Planned]| plan.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(show(&a), show(&b));
         assert_ne!(show(&a), show(&c));
-        assert!(!a.is_empty());
-        let total: Duration = a.iter().map(|p| p.gap + p.hold).sum();
-        assert!(total + Duration::from_secs(10) <= Duration::from_mins(1));
+        let total: Duration = a.iter().map(|p| p.gap + p.estimate()).sum();
+        assert!(total + tail(Duration::from_mins(1)) <= Duration::from_mins(1));
+    }
+
+    /// Every run is planned a fault, and every kind comes up in runs of 20 s.
+    #[test]
+    fn every_short_run_has_a_fault_and_every_kind_comes_up() {
+        let run_for = Duration::from_secs(20);
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let plan = plan(run_seed(1, seed), run_for, 3, 8);
+            assert!(!plan.is_empty(), "seed {seed}: no fault planned");
+            let total: Duration = plan.iter().map(|p| p.gap + p.estimate()).sum();
+            assert!(total + tail(run_for) <= run_for, "seed {seed}: {total:?}");
+            kinds.extend(plan.iter().map(|p| p.fault));
+        }
+        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), Fault::PLANNED);
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! A worker process: commits until its deadline, half through `transact` (read, add one,
-//! commit, retried on conflicts) and half with `commit_with_meta` and a commit id of its own,
-//! on a few hot cases shared by every worker and many cold ones. Every acknowledged commit and
-//! every unknown outcome is written to its record file as it happens.
+//! A worker process: commits until its deadline, half through `transact_on_with_meta` (read,
+//! add one, commit, retried on conflicts) and half with `commit_with_meta`, each with a commit
+//! id of its own written down first, on a few hot cases shared by every worker and many cold
+//! ones. Every acknowledged commit, every unknown outcome and every failure (with the commit
+//! id the client said stored nothing) is written to its record file as it happens. A commit
+//! that failed is never sent again under its id: a retry gets a new one.
 //!
 //! A worker started with `--recover` takes over the file of a worker that was killed: every
 //! commit of its own id that was sent and not acknowledged is in doubt, and is sent again with
 //! the same commit id (on a freshly loaded case, as a restarted process would) until it is
-//! acknowledged, before the new worker goes on.
+//! acknowledged, before the new worker goes on. Transactions are not sent again: whether they
+//! landed is the stream's to say.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -91,14 +94,7 @@ pub async fn run(args: WorkerArgs) {
         } else {
             sequence += 1;
             let key = format!("{}-{}-{sequence}", worker.name, std::process::id());
-            let meta = worker.meta(CommitId::generate(), now_ms());
-            worker.out.write(&Record::Intent {
-                id: meta.commit_id.to_string(),
-                case: case.to_string(),
-                key: key.clone(),
-                value: sequence,
-                at: meta.committed_at_ms,
-            });
+            let meta = worker.intent(&case, &key, sequence, false);
             worker.own(&case, &key, sequence, meta, false).await;
         }
     }
@@ -113,13 +109,29 @@ impl Worker {
         }
     }
 
+    /// A new commit id for a commit on `case`, written down before it is sent.
+    fn intent(&mut self, case: &CaseId, key: &str, value: u64, transact: bool) -> CommitMeta {
+        let meta = self.meta(CommitId::generate(), now_ms());
+        self.out.write(&Record::Intent {
+            id: meta.commit_id.to_string(),
+            case: case.to_string(),
+            key: key.to_owned(),
+            value,
+            at: meta.committed_at_ms,
+            transact,
+        });
+        meta
+    }
+
     /// Sends again every commit of its own id the killed worker had sent and not seen
     /// acknowledged.
     async fn recover(&mut self, previous: &[Record]) {
         let settled: HashSet<&str> = previous
             .iter()
             .filter_map(|record| match record {
-                Record::Ack { id, .. } | Record::Resolved { id, .. } => Some(id.as_str()),
+                Record::Ack { id, .. }
+                | Record::Resolved { id, .. }
+                | Record::Failed { id: Some(id), .. } => Some(id.as_str()),
                 _ => None,
             })
             .collect();
@@ -130,6 +142,7 @@ impl Worker {
                 key,
                 value,
                 at,
+                transact: false,
             } = record
             else {
                 continue;
@@ -159,7 +172,7 @@ impl Worker {
                     self.handles.insert(case.clone(), handle);
                 }
                 Err(error) => {
-                    self.failed(&error);
+                    self.failed(&error, None);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     return None;
                 }
@@ -168,11 +181,30 @@ impl Worker {
         self.handles.get_mut(case)
     }
 
-    fn failed(&mut self, error: &CommitError) {
+    /// A call failed; `commit`: the commit the client said stored nothing.
+    fn failed(&mut self, error: &CommitError, commit: Option<CommitId>) {
         self.out.write(&Record::Failed {
+            id: commit.map(|id| id.to_string()),
             error: error.to_string(),
             at: now_ms(),
         });
+    }
+
+    /// Commits in doubt in `pending` that a call settled without landing them (another
+    /// writer's event is in their place): no longer in the handle, and not the receipt's.
+    fn settled_elsewhere(
+        &mut self,
+        pending: &[CommitId],
+        still: &[CommitId],
+        landed: Option<CommitId>,
+    ) {
+        for id in pending {
+            if Some(*id) == landed {
+                self.resolved(*id, true);
+            } else if !still.contains(id) {
+                self.resolved(*id, false);
+            }
+        }
     }
 
     fn ack(&mut self, receipt: &Receipt, resent: bool) {
@@ -194,16 +226,25 @@ impl Worker {
         });
     }
 
-    /// Commits `key = value` with the given commit id until it is acknowledged (or the
-    /// deadline passes): after a conflict on the case caught up, after an unknown outcome
-    /// sent again as it was, after anything else on the case loaded again.
-    async fn own(&mut self, case: &CaseId, key: &str, value: u64, meta: CommitMeta, resent: bool) {
+    /// Commits `key = value` until it is acknowledged (or the deadline passes), with the
+    /// given commit id while nothing says it failed: after a conflict on the case caught up,
+    /// after an unknown outcome sent again as it was, after a failure (nothing stored) under
+    /// a new commit id, on the case loaded again.
+    async fn own(
+        &mut self,
+        case: &CaseId,
+        key: &str,
+        value: u64,
+        mut meta: CommitMeta,
+        resent: bool,
+    ) {
         let mut in_doubt = resent;
         while now_ms() < self.until + RESOLVE_GRACE_MS {
             let workspace = self.workspace.clone();
             let Some(handle) = self.handle(case).await else {
                 continue;
             };
+            let pending = doubt(handle);
             handle.rollback();
             handle.buffer(Mutation::PatchCtx {
                 set: Map::from([(key.to_owned(), Value::from(value))]),
@@ -211,12 +252,23 @@ impl Worker {
             });
             let outcome = workspace.commit_with_meta(handle, meta.clone()).await;
             handle.rollback();
+            let still = doubt(handle);
+            let landed = outcome.as_ref().ok().map(|receipt| receipt.commit_id);
+            self.settled_elsewhere(
+                &pending
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != meta.commit_id)
+                    .collect::<Vec<_>>(),
+                &still,
+                landed,
+            );
             match outcome {
+                // The handle had another commit in doubt: that one is settled, ours is next.
+                Ok(receipt) if receipt.commit_id != meta.commit_id => {
+                    self.ack(&receipt, false);
+                }
                 Ok(receipt) => {
-                    assert_eq!(
-                        receipt.commit_id, meta.commit_id,
-                        "the receipt of our commit"
-                    );
                     if in_doubt {
                         self.resolved(meta.commit_id, true);
                     }
@@ -224,13 +276,21 @@ impl Worker {
                     return;
                 }
                 Err(CommitError::Conflict { .. }) => {
-                    if let Err(error) = workspace.refresh(handle).await {
-                        self.failed(&error);
+                    if in_doubt && !still.contains(&meta.commit_id) {
+                        // Settled: not landed; sent again under its id, which stored nothing.
+                        self.resolved(meta.commit_id, false);
+                        in_doubt = false;
+                    }
+                    if let Err(error) = workspace
+                        .refresh(self.handles.get_mut(case).expect("the handle"))
+                        .await
+                    {
+                        self.failed(&error, None);
                         self.handles.remove(case);
                     }
                 }
                 Err(CommitError::InDoubt { .. }) => {
-                    if !in_doubt {
+                    if !in_doubt && still.contains(&meta.commit_id) {
                         in_doubt = true;
                         self.out.write(&Record::Unknown {
                             id: meta.commit_id.to_string(),
@@ -241,38 +301,58 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
-                    self.failed(&error);
+                    if still.contains(&meta.commit_id) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    if in_doubt {
+                        self.resolved(meta.commit_id, false);
+                        in_doubt = false;
+                    }
+                    // Nothing of it was stored: written down as failed, and sent again as a
+                    // new commit.
+                    self.failed(&error, Some(meta.commit_id));
                     if !matches!(error, CommitError::Log(_)) {
                         self.handles.remove(case);
                     }
+                    meta = self.intent(case, key, value, false);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
     }
 
-    /// One `transact_on` adding one to the case's `n`; an unknown outcome is resolved by
-    /// calling it again on the same handle, which sends the commit in doubt first.
+    /// One transaction adding one to the case's `n`, under a commit id written down first;
+    /// an unknown outcome is settled by calling it again on the same handle, which sends the
+    /// commit in doubt first.
     async fn transact(&mut self, case: &CaseId) {
-        let mut doubt: Option<CommitId> = None;
+        let meta = self.intent(case, "n", 0, true);
+        let mut in_doubt = false;
         loop {
             let workspace = self.workspace.clone();
             let Some(handle) = self.handle(case).await else {
                 return;
             };
-            let outcome = workspace.transact_on(handle, add_one).await;
-            let settled = handle.in_doubt().is_empty();
+            let pending = doubt(handle);
+            let outcome = workspace
+                .transact_on_with_meta(handle, meta.clone(), add_one)
+                .await;
+            let still = doubt(handle);
+            let landed = outcome.as_ref().ok().map(|(receipt, _)| receipt.commit_id);
+            self.settled_elsewhere(&pending, &still, landed);
+            if in_doubt && !pending.contains(&meta.commit_id) {
+                in_doubt = false;
+            }
             match outcome {
                 Ok((receipt, _)) => {
-                    if let Some(id) = doubt {
-                        self.resolved(id, receipt.commit_id == id);
-                    }
                     self.ack(&receipt, false);
-                    return;
+                    if receipt.commit_id == meta.commit_id {
+                        return;
+                    }
                 }
                 Err(CommitError::InDoubt { commit_id, .. }) => {
-                    if doubt.is_none() {
-                        doubt = Some(commit_id);
+                    if commit_id == meta.commit_id && !in_doubt {
+                        in_doubt = true;
                         self.out.write(&Record::Unknown {
                             id: commit_id.to_string(),
                             case: case.to_string(),
@@ -285,20 +365,14 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
-                    // A commit in doubt settled by a conflict was not stored: another writer's
-                    // event is where it would be.
-                    if let (Some(id), true) = (doubt, settled)
-                        && matches!(error, CommitError::Conflict { .. })
-                    {
-                        self.resolved(id, false);
-                    }
-                    self.failed(&error);
-                    if settled
+                    let ours = (!still.contains(&meta.commit_id)).then_some(meta.commit_id);
+                    self.failed(&error, ours);
+                    if ours.is_some()
                         && !matches!(error, CommitError::Log(_) | CommitError::Conflict { .. })
                     {
                         self.handles.remove(case);
                     }
-                    if doubt.is_none() || settled || now_ms() >= self.until + RESOLVE_GRACE_MS {
+                    if ours.is_some() || now_ms() >= self.until + RESOLVE_GRACE_MS {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -306,6 +380,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// The commit ids a handle has in doubt.
+fn doubt(handle: &wfstate_events::CaseHandle) -> Vec<CommitId> {
+    handle.in_doubt().iter().map(|(id, _)| *id).collect()
 }
 
 fn add_one(case: &mut Draft<'_>) {

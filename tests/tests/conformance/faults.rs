@@ -205,7 +205,12 @@ pub async fn a_seeded_mix_of_faults_loses_and_doubles_nothing(fixture: &impl Fix
             "seed {seed}"
         );
     }
-    eprintln!("faults injected: {}", log.injected().len());
+    let injected = log.injected().len();
+    eprintln!("faults injected: {injected}");
+    assert!(
+        injected >= 10,
+        "seed {seed}: the mix injected {injected} faults"
+    );
 }
 
 /// The log forgot the commit id (as JetStream after its duplicate window): a process that

@@ -138,7 +138,7 @@ async fn a_commit_survives_the_death_of_the_connected_server() {
             (handle, receipt)
         })
     };
-    cluster.kill(node);
+    assert!(cluster.kill(node), "the connected server was running");
     let (mut handle, receipt) = committing.await.unwrap();
     assert_eq!(receipt.unwrap().version, 5, "resolved, not failed");
     // And the client goes on through the other servers.
