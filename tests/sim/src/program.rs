@@ -187,8 +187,8 @@ impl World {
         let case = rng.pick(u16::from(self.cases));
         match rng.below(200) {
             0..=7 => Act::Create { case },
-            8..=9 => Act::Load { case },
-            10..=65 => Act::Commit {
+            8 => Act::Load { case },
+            9..=65 => Act::Commit {
                 case,
                 change: Change::draw(rng),
             },
@@ -201,8 +201,8 @@ impl World {
                 case,
                 batches: rng.pick(4),
             },
-            108..=131 => Act::Transact { case },
-            132..=134 => Act::TransactLoaded { case },
+            108..=132 => Act::Transact { case },
+            133..=134 => Act::TransactLoaded { case },
             135..=150 => Act::Refresh { case },
             151..=156 => Act::Buffer {
                 case,
@@ -214,9 +214,9 @@ impl World {
                 change: Change::draw(rng),
                 polls: rng.pick(4),
             },
-            169..=170 => Act::Restart,
-            171..=188 => Act::Project {
-                crash: rng.chance(20),
+            169 => Act::Restart,
+            170..=188 => Act::Project {
+                crash: rng.chance(10),
             },
             189..=194 => Act::Forget,
             _ => Act::Lag {
