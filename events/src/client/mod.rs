@@ -396,7 +396,7 @@ impl<L: EventLog> Workspace<L> {
         let case_id = handle.case.id().clone();
         let read = self.read_landed(&case_id, commit_id, position).await;
         if !matches!(read, Ok(Err(_))) {
-            // Read, or refused for good: nothing is left to settle.
+            // Read, or the log changed under the handle: nothing is left to settle.
             handle.in_doubt = None;
         }
         match read? {

@@ -184,12 +184,12 @@ impl<L: EventLog> Workspace<L> {
     /// The event at `position`, which holds `commit_id` of `case_id` (the handle folded or
     /// committed it): read from the log's leader, and asked again while it is not there yet
     /// (a log that answers from a replica behind) or the log is unavailable, until the
-    /// deadline. `None` when it still could not be read then: its receipt is in doubt, not
-    /// its landing.
+    /// deadline. The inner error when it could not be read (by then, or at all: a refused
+    /// read): the commit landed, only its receipt is not known, so the caller reports it in
+    /// doubt, never failed.
     ///
     /// # Errors
-    /// A failure that asking again cannot mend (permissions, say), or an event at `position`
-    /// that is another commit: the log changed under the handle.
+    /// An event at `position` that is another commit: the log changed under the handle.
     pub(crate) async fn read_landed(
         &self,
         case_id: &CaseId,
@@ -226,7 +226,7 @@ impl<L: EventLog> Workspace<L> {
                     ),
                 ),
                 Err(error) if error.is_retryable() => error,
-                Err(error) => return Err(error.into()),
+                Err(error) => return Ok(Err(error)),
             };
             tracing::debug!(%case_id, %commit_id, attempts, %error, "reading a landed commit again");
             if Instant::now() >= deadline {

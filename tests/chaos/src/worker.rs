@@ -275,12 +275,9 @@ impl Worker {
                     self.ack(&receipt, resent);
                     return;
                 }
+                // Another writer came first: caught up, the same commit is sent again under
+                // its id (an earlier attempt of it may land yet; the id keeps it once).
                 Err(CommitError::Conflict { .. }) => {
-                    if in_doubt && !still.contains(&meta.commit_id) {
-                        // Settled: not landed; sent again under its id, which stored nothing.
-                        self.resolved(meta.commit_id, false);
-                        in_doubt = false;
-                    }
                     if let Err(error) = workspace
                         .refresh(self.handles.get_mut(case).expect("the handle"))
                         .await
@@ -301,21 +298,20 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
-                    if still.contains(&meta.commit_id) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    if in_doubt {
-                        self.resolved(meta.commit_id, false);
-                        in_doubt = false;
-                    }
-                    // Nothing of it was stored: written down as failed, and sent again as a
-                    // new commit.
-                    self.failed(&error, Some(meta.commit_id));
                     if !matches!(error, CommitError::Log(_)) {
                         self.handles.remove(case);
                     }
-                    meta = self.intent(case, key, value, false);
+                    if in_doubt || still.contains(&meta.commit_id) {
+                        // This attempt stored nothing, but an earlier one may land yet (one
+                        // the handle or the killed process before this one sent): the commit
+                        // goes on under its id.
+                        self.failed(&error, None);
+                    } else {
+                        // Nothing of it was stored, nor will be: written down as failed, and
+                        // sent again as a new commit.
+                        self.failed(&error, Some(meta.commit_id));
+                        meta = self.intent(case, key, value, false);
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
