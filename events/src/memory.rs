@@ -148,8 +148,8 @@ impl MemoryLog {
         })
     }
 
-    /// The case's events after `after`, up to `until`, at most a page.
-    fn case_page(&self, case_id: &str, after: u64, until: u64) -> Vec<StoredEvent> {
+    /// The case's events after `after`, up to `until`, at most `count`.
+    fn case_page(&self, case_id: &str, after: u64, until: u64, count: usize) -> Vec<StoredEvent> {
         let log = self.lock();
         let Some(positions) = log.by_case.get(case_id) else {
             return Vec::new();
@@ -158,7 +158,7 @@ impl MemoryLog {
         positions[start..]
             .iter()
             .take_while(|&&position| position <= until)
-            .take(PAGE_EVENTS)
+            .take(count)
             .map(|&position| log.all[index(position)].clone())
             .collect()
     }
@@ -214,7 +214,7 @@ impl EventLog for MemoryLog {
         position: Position,
     ) -> Result<Option<StoredEvent>, LogError> {
         Ok(self
-            .case_page(case_id.as_str(), position.get(), u64::MAX)
+            .case_page(case_id.as_str(), position.get(), u64::MAX, 1)
             .into_iter()
             .next())
     }
@@ -239,7 +239,9 @@ impl EventLog for MemoryLog {
                 let (log, case_id) = (log.clone(), case_id.clone());
                 async move {
                     if page.len() == 0 {
-                        page = log.case_page(&case_id, after, until).into_iter();
+                        page = log
+                            .case_page(&case_id, after, until, PAGE_EVENTS)
+                            .into_iter();
                     }
                     let event = page.next()?;
                     let after = event.position.get();

@@ -157,10 +157,14 @@ pub struct MemoryProjector<L, V = MemoryViews> {
     acknowledged: Acknowledged,
     batch: usize,
     stats: Arc<ProjectorStats>,
-    /// The views the last batch wrote, with their revisions, for the next batch (as the
-    /// JetStream projector keeps them): a stale one is refused by the compare-and-set.
+    /// The views it wrote, with their revisions, for the next batches (at most
+    /// [`WRITTEN_MAX`]): a stale one (another projector wrote the case meanwhile) is refused
+    /// by the compare-and-set, and the batch comes back with none kept.
     written: BTreeMap<String, (View, u64)>,
 }
+
+/// The most views a memory projector keeps from one batch for the next.
+const WRITTEN_MAX: usize = 4096;
 
 /// The largest view a memory projector writes.
 const VIEW_SIZE_MAX: usize = 64 * 1024 * 1024;
@@ -220,6 +224,7 @@ impl<L: EventLog + Clone, V: ViewStore> Projector for MemoryProjector<L, V> {
         let mut batch = Batch::default();
         for key in Batch::cases(&events) {
             let (view, revision) = match written.remove(&key) {
+                // Kept from an earlier batch; put back when this one writes it.
                 Some((view, revision)) => (Some(view), Some(revision)),
                 None => match self.store.load(&key).await {
                     Ok(loaded) => loaded.unzip(),
@@ -250,6 +255,9 @@ impl<L: EventLog + Clone, V: ViewStore> Projector for MemoryProjector<L, V> {
         self.stats.count(finished.counts);
         // Acknowledged once every view of the batch is written.
         self.acknowledged.set(last);
+        if written.len() > WRITTEN_MAX {
+            written.clear();
+        }
         self.written = written;
         Ok(events.len())
     }

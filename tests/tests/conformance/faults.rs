@@ -207,10 +207,8 @@ pub async fn a_seeded_mix_of_faults_loses_and_doubles_nothing(fixture: &impl Fix
     }
     let injected = log.injected().len();
     eprintln!("faults injected: {injected}");
-    assert!(
-        injected >= 10,
-        "seed {seed}: the mix injected {injected} faults"
-    );
+    // A quarter of the appends meet a fault: none in 40 commits is a broken script.
+    assert!(injected > 0, "seed {seed}: the mix injected no fault");
 }
 
 /// The log forgot the commit id (as JetStream after its duplicate window): a process that
