@@ -15,7 +15,7 @@ use wfstate_projector::{
     Acknowledged, MemoryProjector, MemoryViews, Projector, ProjectorError, QuarantineRecord, View,
     ViewSource, ViewStore,
 };
-use wfstate_store::{Case, CaseId, Hash, Position};
+use wfstate_store::{Case, CaseId, Position};
 
 use crate::env::SimEnvironment;
 use crate::journal::{Journal, Outcome, Violation};
@@ -267,57 +267,14 @@ fn is_world(act: Act) -> bool {
 /// not to have landed is not stored. Returns every case as its events leave it.
 fn check_log(log: &SimLog, journal: &mut Journal) -> BTreeMap<String, (Case, Position)> {
     read_log(journal, log);
-    let mut broken = Vec::new();
-    // Each case folded from its stored bytes, with the state hash its last event committed.
-    let mut cases: BTreeMap<String, (Option<Case>, Position, Hash)> = BTreeMap::new();
-    for (index, read) in journal.events.iter().enumerate() {
-        let position = index as u64 + 1;
-        let Some(head) = &read.event else {
-            broken.push(("every event decodes", format!("position {position}")));
-            continue;
-        };
-        let (slot, at, state_hash) = cases.entry(head.case_id.to_string()).or_insert_with(|| {
-            (
-                Some(Case::new(head.case_id.clone())),
-                Position::ZERO,
-                Hash::ZERO,
-            )
-        });
-        let Some(case) = slot.take() else {
-            continue;
-        };
-        if case.state().version.next() != head.version {
-            broken.push((
-                "no case holds two events of one version",
-                format!(
-                    "case {}: version {} at position {position} after version {}",
-                    head.case_id,
-                    head.version,
-                    case.state().version
-                ),
-            ));
-            *slot = Some(case);
-            continue;
-        }
-        match case.fold_event_unhashed(head, read.hash) {
-            Ok(case) => {
-                *slot = Some(case);
-                *at = Position::new(position);
-                *state_hash = head.state_hash;
-            }
-            Err(error) => broken.push((
-                "every case loads",
-                format!("case {} at position {position}: {error}", head.case_id),
-            )),
-        }
-    }
+    let mut broken = std::mem::take(&mut journal.broken);
     let mut folded = BTreeMap::new();
-    for (id, (case, at, state_hash)) in cases {
-        let Some(case) = case else { continue };
-        if let Err(error) = case.check_state_hash(state_hash) {
+    for (id, entry) in std::mem::take(&mut journal.cases) {
+        let Some(case) = entry.case else { continue };
+        if let Err(error) = case.check_state_hash(entry.state_hash) {
             broken.push(("every case loads", format!("case {id}: {error}")));
         }
-        folded.insert(id, (case, at));
+        folded.insert(id, (case, entry.position));
     }
     for (rule, detail) in broken {
         journal.violation(None, rule, detail);

@@ -2,11 +2,11 @@
 //! receipts it was given, the commits whose outcome it said; and the violations found while
 //! the run goes on. It also hashes the trace, so that one seed can be shown to give one run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 use wfstate_events::CommitErrorKind;
-use wfstate_store::{CommitId, Event, Hash, Position, Receipt};
+use wfstate_store::{Case, CommitId, Event, Hash, Position, Receipt};
 
 /// A broken promise, found by the oracle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,17 @@ pub struct Read {
     pub event: Option<Event>,
 }
 
+/// A case as the oracle folds it, event by event, from the stored bytes.
+#[derive(Debug)]
+pub struct Folded {
+    /// The case after its events so far (`None` after one that did not fold).
+    pub case: Option<Case>,
+    /// The position of its last event folded.
+    pub position: Position,
+    /// The state hash that event committed.
+    pub state_hash: Hash,
+}
+
 /// One call, as the oracle keeps it.
 #[derive(Debug, Clone)]
 pub struct CallRecord {
@@ -63,6 +74,10 @@ pub struct Journal {
     pub stored: HashMap<CommitId, Vec<Position>>,
     /// Every event the oracle has read, by position from 1.
     pub events: Vec<Read>,
+    /// Each case as the oracle folded it from the stored bytes, as far as it has read.
+    pub cases: BTreeMap<String, Folded>,
+    /// What the oracle found wrong with the log as it read it, reported at the end.
+    pub broken: Vec<(&'static str, String)>,
     trace: Sha256,
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use wfstate_events::{CaseHandle, CommitError, CommitErrorKind, Draft, EventLog, Workspace};
 use wfstate_store::{CaseId, CommitId, CommitMeta, Event, Hash, Mutation, Receipt, Value};
 
-use crate::journal::{Journal, Outcome, Read};
+use crate::journal::{Folded, Journal, Outcome, Read};
 use crate::log::{CALL, Call, SimLog};
 use crate::program::{Act, Change, Op};
 
@@ -268,13 +268,39 @@ impl Worker {
         };
         let position = handle.position();
         let at = (position, handle.case().last_event_hash());
-        let moved = self.verified.get(&before.case) != Some(&at);
+        let mut moved = self.verified.get(&before.case) != Some(&at);
         let mut journal = self.journal.borrow_mut();
         let problem = if position.get() == 0 {
             (handle.state().version.get() != 0)
                 .then(|| "a handle at position 0 past version 0".to_owned())
         } else {
             read_log(&mut journal, self.log());
+            // At its case's newest event, the handle is the oracle's own fold of the log:
+            // compared whole, which proves its state hash too.
+            if moved
+                && let Some(Folded {
+                    case: Some(folded),
+                    position: newest,
+                    ..
+                }) = journal.cases.get(handle.id().as_str())
+                && *newest == position
+            {
+                if folded.state() != handle.state()
+                    || folded.last_event_hash() != handle.case().last_event_hash()
+                {
+                    journal.violation(
+                        Some(before.op),
+                        "a handle is its case at its position",
+                        format!(
+                            "the handle of {} at position {position} is not the case the log \
+                             folds to there",
+                            handle.id()
+                        ),
+                    );
+                    return;
+                }
+                moved = false;
+            }
             let read = usize::try_from(position.get() - 1)
                 .ok()
                 .and_then(|index| journal.events.get(index));
@@ -675,7 +701,10 @@ fn settles(
     }
 }
 
-/// Reads what the log stored since the journal last read it into its index.
+/// Reads what the log stored since the journal last read it into its index, and folds each
+/// event into its case as the oracle keeps it: every case's events are versions 1, 2, ...
+/// each linked to the one before and folding onto it (the state hash is checked against the
+/// last event's at the end, and against handles as they move).
 pub fn read_log(journal: &mut Journal, log: &SimLog) {
     let last = futures::FutureExt::now_or_never(log.inner().last_position())
         .expect("the memory log answers at once")
@@ -690,9 +719,56 @@ pub fn read_log(journal: &mut Journal, log: &SimLog) {
         if let Some(id) = stored.commit_id {
             journal.stored.entry(id).or_default().push(position);
         }
-        journal.events.push(Read {
+        let read = Read {
             hash: Hash::of(&stored.payload),
             event: Event::decode(&stored.payload).ok(),
+        };
+        fold_read(journal, &read, position);
+        journal.events.push(read);
+    }
+}
+
+/// Folds one event the oracle read into its case.
+fn fold_read(journal: &mut Journal, read: &Read, position: wfstate_store::Position) {
+    let Some(event) = &read.event else {
+        journal
+            .broken
+            .push(("every event decodes", format!("position {position}")));
+        return;
+    };
+    let folded = journal
+        .cases
+        .entry(event.case_id.to_string())
+        .or_insert_with(|| Folded {
+            case: Some(wfstate_store::Case::new(event.case_id.clone())),
+            position: wfstate_store::Position::ZERO,
+            state_hash: Hash::ZERO,
         });
+    let Some(case) = folded.case.take() else {
+        return;
+    };
+    if case.state().version.next() != event.version {
+        journal.broken.push((
+            "no case holds two events of one version",
+            format!(
+                "case {}: version {} at position {position} after version {}",
+                event.case_id,
+                event.version,
+                case.state().version
+            ),
+        ));
+        folded.case = Some(case);
+        return;
+    }
+    match case.fold_event_unhashed(event, read.hash) {
+        Ok(case) => {
+            folded.case = Some(case);
+            folded.position = position;
+            folded.state_hash = event.state_hash;
+        }
+        Err(error) => journal.broken.push((
+            "every case loads",
+            format!("case {} at position {position}: {error}", event.case_id),
+        )),
     }
 }
